@@ -1,0 +1,39 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Modules are split by effect (see docs/architecture.md): VFShiftCore is pure,
+// the adapters hold all I/O, and only VFShiftLibvirt imports the C library.
+let package = Package(
+  name: "vfshift",
+  platforms: [.macOS(.v14)],
+  products: [
+    .executable(name: "vfshift", targets: ["vfshift"]),
+  ],
+  targets: [
+    .systemLibrary(
+      name: "CLibvirt",
+      pkgConfig: "libvirt",
+      providers: [.apt(["libvirt-dev"])]
+    ),
+    .target(name: "VFShiftCore"),
+    .target(name: "VFShiftHost", dependencies: ["VFShiftCore"]),
+    .target(name: "VFShiftLibvirt", dependencies: ["VFShiftCore", "CLibvirt"]),
+    .target(name: "VFShiftAgent", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt"]),
+    .executableTarget(name: "vfshift", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "VFShiftAgent"]),
+    // Shared by the test targets: brings up the real test bed and decides,
+    // loudly, whether a test that needs it runs, fails (CI) or skips (locally).
+    .target(name: "VFShiftTestSupport", path: "Tests/Support"),
+
+    .testTarget(name: "VFShiftCoreTests", dependencies: ["VFShiftCore"],
+                resources: [.copy("Fixtures")]),
+    .testTarget(name: "VFShiftHostTests", dependencies: ["VFShiftHost", "VFShiftTestSupport"]),
+    .testTarget(name: "VFShiftLibvirtTests", dependencies: ["VFShiftLibvirt", "VFShiftTestSupport"]),
+    .testTarget(name: "VFShiftAgentTests", dependencies: ["VFShiftAgent", "VFShiftTestSupport"]),
+
+    .executableTarget(name: "bench-engine", dependencies: ["VFShiftCore"], path: "Benchmarks/bench-engine"),
+    .executableTarget(name: "bench-counters", dependencies: ["VFShiftHost"], path: "Benchmarks/bench-counters"),
+    .executableTarget(name: "bench-libvirt", dependencies: ["VFShiftLibvirt", "VFShiftHost"], path: "Benchmarks/bench-libvirt"),
+    .executableTarget(name: "bench-agent", dependencies: ["VFShiftAgent"], path: "Benchmarks/bench-agent"),
+  ],
+  swiftLanguageModes: [.v6]
+)

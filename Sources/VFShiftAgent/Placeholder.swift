@@ -1,0 +1,3 @@
+import VFShiftCore
+import VFShiftHost
+import VFShiftLibvirt

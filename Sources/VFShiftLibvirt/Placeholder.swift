@@ -1,0 +1,2 @@
+import VFShiftCore
+import CLibvirt

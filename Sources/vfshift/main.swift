@@ -1,0 +1,2 @@
+import VFShiftCore
+print("vfshift")
