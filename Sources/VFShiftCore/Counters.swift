@@ -19,8 +19,94 @@ public struct InterfaceCounters: Sendable, Equatable, Hashable {
   }
 }
 
+/// The interface names of one read, in the order the host reported them, with
+/// a lookup table. Readers keep it from one cycle to the next and hand the same
+/// value to every snapshot while the set of interfaces does not change, so a
+/// cycle at 4,000 interfaces builds no strings and no hash table (copy-on-write
+/// shares the storage).
+public struct InterfaceNames: Sendable, Equatable {
+  public let names: [String]
+  @usableFromInline let positions: [String: Int]
+
+  /// `nil` when a name repeats: one read of one namespace never has two
+  /// interfaces of the same name, so a repeat means the input is broken.
+  public init?(_ names: [String]) {
+    var positions = [String: Int](minimumCapacity: names.count)
+    for (i, name) in names.enumerated() {
+      if positions.updateValue(i, forKey: name) != nil { return nil }
+    }
+    self.names = names
+    self.positions = positions
+  }
+
+  public var count: Int { names.count }
+
+  @inlinable public func position(of name: String) -> Int? { positions[name] }
+
+  public static func == (a: InterfaceNames, b: InterfaceNames) -> Bool { a.names == b.names }
+}
+
 /// Every interface the host reported in one read, by kernel name.
-public typealias CounterSnapshot = [String: InterfaceCounters]
+///
+/// A struct rather than a dictionary: the name table is shared between cycles
+/// (see `InterfaceNames`) and only the counters are new each read, which keeps
+/// a reader within reach of the bare cost of its syscalls at 4,000 interfaces.
+public struct CounterSnapshot: Sendable, Sequence {
+  public let interfaces: InterfaceNames
+  /// `counters[i]` belongs to `interfaces.names[i]`.
+  public let counters: [InterfaceCounters]
+
+  public init(interfaces: InterfaceNames, counters: [InterfaceCounters]) {
+    precondition(interfaces.count == counters.count,
+                 "CounterSnapshot: \(interfaces.count) names but \(counters.count) counters")
+    self.interfaces = interfaces
+    self.counters = counters
+  }
+
+  public init(_ dict: [String: InterfaceCounters]) {
+    let sorted = dict.sorted { $0.key < $1.key }
+    self.interfaces = InterfaceNames(sorted.map(\.key))!  // dictionary keys are unique
+    self.counters = sorted.map(\.value)
+  }
+
+  public init() { self.init([:]) }
+
+  @inlinable public subscript(name: String) -> InterfaceCounters? {
+    interfaces.position(of: name).map { counters[$0] }
+  }
+
+  public var count: Int { counters.count }
+  public var isEmpty: Bool { counters.isEmpty }
+  public var names: [String] { interfaces.names }
+
+  public var dictionary: [String: InterfaceCounters] {
+    Dictionary(uniqueKeysWithValues: zip(interfaces.names, counters))
+  }
+
+  public typealias Element = (name: String, counters: InterfaceCounters)
+
+  public struct Iterator: IteratorProtocol {
+    let snapshot: CounterSnapshot
+    var i = 0
+    public mutating func next() -> Element? {
+      guard i < snapshot.counters.count else { return nil }
+      defer { i += 1 }
+      return (snapshot.interfaces.names[i], snapshot.counters[i])
+    }
+  }
+
+  public func makeIterator() -> Iterator { Iterator(snapshot: self) }
+}
+
+/// Equal when the same names carry the same counters, whatever order the host
+/// listed them in (the two readers list interfaces in different orders).
+extension CounterSnapshot: Equatable {
+  public static func == (a: CounterSnapshot, b: CounterSnapshot) -> Bool {
+    guard a.count == b.count else { return false }
+    for (name, counters) in a where b[name] != counters { return false }
+    return true
+  }
+}
 
 /// Cumulative traffic counters from the *VM's* point of view. Packets may be
 /// unmeasured (public traces carry bytes only); `nil` there is "not known",
