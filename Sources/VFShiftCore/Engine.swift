@@ -1,0 +1,364 @@
+import Foundation
+
+/// What the engine remembers from one cycle to the next: counter baselines,
+/// smoothed rates, hysteresis state and swap history. A value: the same
+/// state, policy, observation and `now` always give the same plan and state.
+public struct EngineState: Sendable, Equatable {
+  var tracks: [VMTrack] = []
+  var index: [String: Int] = [:]
+  var policy: Policy?
+
+  public init() {}
+
+  /// Per-VM view for status output and tests.
+  public func rate(of uuid: String) -> (bytesPerSecond: Double?, packetsPerSecond: Double?, intensive: Bool)? {
+    guard let i = index[uuid] else { return nil }
+    let t = tracks[i]
+    return (t.smoothedBytes, t.smoothedPackets, t.intensive)
+  }
+}
+
+struct VMTrack: Sendable, Equatable {
+  var identity: VMIdentity
+  var resolution: ClassResolution = .unmanaged
+  var lastSource: String?
+  var lastCounters: VMCounters?
+  var lastAt: Instant?
+  /// Rate over the last interval: thresholds are judged on it, so "sustained
+  /// for N s" means exactly that, not "the average crept past".
+  var intervalBytes: Double?
+  var intervalPackets: Double?
+  /// Smoothed rates: used to rank VMs against each other.
+  var smoothedBytes: Double?
+  var smoothedPackets: Double?
+  var intensive = false
+  var aboveSince: Instant?
+  var belowSince: Instant?
+  var vfSince: Instant?
+  var swaps: [Instant] = []
+  var seen = true
+
+  init(identity: VMIdentity) { self.identity = identity }
+}
+
+/// One cycle of the engine: estimate, classify, allocate. Pure.
+public func decide(_ state: inout EngineState, policy: Policy, observation: Observation, now: Instant) -> Plan {
+  if state.policy != policy {
+    // Classes may have changed: match again, keep rates and history.
+    for i in state.tracks.indices { state.tracks[i].resolution = policy.resolveClass(of: state.tracks[i].identity) }
+    state.policy = policy
+  }
+  var slots = [Int](repeating: 0, count: observation.vms.count)
+  for i in state.tracks.indices { state.tracks[i].seen = false }
+  for (o, vm) in observation.vms.enumerated() {
+    let slot = trackSlot(&state, for: vm.identity, at: o, policy: policy)
+    slots[o] = slot
+    estimate(&state.tracks[slot], vm.reading, halfLife: policy.smoothingHalfLifeSeconds)
+    if let c = classOf(state.tracks[slot], policy) { classify(&state.tracks[slot], c, now: now) }
+    if state.tracks[slot].vfSince == nil, case .vf = vm.placement { state.tracks[slot].vfSince = vm.vfSince ?? now }
+    if case .virtio = vm.placement { state.tracks[slot].vfSince = nil }
+  }
+  forgetVanished(&state)
+
+  var plan = Plan()
+  var budget = policy.antiFlap.maxSwapsPerCycle
+  for pool in policy.pools {
+    allocate(pool: pool, policy: policy, observation: observation, slots: slots, state: &state,
+             now: now, budget: &budget, plan: &plan)
+  }
+  // Demotions first, so promotions find the VFs they free.
+  plan.actions = plan.actions.filter { if case .demote = $0 { true } else { false } }
+    + plan.actions.filter { if case .promote = $0 { true } else { false } }
+  return plan
+}
+
+private func trackSlot(_ state: inout EngineState, for id: VMIdentity, at position: Int, policy: Policy) -> Int {
+  // Inventories arrive in the same order cycle after cycle: check the slot at
+  // the same position before paying for a hash lookup.
+  if position < state.tracks.count, state.tracks[position].identity.uuid == id.uuid {
+    refresh(&state.tracks[position], id, policy)
+    return position
+  }
+  if let slot = state.index[id.uuid] {
+    refresh(&state.tracks[slot], id, policy)
+    return slot
+  }
+  var track = VMTrack(identity: id)
+  track.resolution = policy.resolveClass(of: id)
+  state.tracks.append(track)
+  state.index[id.uuid] = state.tracks.count - 1
+  return state.tracks.count - 1
+}
+
+private func refresh(_ track: inout VMTrack, _ id: VMIdentity, _ policy: Policy) {
+  track.seen = true
+  if track.identity != id {
+    track.identity = id
+    track.resolution = policy.resolveClass(of: id)
+  }
+}
+
+private func forgetVanished(_ state: inout EngineState) {
+  guard state.tracks.contains(where: { !$0.seen }) else { return }
+  state.tracks.removeAll { !$0.seen }
+  state.index = Dictionary(uniqueKeysWithValues: state.tracks.enumerated().map { ($1.identity.uuid, $0) })
+  for i in state.tracks.indices { state.tracks[i].seen = true }
+}
+
+private func classOf(_ track: VMTrack, _ policy: Policy) -> QoSClass? {
+  if case .managed(let c) = track.resolution { return policy.classes[c] }
+  return nil
+}
+
+/// Counter deltas over real elapsed time. A counter that goes backwards, a
+/// device that changed, or no reading at all is a gap: the previous rates
+/// stand and nothing new is learnt — never a negative or a zero rate.
+func estimate(_ track: inout VMTrack, _ reading: CounterReading, halfLife: Double) {
+  if case .stale = reading { return }
+  guard case let .known(source, counters, at) = reading else {
+    track.intervalBytes = nil; track.intervalPackets = nil
+    track.lastSource = nil; track.lastCounters = nil; track.lastAt = nil
+    return
+  }
+  defer { track.lastSource = source; track.lastCounters = counters; track.lastAt = at }
+  track.intervalBytes = nil; track.intervalPackets = nil
+  guard let last = track.lastCounters, let lastAt = track.lastAt, track.lastSource == source else { return }
+  let dt = at - lastAt
+  guard dt > 0, counters.rxBytes >= last.rxBytes, counters.txBytes >= last.txBytes else { return }
+  let bytes = Double((counters.rxBytes - last.rxBytes) + (counters.txBytes - last.txBytes)) / dt
+  var packets: Double?
+  if let rp = counters.rxPackets, let tp = counters.txPackets, let lrp = last.rxPackets, let ltp = last.txPackets,
+     rp >= lrp, tp >= ltp {
+    packets = Double((rp - lrp) + (tp - ltp)) / dt
+  }
+  track.intervalBytes = bytes
+  track.intervalPackets = packets
+  // Weight by elapsed time, so an irregular interval does not skew the mean.
+  let alpha = halfLife <= 0 ? 1 : 1 - exp2(-dt / halfLife)
+  track.smoothedBytes = track.smoothedBytes.map { $0 + alpha * (bytes - $0) } ?? bytes
+  if let p = packets { track.smoothedPackets = track.smoothedPackets.map { $0 + alpha * (p - $0) } ?? p }
+}
+
+/// Hysteresis: intensive once a promote threshold has been met for its
+/// sustain time; released once every rate has been under its release
+/// threshold for that threshold's sustain time. Between the two, nothing moves.
+func classify(_ track: inout VMTrack, _ c: QoSClass, now: Instant) {
+  guard c.vf == .eligible, track.intervalBytes != nil || track.intervalPackets != nil else { return }
+  let b = track.intervalBytes, p = track.intervalPackets
+  if !track.intensive {
+    if reaches(b, p, c.promote) {
+      let since = track.aboveSince ?? now
+      track.aboveSince = since
+      if now - since >= c.promote.sustainSeconds { track.intensive = true; track.belowSince = nil }
+    } else {
+      track.aboveSince = nil
+    }
+  } else {
+    if underAll(b, p, c.demote) {
+      let since = track.belowSince ?? now
+      track.belowSince = since
+      if now - since >= c.demote.sustainSeconds { track.intensive = false; track.aboveSince = nil }
+    } else {
+      track.belowSince = nil
+    }
+  }
+}
+
+private func reaches(_ b: Double?, _ p: Double?, _ t: RateThreshold) -> Bool {
+  if let tb = t.bytesPerSecond, let b, b >= tb { return true }
+  if let tp = t.packetsPerSecond, let p, p >= tp { return true }
+  return false
+}
+
+/// Unmeasured packets do not hold a VM up; unmeasured bytes do not either,
+/// but at least one measured rate must be under its threshold.
+private func underAll(_ b: Double?, _ p: Double?, _ t: RateThreshold) -> Bool {
+  var measured = false
+  if let tb = t.bytesPerSecond, let b { if b >= tb { return false }; measured = true }
+  if let tp = t.packetsPerSecond, let p { if p >= tp { return false }; measured = true }
+  return measured
+}
+
+/// How hard a VM pushes relative to its own class's promote threshold, so
+/// VMs of different classes compare on one scale.
+func intensity(_ track: VMTrack, _ c: QoSClass) -> Double {
+  var x = 0.0
+  if let tb = c.promote.bytesPerSecond, tb > 0, let b = track.smoothedBytes { x = max(x, b / tb) }
+  if let tp = c.promote.packetsPerSecond, tp > 0, let p = track.smoothedPackets { x = max(x, p / tp) }
+  if c.promote.bytesPerSecond == nil && c.promote.packetsPerSecond == nil, let b = track.smoothedBytes { x = b }
+  return x
+}
+
+private struct Contender {
+  var slot: Int
+  var pinned: Bool
+  var priority: Int
+  var intensity: Double
+  var name: String
+
+  /// Pinned first, then priority, then intensity; the name breaks ties so the
+  /// order never depends on the inventory's.
+  func outranks(_ o: Contender) -> Bool {
+    if pinned != o.pinned { return pinned }
+    if priority != o.priority { return priority > o.priority }
+    if intensity != o.intensity { return intensity > o.intensity }
+    return name < o.name
+  }
+
+  /// A challenger must win on pinning or priority outright, or on intensity
+  /// by the margin.
+  func beats(_ incumbent: Contender, margin: Double) -> Bool {
+    if pinned != incumbent.pinned { return pinned }
+    if priority != incumbent.priority { return priority > incumbent.priority }
+    return intensity > incumbent.intensity * (1 + margin)
+  }
+}
+
+private func allocate(pool: VFPool, policy: Policy, observation: Observation, slots: [Int],
+                      state: inout EngineState, now: Instant, budget: inout Int, plan: inout Plan) {
+  let flap = policy.antiFlap
+  let capacity = observation.pools[pool.name] ?? PoolCapacity(total: 0)
+  let usable = max(0, min(pool.maxInUse ?? capacity.total, capacity.total) - capacity.heldByOthers)
+  var incumbents: [Contender] = []
+  var challengers: [Contender] = []
+  var leaving: [(slot: Int, reason: Reason, force: Bool)] = []
+
+  for (o, vm) in observation.vms.enumerated() {
+    let slot = slots[o]
+    let track = state.tracks[slot]
+    guard let c = classOf(track, policy) else { continue }
+    let pinned = c.vf == .always
+    switch vm.placement {
+    case .vf(let held) where held == pool.name:
+      if c.vf == .never {
+        leaving.append((slot, .classNever(className: c.name), true))
+      } else if c.pool != pool.name {
+        leaving.append((slot, .wrongPool(holds: pool.name, classPool: c.pool), true))
+      } else if !pinned && !track.intensive && vm.reading != .unknown {
+        leaving.append((slot, .sustainedBelow(bytesPerSecond: track.intervalBytes, packetsPerSecond: track.intervalPackets,
+                                              threshold: c.demote), false))
+      } else {
+        incumbents.append(Contender(slot: slot, pinned: pinned, priority: c.priority,
+                                    intensity: intensity(track, c), name: vm.identity.name))
+      }
+    case .virtio where c.pool == pool.name && (pinned || (c.vf == .eligible && track.intensive)):
+      challengers.append(Contender(slot: slot, pinned: pinned, priority: c.priority,
+                                   intensity: intensity(track, c), name: vm.identity.name))
+    default:
+      continue
+    }
+  }
+
+  var inUse = incumbents.count + leaving.count
+  // Leavers that may go now go; the rest stay counted as in use.
+  for leaver in leaving {
+    let track = state.tracks[leaver.slot]
+    if !leaver.force, let blocked = antiFlapBlock(track, flap, now: now, needsDwell: true) {
+      plan.holds.append(Hold(vm: track.identity, wants: "demote", reason: blocked))
+      continue
+    }
+    guard budget > 0 else {
+      plan.holds.append(Hold(vm: track.identity, wants: "demote", reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
+      continue
+    }
+    demote(&state, leaver.slot, pool: pool.name, reason: leaver.reason, now: now, budget: &budget, plan: &plan)
+    inUse -= 1
+  }
+
+  incumbents.sort { $0.outranks($1) }
+  // A cap lowered under the running system: shed the weakest incumbents.
+  while inUse > usable, let weakest = incumbents.last, budget > 0 {
+    incumbents.removeLast()
+    demote(&state, weakest.slot, pool: pool.name, reason: .overCap(inUse: inUse, cap: usable), now: now,
+           budget: &budget, plan: &plan)
+    inUse -= 1
+  }
+
+  challengers.sort { $0.outranks($1) }
+  for challenger in challengers {
+    let track = state.tracks[challenger.slot]
+    if let blocked = antiFlapBlock(track, flap, now: now, needsDwell: false) {
+      plan.holds.append(Hold(vm: track.identity, wants: "promote", reason: blocked))
+      continue
+    }
+    if inUse < usable {
+      guard budget > 0 else {
+        plan.holds.append(Hold(vm: track.identity, wants: "promote", reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
+        continue
+      }
+      promote(&state, challenger.slot, pool: pool.name, reason: promotionReason(track, policy), now: now,
+              budget: &budget, plan: &plan)
+      inUse += 1
+      continue
+    }
+    // Full: the weakest incumbent that may leave is the one to beat.
+    let movable = incumbents.lastIndex { inc in
+      antiFlapBlock(state.tracks[inc.slot], flap, now: now, needsDwell: true) == nil
+    }
+    guard let m = movable, challenger.beats(incumbents[m], margin: flap.challengerMargin) else {
+      let reason: Reason = incumbents.last.map {
+        .incumbentsHold(weakest: $0.name, weakestIntensity: $0.intensity, intensity: challenger.intensity,
+                        margin: flap.challengerMargin)
+      } ?? .poolFull(inUse: inUse, capacity: usable)
+      plan.holds.append(Hold(vm: track.identity, wants: "promote", reason: reason))
+      continue
+    }
+    guard budget >= 2 else {
+      plan.holds.append(Hold(vm: track.identity, wants: "promote", reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
+      continue
+    }
+    let loser = incumbents.remove(at: m)
+    demote(&state, loser.slot, pool: pool.name,
+           reason: .displacedBy(challenger: challenger.name, challengerIntensity: challenger.intensity,
+                                intensity: loser.intensity, margin: flap.challengerMargin),
+           now: now, budget: &budget, plan: &plan)
+    promote(&state, challenger.slot, pool: pool.name,
+            reason: .displaces(incumbent: loser.name, intensity: challenger.intensity,
+                               incumbentIntensity: loser.intensity, margin: flap.challengerMargin),
+            now: now, budget: &budget, plan: &plan)
+  }
+}
+
+private func promotionReason(_ track: VMTrack, _ policy: Policy) -> Reason {
+  guard let c = classOf(track, policy), c.vf == .eligible else { return .pinnedAlways }
+  return .sustainedAbove(bytesPerSecond: track.intervalBytes, packetsPerSecond: track.intervalPackets, threshold: c.promote)
+}
+
+/// Dwell, cooldown and the hourly budget: the anti-flap rules, in one place.
+private func antiFlapBlock(_ track: VMTrack, _ flap: AntiFlap, now: Instant, needsDwell: Bool) -> Reason? {
+  if needsDwell, let since = track.vfSince, now - since < flap.minDwellSeconds {
+    return .dwellNotOver(remainingSeconds: flap.minDwellSeconds - (now - since))
+  }
+  if let last = track.swaps.last, now - last < flap.cooldownSeconds {
+    return .cooldown(remainingSeconds: flap.cooldownSeconds - (now - last))
+  }
+  let recent = track.swaps.reduce(0) { $0 + (now - $1 < 3600 ? 1 : 0) }
+  if recent >= flap.maxSwapsPerVMPerHour {
+    return .hourlyBudgetSpent(swapsInLastHour: recent, limit: flap.maxSwapsPerVMPerHour)
+  }
+  return nil
+}
+
+private func recordSwap(_ track: inout VMTrack, now: Instant) {
+  track.swaps.removeAll { now - $0 >= 3600 }
+  track.swaps.append(now)
+  // The counters will come from another device: start the baseline afresh.
+  track.aboveSince = nil
+  track.belowSince = nil
+}
+
+private func promote(_ state: inout EngineState, _ slot: Int, pool: String, reason: Reason, now: Instant,
+                     budget: inout Int, plan: inout Plan) {
+  recordSwap(&state.tracks[slot], now: now)
+  state.tracks[slot].vfSince = now
+  budget -= 1
+  plan.actions.append(.promote(vm: state.tracks[slot].identity, pool: pool, reason: reason))
+}
+
+private func demote(_ state: inout EngineState, _ slot: Int, pool: String, reason: Reason, now: Instant,
+                    budget: inout Int, plan: inout Plan) {
+  recordSwap(&state.tracks[slot], now: now)
+  state.tracks[slot].vfSince = nil
+  budget -= 1
+  plan.actions.append(.demote(vm: state.tracks[slot].identity, pool: pool, reason: reason))
+}

@@ -1,0 +1,132 @@
+/// Imports the Grid Workloads Archive's GWA-T-12 ("Bitbrains") per-VM files
+/// as published: one `<vm>.csv` per VM, `;`+tab separated, one header line.
+/// Facts the published description gets wrong (see docs/trace-format.md):
+/// timestamps are Unix seconds despite the "[ms]" header; throughputs are
+/// averages over the 300 s before the timestamp, in KB/s with 1 KB = 1,000 bytes.
+public enum GWAT12 {
+  public static let headerPrefix = "Timestamp [ms]"
+  public static let intervalSeconds = 300.0
+  static let networkReceivedField = 9
+  static let networkTransmittedField = 10
+  static let fieldCount = 11
+
+  public struct File: Sendable {
+    public var name: String
+    public var text: String
+    public init(name: String, text: String) { self.name = name; self.text = text }
+  }
+
+  /// Whether a file's first line is a GWA-T-12 header.
+  public static func looksLike(_ firstLine: Substring) -> Bool { firstLine.hasPrefix(headerPrefix) }
+
+  /// One VM's rows: (timestamp seconds, received KB/s, transmitted KB/s).
+  public static func rows(_ file: File) throws(TraceError) -> [(t: Double, rxKBps: Double, txKBps: Double)] {
+    var out: [(Double, Double, Double)] = []
+    var lineNumber = 0
+    for line in file.text.split(separator: "\n", omittingEmptySubsequences: false) {
+      lineNumber += 1
+      if lineNumber == 1 {
+        guard looksLike(line) else {
+          throw TraceError(file: file.name, line: 1, reason: "not a GWA-T-12 file: the header must start with '\(headerPrefix)'")
+        }
+        continue
+      }
+      if line.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" }) { continue }
+      let fields = line.split(separator: ";", omittingEmptySubsequences: false)
+      guard fields.count == fieldCount else {
+        throw TraceError(file: file.name, line: lineNumber,
+                         reason: "\(fields.count) fields, expected \(fieldCount) separated by ';' (truncated row?)")
+      }
+      func number(_ i: Int, _ what: String) throws(TraceError) -> Double {
+        let text = fields[i].trimmingWhitespace
+        guard let d = Double(text), d.isFinite, d >= 0 else {
+          throw TraceError(file: file.name, line: lineNumber, reason: "\(what) '\(text)' is not a number ≥ 0")
+        }
+        return d
+      }
+      out.append((try number(0, "timestamp"), try number(networkReceivedField, "network received KB/s"),
+                  try number(networkTransmittedField, "network transmitted KB/s")))
+    }
+    return out
+  }
+
+  /// Builds a trace from GWA-T-12 files. `identity` names a VM (and may label
+  /// it) from its file's stem; `nil` leaves it out.
+  public static func trace(_ files: [File], source: String,
+                           identity: (String) -> VMIdentity? = { VMIdentity(uuid: $0, name: $0) })
+    throws(TraceError) -> Trace {
+    var perVM: [(id: VMIdentity, rows: [(t: Double, rxKBps: Double, txKBps: Double)])] = []
+    for file in files.sorted(by: { stemOrder($0.name, $1.name) }) {
+      guard let id = identity(stem(file.name)) else { continue }
+      var rows = try rows(file)
+      guard !rows.isEmpty else { continue }
+      rows.sort { $0.t < $1.t }
+      perVM.append((id, rows))
+    }
+    guard let start = perVM.map({ $0.rows[0].t }).min(), let end = perVM.map({ $0.rows.last!.t }).max() else {
+      return Trace(source: source, intervalSeconds: intervalSeconds)
+    }
+    let cycleCount = Int(((end - start) / intervalSeconds).rounded()) + 1
+    // Samples land on the nearest 300 s cycle; the jitter of ±1 s stays in
+    // the sample's own time, so rates use the real elapsed time.
+    var buckets = [[TraceSample]](repeating: [], count: cycleCount)
+    var firstCycle = [Int](repeating: 0, count: perVM.count)
+    var lastCycle = [Int](repeating: 0, count: perVM.count)
+    for (v, vm) in perVM.enumerated() {
+      var rx: UInt64 = 0, tx: UInt64 = 0
+      var previous: Double?
+      var segment = 0
+      var lastK = -1
+      for row in vm.rows {
+        let k = Int(((row.t - start) / intervalSeconds).rounded())
+        guard k > lastK else { continue }
+        if let p = previous, row.t - p <= intervalSeconds * 1.5 {
+          rx &+= UInt64((row.rxKBps * 1000 * (row.t - p)).rounded())
+          tx &+= UInt64((row.txKBps * 1000 * (row.t - p)).rounded())
+        } else if previous != nil {
+          // A gap: the averages say nothing about the missing time, so start
+          // a new counter source and let the engine take it as a reset.
+          segment += 1
+        }
+        previous = row.t
+        if lastK < 0 { firstCycle[v] = k }
+        lastK = k
+        buckets[k].append(TraceSample(vm: Int32(v), reading: .known(
+          source: "gwa\(segment)", counters: VMCounters(rxBytes: rx, txBytes: tx, rxPackets: nil, txPackets: nil),
+          at: Instant(seconds: row.t))))
+      }
+      lastCycle[v] = lastK
+    }
+    var trace = Trace(source: source, intervalSeconds: intervalSeconds, vms: perVM.map(\.id))
+    trace.samples.reserveCapacity(buckets.reduce(0) { $0 + $1.count })
+    for k in 0..<cycleCount {
+      let begin = trace.samples.count
+      trace.samples.append(contentsOf: buckets[k])
+      let present = (0..<perVM.count).filter { firstCycle[$0] <= k && k <= lastCycle[$0] }.map { Int32($0) }
+      trace.cycles.append(TraceCycle(at: Instant(seconds: start + Double(k) * intervalSeconds),
+                                     samples: begin..<trace.samples.count, present: present))
+    }
+    return trace
+  }
+
+  static func stem(_ name: String) -> String {
+    let base = name.split(separator: "/").last.map(String.init) ?? name
+    return base.hasSuffix(".csv") ? String(base.dropLast(4)) : base
+  }
+
+  /// 2 before 10: VM files are numbered.
+  static func stemOrder(_ a: String, _ b: String) -> Bool {
+    let sa = stem(a), sb = stem(b)
+    if let ia = Int(sa), let ib = Int(sb) { return ia < ib }
+    return sa < sb
+  }
+}
+
+extension Substring {
+  var trimmingWhitespace: Substring {
+    var s = self
+    while let c = s.first, c == " " || c == "\t" || c == "\r" { s.removeFirst() }
+    while let c = s.last, c == " " || c == "\t" || c == "\r" { s.removeLast() }
+    return s
+  }
+}

@@ -1,0 +1,62 @@
+/// A point on a monotonic clock, in seconds. The engine never reads a clock:
+/// callers pass `now`, so a wall-clock jump cannot bend a rate.
+public struct Instant: Sendable, Comparable, Hashable, CustomStringConvertible {
+  public var seconds: Double
+  public init(seconds: Double) { self.seconds = seconds }
+  public static func < (a: Instant, b: Instant) -> Bool { a.seconds < b.seconds }
+  public static func + (a: Instant, d: Double) -> Instant { Instant(seconds: a.seconds + d) }
+  public static func - (a: Instant, b: Instant) -> Double { a.seconds - b.seconds }
+  public var description: String { "t=\(fmt(seconds))s" }
+}
+
+/// Where a VM's network currently is.
+public enum Placement: Sendable, Equatable, Hashable {
+  case virtio
+  case vf(pool: String)
+  /// Both NICs present: a swap is under way, or a guest did not let go of the
+  /// old one. The engine leaves such a VM alone until it settles.
+  case transitioning(pool: String)
+  /// No NIC vfshift knows how to manage.
+  case none
+}
+
+/// One cumulative counter reading, or the admission that there is none.
+public enum CounterReading: Sendable, Equatable {
+  /// `source` names the device the counters came from; when it changes (a
+  /// swap, a re-created tap) the counters restart and the delta is a gap.
+  case known(source: String, counters: VMCounters, at: Instant)
+  /// The VM's current NIC has no traffic source (a VF without per-VF
+  /// statistics): its rate is unknown, never zero.
+  case unknown
+  /// No fresh reading this cycle (a sample missed): nothing new is learnt and
+  /// what was known stands.
+  case stale
+}
+
+public struct VMObservation: Sendable, Equatable {
+  public var identity: VMIdentity
+  public var placement: Placement
+  public var reading: CounterReading
+  /// When the VM got its VF, when something durable (the domain's metadata)
+  /// says so; lets the dwell survive an agent restart.
+  public var vfSince: Instant?
+
+  public init(identity: VMIdentity, placement: Placement, reading: CounterReading, vfSince: Instant? = nil) {
+    self.identity = identity; self.placement = placement; self.reading = reading; self.vfSince = vfSince
+  }
+}
+
+public struct PoolCapacity: Sendable, Equatable {
+  /// VFs the hardware (or the stand-in pool) has.
+  public var total: Int
+  /// VFs held by VMs vfshift does not manage: they count against the cap.
+  public var heldByOthers: Int
+  public init(total: Int, heldByOthers: Int = 0) { self.total = total; self.heldByOthers = heldByOthers }
+}
+
+/// Everything one cycle knows about the world.
+public struct Observation: Sendable, Equatable {
+  public var vms: [VMObservation]
+  public var pools: [String: PoolCapacity]
+  public init(vms: [VMObservation], pools: [String: PoolCapacity]) { self.vms = vms; self.pools = pools }
+}

@@ -1,0 +1,115 @@
+/// Why the engine did, or did not, move a VM — with the numbers that drove it.
+public enum Reason: Sendable, Equatable, CustomStringConvertible {
+  case sustainedAbove(bytesPerSecond: Double?, packetsPerSecond: Double?, threshold: RateThreshold)
+  case pinnedAlways
+  case classNever(className: String)
+  case sustainedBelow(bytesPerSecond: Double?, packetsPerSecond: Double?, threshold: RateThreshold)
+  case displacedBy(challenger: String, challengerIntensity: Double, intensity: Double, margin: Double)
+  case displaces(incumbent: String, intensity: Double, incumbentIntensity: Double, margin: Double)
+  case overCap(inUse: Int, cap: Int)
+  case wrongPool(holds: String, classPool: String?)
+  case poolFull(inUse: Int, capacity: Int)
+  case incumbentsHold(weakest: String, weakestIntensity: Double, intensity: Double, margin: Double)
+  case dwellNotOver(remainingSeconds: Double)
+  case cooldown(remainingSeconds: Double)
+  case hourlyBudgetSpent(swapsInLastHour: Int, limit: Int)
+  case cycleBudgetSpent(limit: Int)
+
+  public var description: String {
+    switch self {
+    case let .sustainedAbove(b, p, t):
+      "above promote threshold for \(fmt(t.sustainSeconds))s (\(rates(b, p)) vs \(limits(t)))"
+    case .pinnedAlways: "class pins it to a VF (vf: always)"
+    case let .classNever(c): "class '\(c)' never holds a VF (vf: never)"
+    case let .sustainedBelow(b, p, t):
+      "below release threshold for \(fmt(t.sustainSeconds))s (\(rates(b, p)) vs \(limits(t)))"
+    case let .displacedBy(c, ci, i, m):
+      "displaced by \(c) (intensity \(ratio(ci)) > \(ratio(i)) × \(ratio(1 + m)))"
+    case let .displaces(v, i, vi, m):
+      "displaces \(v) (intensity \(ratio(i)) > \(ratio(vi)) × \(ratio(1 + m)))"
+    case let .overCap(n, cap): "pool over its cap (\(n) in use, maxInUse \(cap))"
+    case let .wrongPool(h, c): "holds a VF of pool '\(h)' but its class uses \(c.map { "pool '\($0)'" } ?? "no pool")"
+    case let .poolFull(n, cap): "wants a VF but the pool is full (\(n) of \(cap) usable in use)"
+    case let .incumbentsHold(w, wi, i, m):
+      "wants a VF; weakest incumbent \(w) not beaten by the margin (intensity \(ratio(i)) ≤ \(ratio(wi)) × \(ratio(1 + m))) or still in its dwell"
+    case let .dwellNotOver(s): "minimum dwell on the VF not over (\(fmt(s.rounded(.up))) s left)"
+    case let .cooldown(s): "cooling down after its last swap (\(fmt(s.rounded(.up))) s left)"
+    case let .hourlyBudgetSpent(n, l): "swap budget spent (\(n) swaps in the last hour, limit \(l))"
+    case let .cycleBudgetSpent(l): "swap budget for this cycle spent (limit \(l))"
+    }
+  }
+
+  /// A short, stable name for logs and metrics labels.
+  public var rule: String {
+    switch self {
+    case .sustainedAbove: "sustained-above"
+    case .pinnedAlways: "pinned-always"
+    case .classNever: "class-never"
+    case .sustainedBelow: "sustained-below"
+    case .displacedBy: "displaced"
+    case .displaces: "displaces"
+    case .overCap: "over-cap"
+    case .wrongPool: "wrong-pool"
+    case .poolFull: "pool-full"
+    case .incumbentsHold: "incumbents-hold"
+    case .dwellNotOver: "dwell"
+    case .cooldown: "cooldown"
+    case .hourlyBudgetSpent: "hourly-budget"
+    case .cycleBudgetSpent: "cycle-budget"
+    }
+  }
+}
+
+private func rates(_ b: Double?, _ p: Double?) -> String {
+  [b.map { "\(si($0))B/s" }, p.map { "\(si($0))pkt/s" }].compactMap { $0 }.joined(separator: ", ")
+}
+private func limits(_ t: RateThreshold) -> String {
+  let parts = [t.bytesPerSecond.map { "\(si($0))B/s" }, t.packetsPerSecond.map { "\(si($0))pkt/s" }].compactMap { $0 }
+  return parts.isEmpty ? "no threshold" : parts.joined(separator: " / ")
+}
+func ratio(_ d: Double) -> String {
+  let r = (d * 100).rounded() / 100
+  return String(r)
+}
+/// 12.3M, 450k: rates as an operator reads them.
+public func si(_ d: Double) -> String {
+  let units: [(Double, String)] = [(1e9, "G"), (1e6, "M"), (1e3, "k")]
+  for (scale, u) in units where abs(d) >= scale {
+    return "\(((d / scale) * 10).rounded() / 10)\(u)"
+  }
+  return fmt(d.rounded())
+}
+
+public enum Action: Sendable, Equatable, CustomStringConvertible {
+  case promote(vm: VMIdentity, pool: String, reason: Reason)
+  case demote(vm: VMIdentity, pool: String, reason: Reason)
+
+  public var vm: VMIdentity {
+    switch self { case .promote(let v, _, _), .demote(let v, _, _): v }
+  }
+  public var pool: String {
+    switch self { case .promote(_, let p, _), .demote(_, let p, _): p }
+  }
+  public var reason: Reason {
+    switch self { case .promote(_, _, let r), .demote(_, _, let r): r }
+  }
+  public var verb: String {
+    switch self { case .promote: "promote"; case .demote: "demote" }
+  }
+  public var description: String { "\(verb) \(vm.name) \(verb == "promote" ? "to" : "from") \(pool): \(reason)" }
+}
+
+/// A VM that wanted a change and did not get it this cycle, and why.
+public struct Hold: Sendable, Equatable, CustomStringConvertible {
+  public var vm: VMIdentity
+  public var wants: String
+  public var reason: Reason
+  public var description: String { "hold \(vm.name) (wants \(wants)): \(reason)" }
+}
+
+public struct Plan: Sendable, Equatable {
+  /// Demotions first: they free the VFs the promotions need.
+  public var actions: [Action]
+  public var holds: [Hold]
+  public init(actions: [Action] = [], holds: [Hold] = []) { self.actions = actions; self.holds = holds }
+}

@@ -1,0 +1,194 @@
+/// An operator's policy: VF pools, QoS classes and anti-flap settings.
+/// Field-by-field documentation: docs/policy.md.
+public struct Policy: Sendable, Equatable {
+  public var name: String
+  public var intervalSeconds: Double
+  public var smoothingHalfLifeSeconds: Double
+  public var pools: [VFPool]
+  public var classes: [QoSClass]
+  public var antiFlap: AntiFlap
+
+  public init(name: String, intervalSeconds: Double = 1, smoothingHalfLifeSeconds: Double = 10,
+              pools: [VFPool], classes: [QoSClass], antiFlap: AntiFlap = AntiFlap()) {
+    self.name = name; self.intervalSeconds = intervalSeconds
+    self.smoothingHalfLifeSeconds = smoothingHalfLifeSeconds
+    self.pools = pools; self.classes = classes; self.antiFlap = antiFlap
+  }
+}
+
+public enum SwapMode: String, Sendable, Equatable, CaseIterable {
+  /// Make before break with a second NIC (works on any host).
+  case replace
+  /// virtio-net failover: a transient VF teamed with a persistent virtio NIC.
+  case failover
+}
+
+public struct VFPool: Sendable, Equatable {
+  public var name: String
+  /// The libvirt network that hands out VFs (`<forward mode='hostdev'>`, or a
+  /// passthrough pool standing in for one).
+  public var network: String
+  /// The PF netdev, for sysfs inventory and per-VF statistics.
+  public var pf: String?
+  /// Cap on VFs in use, below the hardware total: every VF in use adds
+  /// interrupt and CPU load (the paper's lesson). `nil` = no cap.
+  public var maxInUse: Int?
+  public var mode: SwapMode
+
+  public init(name: String, network: String, pf: String? = nil, maxInUse: Int? = nil, mode: SwapMode = .replace) {
+    self.name = name; self.network = network; self.pf = pf; self.maxInUse = maxInUse; self.mode = mode
+  }
+}
+
+public enum VFEligibility: String, Sendable, Equatable, CaseIterable {
+  case never, eligible, always
+}
+
+/// Rates that count as network-intensive. A VM crosses when *either* given
+/// rate is reached (bytes for bulk flows; packets for the small-window,
+/// many-small-packet traffic where the paper saw SR-IOV's largest edge).
+public struct RateThreshold: Sendable, Equatable {
+  public var bytesPerSecond: Double?
+  public var packetsPerSecond: Double?
+  public var sustainSeconds: Double
+
+  public init(bytesPerSecond: Double? = nil, packetsPerSecond: Double? = nil, sustainSeconds: Double = 0) {
+    self.bytesPerSecond = bytesPerSecond; self.packetsPerSecond = packetsPerSecond
+    self.sustainSeconds = sustainSeconds
+  }
+}
+
+public struct ClassMatch: Sendable, Equatable {
+  /// Values of the `class` attribute of vfshift's QoS element in the domain's metadata.
+  public var metadata: [String]
+  /// Globs (`*`, `?`, `[a-z]`) over the domain name.
+  public var names: [String]
+  public var uuids: [String]
+
+  public init(metadata: [String] = [], names: [String] = [], uuids: [String] = []) {
+    self.metadata = metadata; self.names = names; self.uuids = uuids.map { $0.lowercased() }
+  }
+
+  public func matches(_ vm: VMIdentity) -> Bool {
+    if let label = vm.label, metadata.contains(label) { return true }
+    if uuids.contains(vm.uuid.lowercased()) { return true }
+    return names.contains { globMatch($0, vm.name) }
+  }
+}
+
+public struct QoSClass: Sendable, Equatable {
+  public var name: String
+  public var priority: Int
+  public var match: ClassMatch
+  public var vf: VFEligibility
+  public var pool: String?
+  public var promote: RateThreshold
+  /// The lower threshold to let go (hysteresis): a VM stays intensive until
+  /// *both* rates are below these for `sustainSeconds`.
+  public var demote: RateThreshold
+
+  public init(name: String, priority: Int, match: ClassMatch, vf: VFEligibility, pool: String? = nil,
+              promote: RateThreshold = RateThreshold(), demote: RateThreshold = RateThreshold()) {
+    self.name = name; self.priority = priority; self.match = match; self.vf = vf; self.pool = pool
+    self.promote = promote; self.demote = demote
+  }
+}
+
+/// Anti-flap settings; defaults follow the spirit of Kubernetes' HPA
+/// (tolerance 0.1, scale-down stabilisation of minutes, not seconds).
+public struct AntiFlap: Sendable, Equatable {
+  public var minDwellSeconds: Double
+  public var cooldownSeconds: Double
+  /// A challenger must exceed an incumbent's intensity by this fraction.
+  public var challengerMargin: Double
+  public var maxSwapsPerCycle: Int
+  public var maxSwapsPerVMPerHour: Int
+
+  public init(minDwellSeconds: Double = 300, cooldownSeconds: Double = 120, challengerMargin: Double = 0.25,
+              maxSwapsPerCycle: Int = 2, maxSwapsPerVMPerHour: Int = 6) {
+    self.minDwellSeconds = minDwellSeconds; self.cooldownSeconds = cooldownSeconds
+    self.challengerMargin = challengerMargin; self.maxSwapsPerCycle = maxSwapsPerCycle
+    self.maxSwapsPerVMPerHour = maxSwapsPerVMPerHour
+  }
+}
+
+/// Who a VM is, as far as class matching goes.
+public struct VMIdentity: Sendable, Equatable, Hashable {
+  public var uuid: String
+  public var name: String
+  /// The `class` label from vfshift's metadata element, if the operator set one.
+  public var label: String?
+
+  public init(uuid: String, name: String, label: String? = nil) {
+    self.uuid = uuid; self.name = name; self.label = label
+  }
+}
+
+public enum ClassResolution: Sendable, Equatable {
+  case unmanaged
+  case managed(classIndex: Int)
+  /// Two classes claim the VM: an operator error, so the VM is left alone.
+  case ambiguous([String])
+}
+
+extension Policy {
+  public func resolveClass(of vm: VMIdentity) -> ClassResolution {
+    var found: [Int] = []
+    for (i, c) in classes.enumerated() where c.match.matches(vm) { found.append(i) }
+    switch found.count {
+    case 0: return .unmanaged
+    case 1: return .managed(classIndex: found[0])
+    default: return .ambiguous(found.map { classes[$0].name })
+    }
+  }
+
+  public func poolIndex(named name: String) -> Int? { pools.firstIndex { $0.name == name } }
+}
+
+/// Shell-style glob: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`. Iterative with
+/// single-star backtracking, so a hostile pattern stays linear-ish.
+public func globMatch(_ pattern: String, _ text: String) -> Bool {
+  let p = Array(pattern.unicodeScalars), t = Array(text.unicodeScalars)
+  var pi = 0, ti = 0, starP = -1, starT = 0
+  while ti < t.count {
+    if pi < p.count {
+      switch p[pi] {
+      case "*":
+        starP = pi; starT = ti; pi += 1; continue
+      case "?":
+        pi += 1; ti += 1; continue
+      case "[":
+        if let (matched, next) = matchBracket(p, pi, t[ti]) {
+          if matched { pi = next; ti += 1; continue }
+        } else if p[pi] == t[ti] { pi += 1; ti += 1; continue }
+      default:
+        if p[pi] == t[ti] { pi += 1; ti += 1; continue }
+      }
+    }
+    guard starP >= 0 else { return false }
+    pi = starP + 1; starT += 1; ti = starT
+  }
+  while pi < p.count && p[pi] == "*" { pi += 1 }
+  return pi == p.count
+}
+
+/// `nil` when the bracket is not closed (then `[` is a literal).
+private func matchBracket(_ p: [Unicode.Scalar], _ open: Int, _ c: Unicode.Scalar) -> (Bool, Int)? {
+  var i = open + 1
+  var negate = false
+  if i < p.count && (p[i] == "!" || p[i] == "^") { negate = true; i += 1 }
+  var matched = false
+  var first = true
+  while i < p.count && (p[i] != "]" || first) {
+    first = false
+    if i + 2 < p.count && p[i + 1] == "-" && p[i + 2] != "]" {
+      if p[i] <= c && c <= p[i + 2] { matched = true }
+      i += 3
+    } else {
+      if p[i] == c { matched = true }
+      i += 1
+    }
+  }
+  guard i < p.count else { return nil }
+  return (matched != negate, i + 1)
+}

@@ -1,0 +1,274 @@
+/// One problem in a policy file: where (file, line, field path), and why.
+public struct PolicyIssue: Error, Sendable, Equatable, CustomStringConvertible {
+  public var file: String
+  public var line: Int?
+  public var path: String
+  public var reason: String
+
+  public var description: String {
+    let location = line.map { "\(file):\($0)" } ?? file
+    return path.isEmpty ? "\(location): \(reason)" : "\(location): \(path): \(reason)"
+  }
+}
+
+/// Every problem found in one file, not just the first: an operator fixing a
+/// policy wants the whole list in one go.
+public struct PolicyErrors: Error, Sendable, Equatable, CustomStringConvertible {
+  public var issues: [PolicyIssue]
+  public var description: String { issues.map(\.description).joined(separator: "\n") }
+}
+
+extension Policy {
+  /// Parses and validates a policy file's text. `file` names it in errors;
+  /// `defaultName` is used when the file sets no `name`.
+  public static func parse(_ text: String, file: String, defaultName: String) throws(PolicyErrors) -> Policy {
+    let root: JSONNode
+    do { root = try parseJSON5(text) } catch {
+      throw PolicyErrors(issues: [PolicyIssue(file: file, line: error.line, path: "",
+                                              reason: "\(error.reason) (column \(error.column))")])
+    }
+    var d = PolicyDecoder(file: file)
+    let policy = d.policy(root, defaultName: defaultName)
+    if let policy, d.issues.isEmpty { return policy }
+    throw PolicyErrors(issues: d.issues)
+  }
+}
+
+private struct PolicyDecoder {
+  let file: String
+  var issues: [PolicyIssue] = []
+
+  mutating func fail(_ node: JSONNode?, _ path: String, _ reason: String) {
+    issues.append(PolicyIssue(file: file, line: node?.line, path: path, reason: reason))
+  }
+
+  /// The members of an object, after reporting any key it does not know: a
+  /// misspelt field silently ignored is a policy that does something else.
+  mutating func object(_ node: JSONNode, _ path: String, known: [String]) -> [String: JSONNode]? {
+    guard case .object(let members) = node.value else {
+      fail(node, path, "must be an object, found \(node.value.typeName)")
+      return nil
+    }
+    var out: [String: JSONNode] = [:]
+    for m in members {
+      if known.contains(m.key) { out[m.key] = m.value } else {
+        fail(m.value, join(path, m.key), "unknown field (known here: \(known.joined(separator: ", ")))")
+      }
+    }
+    return out
+  }
+
+  func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+  mutating func string(_ o: [String: JSONNode], _ key: String, _ path: String, required: Bool) -> String? {
+    guard let n = o[key] else {
+      if required { fail(nil, join(path, key), "is required") }
+      return nil
+    }
+    guard case .string(let s) = n.value else {
+      fail(n, join(path, key), "must be a string, found \(n.value.typeName)")
+      return nil
+    }
+    if s.isEmpty { fail(n, join(path, key), "must not be empty") ; return nil }
+    return s
+  }
+
+  mutating func number(_ o: [String: JSONNode], _ key: String, _ path: String,
+                       min: Double = 0, integer: Bool = false, positive: Bool = false) -> Double? {
+    guard let n = o[key] else { return nil }
+    guard case .number(let d) = n.value else {
+      fail(n, join(path, key), "must be a number, found \(n.value.typeName)")
+      return nil
+    }
+    if integer && d != d.rounded() { fail(n, join(path, key), "must be a whole number, got \(d)"); return nil }
+    if positive && d <= 0 { fail(n, join(path, key), "must be greater than 0, got \(fmt(d))"); return nil }
+    if d < min { fail(n, join(path, key), "must be ≥ \(fmt(min)), got \(fmt(d))"); return nil }
+    return d
+  }
+
+  mutating func stringList(_ o: [String: JSONNode], _ key: String, _ path: String) -> [String] {
+    guard let n = o[key] else { return [] }
+    if case .string(let s) = n.value { return [s] }
+    guard case .array(let items) = n.value else {
+      fail(n, join(path, key), "must be a string or an array of strings, found \(n.value.typeName)")
+      return []
+    }
+    var out: [String] = []
+    for (i, item) in items.enumerated() {
+      if case .string(let s) = item.value, !s.isEmpty { out.append(s) } else {
+        fail(item, "\(join(path, key))[\(i)]", "must be a non-empty string, found \(item.value.typeName)")
+      }
+    }
+    return out
+  }
+
+  mutating func policy(_ root: JSONNode, defaultName: String) -> Policy? {
+    guard let o = object(root, "", known: ["name", "description", "intervalSeconds", "smoothing", "pools",
+                                           "classes", "antiFlap"]) else { return nil }
+    _ = string(o, "description", "", required: false)
+    let name = string(o, "name", "", required: false) ?? defaultName
+    let interval = number(o, "intervalSeconds", "", positive: true) ?? 1
+    var halfLife = 10.0
+    if let s = o["smoothing"], let so = object(s, "smoothing", known: ["halfLifeSeconds"]) {
+      halfLife = number(so, "halfLifeSeconds", "smoothing") ?? halfLife
+    }
+    var pools: [VFPool] = []
+    if let p = o["pools"] {
+      if case .array(let items) = p.value {
+        for (i, item) in items.enumerated() { if let pool = self.pool(item, "pools[\(i)]") { pools.append(pool) } }
+      } else { fail(p, "pools", "must be an array of pools, found \(p.value.typeName)") }
+    }
+    for (i, pool) in pools.enumerated() where pools[..<i].contains(where: { $0.name == pool.name }) {
+      fail(poolNode(o, i), "pools[\(i)].name", "pool '\(pool.name)' is defined twice")
+    }
+    var classes: [QoSClass] = []
+    var classNodes: [JSONNode] = []
+    if let c = o["classes"] {
+      if case .array(let items) = c.value {
+        if items.isEmpty { fail(c, "classes", "must list at least one class") }
+        for (i, item) in items.enumerated() {
+          if let qc = qosClass(item, "classes[\(i)]", pools: pools) { classes.append(qc); classNodes.append(item) }
+        }
+      } else { fail(c, "classes", "must be an array of classes, found \(c.value.typeName)") }
+    } else { fail(root, "classes", "is required") }
+    checkOverlaps(classes, classNodes)
+    var antiFlap = AntiFlap()
+    if let a = o["antiFlap"], let ao = object(a, "antiFlap", known: ["minDwellSeconds", "cooldownSeconds",
+        "challengerMargin", "maxSwapsPerCycle", "maxSwapsPerVMPerHour"]) {
+      antiFlap.minDwellSeconds = number(ao, "minDwellSeconds", "antiFlap") ?? antiFlap.minDwellSeconds
+      antiFlap.cooldownSeconds = number(ao, "cooldownSeconds", "antiFlap") ?? antiFlap.cooldownSeconds
+      antiFlap.challengerMargin = number(ao, "challengerMargin", "antiFlap") ?? antiFlap.challengerMargin
+      antiFlap.maxSwapsPerCycle = number(ao, "maxSwapsPerCycle", "antiFlap", integer: true, positive: true)
+        .map { Int($0) } ?? antiFlap.maxSwapsPerCycle
+      antiFlap.maxSwapsPerVMPerHour = number(ao, "maxSwapsPerVMPerHour", "antiFlap", integer: true, positive: true)
+        .map { Int($0) } ?? antiFlap.maxSwapsPerVMPerHour
+    }
+    return Policy(name: name, intervalSeconds: interval, smoothingHalfLifeSeconds: halfLife,
+                  pools: pools, classes: classes, antiFlap: antiFlap)
+  }
+
+  func poolNode(_ o: [String: JSONNode], _ i: Int) -> JSONNode? {
+    guard case .array(let items)? = o["pools"]?.value, i < items.count else { return nil }
+    return items[i]
+  }
+
+  mutating func pool(_ node: JSONNode, _ path: String) -> VFPool? {
+    guard let o = object(node, path, known: ["name", "network", "pf", "maxInUse", "mode"]) else { return nil }
+    let name = string(o, "name", path, required: true)
+    let network = string(o, "network", path, required: true)
+    let pf = string(o, "pf", path, required: false)
+    let cap = number(o, "maxInUse", path, integer: true).map { Int($0) }
+    var mode = SwapMode.replace
+    if let m = string(o, "mode", path, required: false) {
+      if let parsed = SwapMode(rawValue: m) { mode = parsed } else {
+        fail(o["mode"], join(path, "mode"), "must be one of \(SwapMode.allCases.map(\.rawValue).joined(separator: ", ")), got '\(m)'")
+      }
+    }
+    guard let name, let network else { return nil }
+    return VFPool(name: name, network: network, pf: pf, maxInUse: cap, mode: mode)
+  }
+
+  mutating func threshold(_ node: JSONNode, _ path: String) -> RateThreshold? {
+    guard let o = object(node, path, known: ["bytesPerSecond", "packetsPerSecond", "sustainSeconds"]) else { return nil }
+    let t = RateThreshold(bytesPerSecond: number(o, "bytesPerSecond", path),
+                          packetsPerSecond: number(o, "packetsPerSecond", path),
+                          sustainSeconds: number(o, "sustainSeconds", path) ?? 0)
+    if o["bytesPerSecond"] == nil && o["packetsPerSecond"] == nil {
+      fail(node, path, "needs bytesPerSecond and/or packetsPerSecond")
+    }
+    return t
+  }
+
+  mutating func qosClass(_ node: JSONNode, _ path: String, pools: [VFPool]) -> QoSClass? {
+    guard let o = object(node, path, known: ["name", "priority", "match", "vf", "pool", "promote", "demote",
+                                             "description"]) else { return nil }
+    _ = string(o, "description", path, required: false)
+    let name = string(o, "name", path, required: true)
+    let priority = number(o, "priority", path, min: -1_000_000, integer: true).map { Int($0) } ?? 0
+    var vf = VFEligibility.eligible
+    if let v = string(o, "vf", path, required: true) {
+      if let parsed = VFEligibility(rawValue: v) { vf = parsed } else {
+        fail(o["vf"], join(path, "vf"), "must be one of never, eligible, always, got '\(v)'")
+      }
+    }
+    var match = ClassMatch()
+    if let m = o["match"] {
+      if let mo = object(m, join(path, "match"), known: ["metadata", "names", "uuids"]) {
+        match = ClassMatch(metadata: stringList(mo, "metadata", join(path, "match")),
+                           names: stringList(mo, "names", join(path, "match")),
+                           uuids: stringList(mo, "uuids", join(path, "match")))
+        if match.metadata.isEmpty && match.names.isEmpty && match.uuids.isEmpty {
+          fail(m, join(path, "match"), "matches nothing: give metadata, names and/or uuids")
+        }
+      }
+    } else { fail(node, join(path, "match"), "is required") }
+    var pool = string(o, "pool", path, required: false)
+    if let p = pool, !pools.contains(where: { $0.name == p }) {
+      fail(o["pool"], join(path, "pool"), "no pool named '\(p)' (pools: \(pools.map(\.name).joined(separator: ", ")))")
+    }
+    if pool == nil && vf != .never {
+      if pools.count == 1 { pool = pools[0].name } else {
+        fail(node, join(path, "pool"), "is required when vf is '\(vf.rawValue)' and the policy has \(pools.count) pools")
+      }
+    }
+    var promote = RateThreshold(), demote = RateThreshold()
+    if vf == .eligible {
+      if let p = o["promote"] { promote = threshold(p, join(path, "promote")) ?? promote } else {
+        fail(node, join(path, "promote"), "is required when vf is 'eligible'")
+      }
+      if let d = o["demote"] { demote = threshold(d, join(path, "demote")) ?? demote } else {
+        fail(node, join(path, "demote"), "is required when vf is 'eligible'")
+      }
+      checkHysteresis(promote, demote, o["demote"], join(path, "demote"))
+    } else {
+      for key in ["promote", "demote"] where o[key] != nil {
+        fail(o[key], join(path, key), "has no effect when vf is '\(vf.rawValue)'")
+      }
+    }
+    guard let name else { return nil }
+    return QoSClass(name: name, priority: priority, match: match, vf: vf, pool: pool, promote: promote, demote: demote)
+  }
+
+  /// The release threshold must sit below the promote threshold, or the VM
+  /// would be released the moment it was promoted.
+  mutating func checkHysteresis(_ up: RateThreshold, _ down: RateThreshold, _ node: JSONNode?, _ path: String) {
+    if let u = up.bytesPerSecond, let d = down.bytesPerSecond, d >= u {
+      fail(node, "\(path).bytesPerSecond", "must be below promote.bytesPerSecond (\(fmt(u))) for hysteresis, got \(fmt(d))")
+    }
+    if let u = up.packetsPerSecond, let d = down.packetsPerSecond, d >= u {
+      fail(node, "\(path).packetsPerSecond", "must be below promote.packetsPerSecond (\(fmt(u))) for hysteresis, got \(fmt(d))")
+    }
+    if up.bytesPerSecond != nil && down.bytesPerSecond == nil || up.packetsPerSecond != nil && down.packetsPerSecond == nil {
+      fail(node, path, "must give a release threshold for every rate that promote uses")
+    }
+  }
+
+  /// Literal overlaps are caught here; glob overlaps show when a VM is
+  /// classified (it is then left alone, and the report names both classes).
+  mutating func checkOverlaps(_ classes: [QoSClass], _ nodes: [JSONNode]) {
+    for (i, c) in classes.enumerated() {
+      if classes[..<i].contains(where: { $0.name == c.name }) {
+        fail(nodes[i], "classes[\(i)].name", "class '\(c.name)' is defined twice")
+      }
+      for (j, other) in classes[..<i].enumerated() {
+        for m in c.match.metadata where other.match.metadata.contains(m) {
+          fail(nodes[i], "classes[\(i)].match.metadata", "label '\(m)' is also matched by class '\(other.name)' (classes[\(j)]): a VM would be matched by two classes")
+        }
+        for u in c.match.uuids where other.match.uuids.contains(u) {
+          fail(nodes[i], "classes[\(i)].match.uuids", "UUID \(u) is also matched by class '\(other.name)' (classes[\(j)]): a VM would be matched by two classes")
+        }
+        for n in c.match.names where other.match.names.contains(n) || (!isGlob(n) && other.match.names.contains { globMatch($0, n) }) {
+          fail(nodes[i], "classes[\(i)].match.names", "'\(n)' is also matched by class '\(other.name)' (classes[\(j)]): a VM would be matched by two classes")
+        }
+      }
+    }
+  }
+
+  func isGlob(_ s: String) -> Bool { s.contains { $0 == "*" || $0 == "?" || $0 == "[" } }
+}
+
+/// Numbers in messages as an operator wrote them: 10000000, not 1e+07.
+func fmt(_ d: Double) -> String {
+  if d == d.rounded() && abs(d) < 1e15 { return String(Int64(d)) }
+  return String(d)
+}

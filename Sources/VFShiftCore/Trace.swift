@@ -1,0 +1,217 @@
+/// A per-VM traffic trace: what the agent saw, cycle by cycle, as cumulative
+/// counters (the way `/proc/net/dev` gives them). The text form is documented
+/// in docs/trace-format.md; `vfshift record` writes it, `vfshift whatif` reads it.
+public struct Trace: Sendable, Equatable {
+  public var source: String
+  public var intervalSeconds: Double
+  /// VFs each pool had when the trace was recorded.
+  public var poolSizes: [String: Int]
+  public var vms: [VMIdentity]
+  public var cycles: [TraceCycle]
+  public var samples: [TraceSample]
+
+  public init(source: String = "", intervalSeconds: Double, poolSizes: [String: Int] = [:], vms: [VMIdentity] = [],
+              cycles: [TraceCycle] = [], samples: [TraceSample] = []) {
+    self.source = source; self.intervalSeconds = intervalSeconds; self.poolSizes = poolSizes
+    self.vms = vms; self.cycles = cycles; self.samples = samples
+  }
+}
+
+/// One decision cycle: its clock, and which samples and VMs it saw.
+public struct TraceCycle: Sendable, Equatable {
+  public var at: Instant
+  public var samples: Range<Int>
+  /// VMs present in this cycle (by index into `vms`); a VM with no sample in
+  /// a cycle it is present in had no fresh reading.
+  public var present: [Int32]
+}
+
+public struct TraceSample: Sendable, Equatable {
+  public var vm: Int32
+  public var reading: CounterReading
+  public init(vm: Int32, reading: CounterReading) { self.vm = vm; self.reading = reading }
+}
+
+public struct TraceError: Error, Sendable, Equatable, CustomStringConvertible {
+  public var file: String
+  public var line: Int
+  public var reason: String
+  public var description: String { "\(file):\(line): \(reason)" }
+}
+
+extension Trace {
+  public static let magic = "vfshift-trace 1"
+
+  /// Parses the text form. Every error names the file and line.
+  public static func parse(_ text: String, file: String) throws(TraceError) -> Trace {
+    var trace = Trace(source: file, intervalSeconds: 1)
+    var keyIndex: [Substring: Int32] = [:]
+    var present: [Int32] = []
+    var presentSet = Set<Int32>()
+    var sawMagic = false
+    var lineNumber = 0
+    var cycleStart = 0
+    var cycleAt: Instant?
+    var seenInCycle = Set<Int32>()
+
+    func closeCycle() {
+      guard let at = cycleAt else { return }
+      trace.cycles.append(TraceCycle(at: at, samples: cycleStart..<trace.samples.count, present: present))
+    }
+
+    for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+      lineNumber += 1
+      let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+      let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+      guard let kind = f.first else { continue }
+      func fail(_ reason: String) -> TraceError { TraceError(file: file, line: lineNumber, reason: reason) }
+      if !sawMagic {
+        guard f.count == 2, kind == "vfshift-trace" else {
+          throw fail("not a vfshift trace: the first line must be '\(magic)'")
+        }
+        guard f[1] == "1" else { throw fail("trace version \(f[1]) is not supported (this vfshift reads version 1)") }
+        sawMagic = true
+        continue
+      }
+      switch kind {
+      case "source":
+        trace.source = decodeField(f.dropFirst().joined(separator: " "))
+      case "interval":
+        guard f.count == 2, let s = Double(f[1]), s > 0, s.isFinite else { throw fail("interval needs one positive number of seconds") }
+        trace.intervalSeconds = s
+      case "pool":
+        guard f.count == 3, let n = Int(f[2]), n >= 0 else { throw fail("pool needs a name and a VF count ≥ 0") }
+        trace.poolSizes[decodeField(f[1])] = n
+      case "vm":
+        guard f.count >= 2 else { throw fail("vm needs a key") }
+        guard keyIndex[f[1]] == nil else { throw fail("vm '\(f[1])' is declared twice") }
+        var id = VMIdentity(uuid: "", name: decodeField(f[1]))
+        for kv in f.dropFirst(2) {
+          let parts = kv.split(separator: "=", maxSplits: 1)
+          guard parts.count == 2 else { throw fail("vm attribute '\(kv)' is not key=value") }
+          switch parts[0] {
+          case "uuid": id.uuid = decodeField(parts[1])
+          case "name": id.name = decodeField(parts[1])
+          case "label": id.label = decodeField(parts[1])
+          default: throw fail("unknown vm attribute '\(parts[0])' (known: uuid, name, label)")
+          }
+        }
+        if id.uuid.isEmpty { id.uuid = id.name }
+        let index = Int32(trace.vms.count)
+        trace.vms.append(id)
+        keyIndex[f[1]] = index
+        present.append(index)
+        presentSet.insert(index)
+      case "gone":
+        guard f.count == 2, let i = keyIndex[f[1]] else { throw fail("gone names no declared vm") }
+        if presentSet.remove(i) != nil { present.removeAll { $0 == i } }
+      case "c":
+        guard f.count == 2, let t = Double(f[1]), t.isFinite else { throw fail("c needs one time in seconds") }
+        if let at = cycleAt, t <= at.seconds { throw fail("cycle time \(f[1]) does not move forward") }
+        closeCycle()
+        cycleAt = Instant(seconds: t)
+        cycleStart = trace.samples.count
+        seenInCycle.removeAll(keepingCapacity: true)
+      case "s":
+        guard cycleAt != nil else { throw fail("a sample comes before the first cycle line 'c'") }
+        guard f.count >= 3 else { throw fail("a sample needs: s TIME VM SOURCE RX_BYTES TX_BYTES RX_PACKETS TX_PACKETS") }
+        guard let t = Double(f[1]), t.isFinite else { throw fail("sample time '\(f[1])' is not a number") }
+        guard let vm = keyIndex[f[2]] else { throw fail("sample names vm '\(f[2])', which is not declared") }
+        guard presentSet.contains(vm) else { throw fail("sample for vm '\(f[2])' after it is gone") }
+        guard seenInCycle.insert(vm).inserted else { throw fail("two samples for vm '\(f[2])' in one cycle") }
+        if f.count == 4 && f[3] == "?" {
+          trace.samples.append(TraceSample(vm: vm, reading: .unknown))
+          continue
+        }
+        guard f.count == 8 else {
+          throw fail("a sample has \(f.count) fields, expected 8 (s TIME VM SOURCE RX_BYTES TX_BYTES RX_PACKETS TX_PACKETS) or 4 (s TIME VM ?)")
+        }
+        guard let rx = UInt64(f[4]), let tx = UInt64(f[5]) else {
+          throw fail("byte counters must be whole numbers ≥ 0, got '\(f[4])' '\(f[5])'")
+        }
+        let rp = f[6] == "-" ? nil : UInt64(f[6]), tp = f[7] == "-" ? nil : UInt64(f[7])
+        guard (rp != nil || f[6] == "-"), (tp != nil || f[7] == "-") else {
+          throw fail("packet counters must be whole numbers ≥ 0 or '-', got '\(f[6])' '\(f[7])'")
+        }
+        let counters = VMCounters(rxBytes: rx, txBytes: tx, rxPackets: rp, txPackets: tp)
+        trace.samples.append(TraceSample(vm: vm, reading: .known(source: String(f[3]), counters: counters,
+                                                                at: Instant(seconds: t))))
+      default:
+        throw fail("unknown line kind '\(kind)' (known: source, interval, pool, vm, gone, c, s)")
+      }
+    }
+    guard sawMagic else { throw TraceError(file: file, line: 1, reason: "empty file: not a vfshift trace") }
+    closeCycle()
+    return trace
+  }
+
+  /// The text form; `parse(render())` gives back an equal trace.
+  public func render() -> String {
+    var out = "\(Trace.magic)\n"
+    if !source.isEmpty { out += "source \(encodeField(source))\n" }
+    out += "interval \(fmt(intervalSeconds))\n"
+    for (name, n) in poolSizes.sorted(by: { $0.key < $1.key }) { out += "pool \(encodeField(name)) \(n)\n" }
+    var declared = 0
+    var alive = Set<Int32>()
+    for cycle in cycles {
+      // Declare new VMs and retire departed ones just before the cycle that shows it.
+      let now = Set(cycle.present)
+      for vm in alive.subtracting(now).sorted() { out += "gone \(key(vm))\n"; alive.remove(vm) }
+      for vm in cycle.present where Int(vm) >= declared {
+        while declared <= Int(vm) { out += vmLine(Int32(declared)); alive.insert(Int32(declared)); declared += 1 }
+      }
+      out += "c \(cycle.at.seconds)\n"
+      for sample in samples[cycle.samples] { out += Trace.sampleLine(key(sample.vm), sample.reading) + "\n" }
+    }
+    while declared < vms.count { out += vmLine(Int32(declared)); declared += 1 }
+    return out
+  }
+
+  private func key(_ vm: Int32) -> String { encodeField(vms[Int(vm)].name) }
+
+  private func vmLine(_ vm: Int32) -> String {
+    let id = vms[Int(vm)]
+    var line = "vm \(key(vm)) uuid=\(encodeField(id.uuid))"
+    if let label = id.label { line += " label=\(encodeField(label))" }
+    return line + "\n"
+  }
+
+  /// One sample line, shared with `vfshift record`, which writes as it goes.
+  public static func sampleLine(_ key: String, _ reading: CounterReading) -> String {
+    switch reading {
+    case .unknown, .stale: return "s 0 \(key) ?"
+    case let .known(source, c, at):
+      return "s \(at.seconds) \(key) \(encodeField(source)) \(c.rxBytes) \(c.txBytes) "
+        + "\(c.rxPackets.map(String.init) ?? "-") \(c.txPackets.map(String.init) ?? "-")"
+    }
+  }
+}
+
+/// Fields are whitespace-separated; names with spaces, '#' or '%' are
+/// percent-encoded so every line stays one record.
+public func encodeField(_ s: String) -> String {
+  var out = ""
+  for b in s.utf8 {
+    if b <= 0x20 || b == UInt8(ascii: "%") || b == UInt8(ascii: "#") || b == UInt8(ascii: "=") || b >= 0x7F {
+      out += "%" + String(b, radix: 16, uppercase: true).leftPadded(to: 2)
+    } else { out.unicodeScalars.append(Unicode.Scalar(b)) }
+  }
+  return out
+}
+
+func decodeField<S: StringProtocol>(_ s: S) -> String {
+  guard s.contains("%") else { return String(s) }
+  var bytes: [UInt8] = []
+  var it = Array(s.utf8)[...]
+  while let b = it.popFirst() {
+    if b == UInt8(ascii: "%"), it.count >= 2,
+       let v = UInt8(String(decoding: it.prefix(2), as: UTF8.self), radix: 16) {
+      bytes.append(v); it = it.dropFirst(2)
+    } else { bytes.append(b) }
+  }
+  return String(decoding: bytes, as: UTF8.self)
+}
+
+extension String {
+  func leftPadded(to n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
+}

@@ -1,2 +1,0 @@
-import VFShiftCore
-import CLibvirt
