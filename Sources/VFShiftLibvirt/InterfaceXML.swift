@@ -1,0 +1,97 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+/// Builds the device XML vfshift hot-plugs. Pure.
+public enum InterfaceXML {
+  /// A NIC from a pool network (test bed: passthrough macvtap pool; real
+  /// hosts: a `<forward mode='hostdev'>` pool of VFs). libvirt picks a free
+  /// member. `mac` nil lets libvirt choose one; passing the virtio NIC's MAC
+  /// keeps MAC-matched guest configuration working (then only aliases can
+  /// tell the two NICs apart while both exist).
+  public static func poolInterface(network: String, mac: String?, alias: String) -> String {
+    var s = "<interface type='network'>"
+    s += "<source network='\(escape(network))'/>"
+    if let mac { s += "<mac address='\(escape(mac))'/>" }
+    s += "<model type='virtio'/>"
+    s += "<alias name='\(escape(alias))'/>"
+    s += "</interface>"
+    return s
+  }
+
+  /// Where the VF half of a failover pair comes from.
+  public enum FailoverSource: Sendable, Equatable {
+    /// One VF by its PCI address `DDDD:BB:SS.F`.
+    case pciAddress(String)
+    /// A `<forward mode='hostdev'>` pool network: libvirt picks the VF.
+    case hostdevNetwork(String)
+  }
+
+  /// The VF half of a virtio-net failover pair:
+  /// `<teaming type='transient' persistent='PERSISTENT_ALIAS'/>` with the
+  /// virtio NIC's MAC. libvirt accepts it only for hostdev interfaces (or a
+  /// hostdev pool), so its live behaviour needs real VFs and an IOMMU; on the
+  /// test bed it is only validated against libvirt's schema.
+  public static func failoverTransient(source: FailoverSource, mac: String, persistentAlias: String,
+                                       alias: String) throws(ActionError) -> String {
+    var s: String
+    switch source {
+    case .pciAddress(let address):
+      let parts = address.split(whereSeparator: { $0 == ":" || $0 == "." }).map(String.init)
+      guard parts.count == 4, parts.allSatisfy({ UInt32($0, radix: 16) != nil }) else {
+        throw .invalidInput("PCI address '\(address)' is not DDDD:BB:SS.F")
+      }
+      s = "<interface type='hostdev' managed='yes'>"
+      s += "<source><address type='pci' domain='0x\(parts[0])' bus='0x\(parts[1])' slot='0x\(parts[2])' function='0x\(parts[3])'/></source>"
+    case .hostdevNetwork(let network):
+      s = "<interface type='network'>"
+      s += "<source network='\(escape(network))'/>"
+    }
+    s += "<mac address='\(escape(mac))'/>"
+    s += "<teaming type='transient' persistent='\(escape(persistentAlias))'/>"
+    s += "<alias name='\(escape(alias))'/>"
+    s += "</interface>"
+    return s
+  }
+
+  /// The virtio half of a failover pair, as an operator defines it in the domain.
+  public static func failoverPersistent(bridge: String, mac: String, alias: String) -> String {
+    "<interface type='bridge'><source bridge='\(escape(bridge))'/><mac address='\(escape(mac))'/>"
+      + "<model type='virtio'/><teaming type='persistent'/><alias name='\(escape(alias))'/></interface>"
+  }
+
+  /// Turns an `<interface>` from a live XML back into something libvirt
+  /// accepts for a hot-plug: drops what only a running NIC has (its host
+  /// device name, a network port id, the bridge libvirt resolved) and a
+  /// libvirt-chosen alias (only `ua-` aliases may be requested); a pool or
+  /// network member goes back to `type='network'` so libvirt allocates anew.
+  /// Keeps the MAC, model, driver options, a user alias and, with
+  /// `keepPCIAddress`, the guest's PCI slot (and so its interface name).
+  public static func restorable(_ liveInterfaceXML: String, keepPCIAddress: Bool = true) throws(ActionError) -> String {
+    let e: XMLElement
+    do throws(DomainXMLError) {
+      e = try parseRoot(liveInterfaceXML, path: "interface")
+    } catch {
+      throw .xml(error)
+    }
+    guard e.name == "interface" else { throw .invalidInput("saved XML is <\(e.name ?? "")>, not <interface>") }
+    for name in ["target", "backenddomain"] {
+      for child in e.elements(forName: name) { child.detach() }
+    }
+    for child in e.elements(forName: "alias") where !(child.attribute(forName: "name")?.stringValue ?? "").hasPrefix("ua-") {
+      child.detach()
+    }
+    if !keepPCIAddress {
+      for child in e.elements(forName: "address") { child.detach() }
+    }
+    if let source = e.elements(forName: "source").first, let network = source.attribute(forName: "network")?.stringValue {
+      e.attribute(forName: "type")?.stringValue = "network"
+      for attribute in source.attributes ?? [] where attribute.name != "network" {
+        source.removeAttribute(forName: attribute.name ?? "")
+      }
+      _ = network
+    }
+    return e.xmlString
+  }
+}

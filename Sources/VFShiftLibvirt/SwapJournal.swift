@@ -1,0 +1,124 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+/// The intent of a swap, written into the domain's own `<metadata>` before the
+/// first device changes and cleared after the last, so that an agent that
+/// dies half-way (or its successor on another start) can finish or roll back.
+///
+/// In the domain XML (libvirt adds the prefix and the namespace declaration):
+///
+///     <vfshift-journal:journal xmlns:vfshift-journal="https://vfshift.dev/ns/journal/1"
+///         op="promote" pool="vfs-pool" oldAlias="ua-net0" newAlias="ua-vfshift-net0"
+///         step="attached" startedAtMs="1718000000000">
+///       <vfshift-journal:saved>&lt;interface type='bridge'&gt;…&lt;/interface&gt;</vfshift-journal:saved>
+///     </vfshift-journal:journal>
+///
+/// The saved NIC is escaped text, not nested elements: libvirt moves every
+/// element inside metadata into the journal's namespace, which would turn a
+/// nested `<interface>` into something libvirt no longer accepts as a device.
+public struct SwapJournal: Sendable, Equatable, Hashable {
+  public enum Operation: String, Sendable, Equatable, Hashable, CaseIterable {
+    /// virtio → VF (pool member).
+    case promote
+    /// VF → virtio.
+    case demote
+  }
+
+  /// How far the swap got. Each step is written before the action it names
+  /// is taken, so on recovery the step says what may or may not have happened.
+  public enum Step: String, Sendable, Equatable, Hashable, CaseIterable {
+    /// Nothing changed yet; the new NIC may be about to be attached.
+    case attaching
+    /// The new NIC is in the live XML; the old one may be about to be detached.
+    case detaching
+    /// The old NIC's detach did not complete (guest did not let go); retry later.
+    case detachPending
+  }
+
+  public var operation: Operation
+  /// The pool network the VF comes from (promote) or goes back to (demote).
+  public var pool: String
+  /// Alias of the NIC being replaced.
+  public var oldAlias: String
+  /// Alias of the NIC being added.
+  public var newAlias: String
+  public var step: Step
+  /// When the swap began, milliseconds since the Unix epoch (wall clock: it
+  /// must mean the same to a later process).
+  public var startedAtUnixMilliseconds: Int64
+  /// The `<interface>` XML of the NIC being replaced, to restore it from.
+  public var savedInterfaceXML: String?
+
+  public init(operation: Operation, pool: String, oldAlias: String, newAlias: String, step: Step,
+              startedAtUnixMilliseconds: Int64, savedInterfaceXML: String?) {
+    self.operation = operation; self.pool = pool; self.oldAlias = oldAlias; self.newAlias = newAlias
+    self.step = step; self.startedAtUnixMilliseconds = startedAtUnixMilliseconds
+    self.savedInterfaceXML = savedInterfaceXML
+  }
+
+  /// The element to hand to virDomainSetMetadata (unprefixed; libvirt adds
+  /// the namespace). Attribute values and the saved XML are escaped.
+  public func xmlElement() -> String {
+    var s = "<journal op=\"\(operation.rawValue)\" pool=\"\(escape(pool))\" oldAlias=\"\(escape(oldAlias))\""
+    s += " newAlias=\"\(escape(newAlias))\" step=\"\(step.rawValue)\" startedAtMs=\"\(startedAtUnixMilliseconds)\""
+    if let saved = savedInterfaceXML {
+      s += "><saved>\(escape(saved))</saved></journal>"
+    } else {
+      s += "/>"
+    }
+    return s
+  }
+
+  /// Reads the element as `xmlElement()` writes it, or as libvirt returns it
+  /// (prefixed, with the namespace declared). Pure.
+  public init(xml: String) throws(DomainXMLError) {
+    let root = try parseRoot(xml, path: "journal")
+    try self.init(element: root)
+  }
+
+  init(element e: XMLElement) throws(DomainXMLError) {
+    guard e.localName == "journal" else {
+      throw DomainXMLError(path: e.name ?? "?", problem: "expected a <journal> element")
+    }
+    func required(_ name: String) throws(DomainXMLError) -> String {
+      guard let v = e.attribute(forName: name)?.stringValue, !v.isEmpty else {
+        throw DomainXMLError(path: "journal@\(name)", problem: "missing")
+      }
+      return v
+    }
+    let op = try required("op")
+    guard let operation = Operation(rawValue: op) else {
+      throw DomainXMLError(path: "journal@op", problem: "'\(op)' is not one of \(Operation.allCases.map(\.rawValue))")
+    }
+    let stepText = try required("step")
+    guard let step = Step(rawValue: stepText) else {
+      throw DomainXMLError(path: "journal@step", problem: "'\(stepText)' is not one of \(Step.allCases.map(\.rawValue))")
+    }
+    let started = try required("startedAtMs")
+    guard let startedAt = Int64(started) else {
+      throw DomainXMLError(path: "journal@startedAtMs", problem: "'\(started)' is not a whole number of milliseconds")
+    }
+    let saved = (e.children ?? []).compactMap { $0 as? XMLElement }.first { $0.localName == "saved" }
+    self.init(operation: operation, pool: try required("pool"), oldAlias: try required("oldAlias"),
+              newAlias: try required("newAlias"), step: step, startedAtUnixMilliseconds: startedAt,
+              savedInterfaceXML: saved?.stringValue)
+  }
+}
+
+func escape(_ s: String) -> String {
+  var out = ""
+  out.reserveCapacity(s.utf8.count)
+  for c in s {
+    switch c {
+    case "&": out += "&amp;"
+    case "<": out += "&lt;"
+    case ">": out += "&gt;"
+    case "\"": out += "&quot;"
+    case "'": out += "&apos;"
+    default: out.append(c)
+    }
+  }
+  return out
+}
