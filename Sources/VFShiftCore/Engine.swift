@@ -28,6 +28,9 @@ struct VMTrack: Sendable, Equatable {
   /// for N s" means exactly that, not "the average crept past".
   var intervalBytes: Double?
   var intervalPackets: Double?
+  /// Start of the interval those rates cover: a rate over (start, at] is
+  /// evidence for the whole interval, so sustain time counts from its start.
+  var intervalStart: Instant?
   /// Smoothed rates: used to rank VMs against each other.
   var smoothedBytes: Double?
   var smoothedPackets: Double?
@@ -133,6 +136,7 @@ func estimate(_ track: inout VMTrack, _ reading: CounterReading, halfLife: Doubl
   }
   track.intervalBytes = bytes
   track.intervalPackets = packets
+  track.intervalStart = lastAt
   // Weight by elapsed time, so an irregular interval does not skew the mean.
   let alpha = halfLife <= 0 ? 1 : 1 - exp2(-dt / halfLife)
   track.smoothedBytes = track.smoothedBytes.map { $0 + alpha * (bytes - $0) } ?? bytes
@@ -145,9 +149,10 @@ func estimate(_ track: inout VMTrack, _ reading: CounterReading, halfLife: Doubl
 func classify(_ track: inout VMTrack, _ c: QoSClass, now: Instant) {
   guard c.vf == .eligible, track.intervalBytes != nil || track.intervalPackets != nil else { return }
   let b = track.intervalBytes, p = track.intervalPackets
+  let start = min(track.intervalStart ?? now, now)
   if !track.intensive {
     if reaches(b, p, c.promote) {
-      let since = track.aboveSince ?? now
+      let since = track.aboveSince ?? start
       track.aboveSince = since
       if now - since >= c.promote.sustainSeconds { track.intensive = true; track.belowSince = nil }
     } else {
@@ -155,7 +160,7 @@ func classify(_ track: inout VMTrack, _ c: QoSClass, now: Instant) {
     }
   } else {
     if underAll(b, p, c.demote) {
-      let since = track.belowSince ?? now
+      let since = track.belowSince ?? start
       track.belowSince = since
       if now - since >= c.demote.sustainSeconds { track.intensive = false; track.aboveSince = nil }
     } else {
@@ -208,7 +213,9 @@ private struct Contender {
   /// A challenger must win on pinning or priority outright, or on intensity
   /// by the margin.
   func beats(_ incumbent: Contender, margin: Double) -> Bool {
-    if pinned != incumbent.pinned { return pinned }
+    // A pinned incumbent is pinned: no one, pinned or not, takes its VF.
+    if incumbent.pinned { return false }
+    if pinned { return true }
     if priority != incumbent.priority { return priority > incumbent.priority }
     return intensity > incumbent.intensity * (1 + margin)
   }

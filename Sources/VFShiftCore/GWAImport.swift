@@ -97,6 +97,13 @@ public enum GWAT12 {
       }
       lastCycle[v] = lastK
     }
+    // Number VMs in order of first appearance, as a recorded trace would.
+    let order = perVM.indices.sorted { (firstCycle[$0], $0) < (firstCycle[$1], $1) }
+    let renumber = Dictionary(uniqueKeysWithValues: order.enumerated().map { (Int32($1), Int32($0)) })
+    perVM = order.map { perVM[$0] }
+    firstCycle = order.map { firstCycle[$0] }
+    lastCycle = order.map { lastCycle[$0] }
+    for k in buckets.indices { for i in buckets[k].indices { buckets[k][i].vm = renumber[buckets[k][i].vm]! } }
     var trace = Trace(source: source, intervalSeconds: intervalSeconds, vms: perVM.map(\.id))
     trace.samples.reserveCapacity(buckets.reduce(0) { $0 + $1.count })
     for k in 0..<cycleCount {

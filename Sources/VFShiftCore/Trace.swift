@@ -105,6 +105,9 @@ extension Trace {
       case "gone":
         guard f.count == 2, let i = keyIndex[f[1]] else { throw fail("gone names no declared vm") }
         if presentSet.remove(i) != nil { present.removeAll { $0 == i } }
+      case "back":
+        guard f.count == 2, let i = keyIndex[f[1]] else { throw fail("back names no declared vm") }
+        if presentSet.insert(i).inserted { present.append(i) }
       case "c":
         guard f.count == 2, let t = Double(f[1]), t.isFinite else { throw fail("c needs one time in seconds") }
         if let at = cycleAt, t <= at.seconds { throw fail("cycle time \(f[1]) does not move forward") }
@@ -137,7 +140,7 @@ extension Trace {
         trace.samples.append(TraceSample(vm: vm, reading: .known(source: String(f[3]), counters: counters,
                                                                 at: Instant(seconds: t))))
       default:
-        throw fail("unknown line kind '\(kind)' (known: source, interval, pool, vm, gone, c, s)")
+        throw fail("unknown line kind '\(kind)' (known: source, interval, pool, vm, gone, back, c, s)")
       }
     }
     guard sawMagic else { throw TraceError(file: file, line: 1, reason: "empty file: not a vfshift trace") }
@@ -151,19 +154,21 @@ extension Trace {
     if !source.isEmpty { out += "source \(encodeField(source))\n" }
     out += "interval \(fmt(intervalSeconds))\n"
     for (name, n) in poolSizes.sorted(by: { $0.key < $1.key }) { out += "pool \(encodeField(name)) \(n)\n" }
-    var declared = 0
+    var declared = Set<Int32>()
     var alive = Set<Int32>()
     for cycle in cycles {
-      // Declare new VMs and retire departed ones just before the cycle that shows it.
+      // Declare VMs as they appear and retire departed ones just before the
+      // cycle that shows it; a VM that comes back is declared again.
       let now = Set(cycle.present)
       for vm in alive.subtracting(now).sorted() { out += "gone \(key(vm))\n"; alive.remove(vm) }
-      for vm in cycle.present where Int(vm) >= declared {
-        while declared <= Int(vm) { out += vmLine(Int32(declared)); alive.insert(Int32(declared)); declared += 1 }
+      for vm in cycle.present where !alive.contains(vm) {
+        out += declared.contains(vm) ? "back \(key(vm))\n" : vmLine(vm)
+        declared.insert(vm); alive.insert(vm)
       }
       out += "c \(cycle.at.seconds)\n"
       for sample in samples[cycle.samples] { out += Trace.sampleLine(key(sample.vm), sample.reading) + "\n" }
     }
-    while declared < vms.count { out += vmLine(Int32(declared)); declared += 1 }
+    for vm in 0..<Int32(vms.count) where !declared.contains(vm) { out += vmLine(vm); out += "gone \(key(vm))\n" }
     return out
   }
 

@@ -1,2 +1,80 @@
+import Foundation
 import VFShiftCore
-print("vfshift")
+import VFShiftAgent
+
+let topHelp = """
+OVERVIEW: vfshift — moves network-intensive VMs between virtio-net and SR-IOV VFs
+
+USAGE: vfshift <command> [options]
+
+COMMANDS:
+  run            Run the host agent (observe → decide → swap), or --dry-run
+  whatif         Replay a traffic trace through policies, side by side, against an oracle
+  record         Capture live per-VM samples into a trace file for whatif
+  status         Show what the running agent sees and decided, per VM
+  policy check   Validate policy files: file, line, field and reason for every error
+  trace import   Convert GWA-T-12 per-VM CSV files into a vfshift trace
+  trace scenario Write the paper's synthetic 8-VM scenario as a trace
+
+Run 'vfshift <command> --help' for a command's options.
+With no options, 'vfshift whatif' replays the bundled public trace through the bundled policies.
+"""
+
+func usageLine(_ command: String) -> String {
+  switch command {
+  case "whatif": "vfshift whatif [--trace PATH] [--policy FILE ...] [--vfs N] [--json]"
+  case "policy check": "vfshift policy check FILE..."
+  case "trace import": "vfshift trace import DIR --out FILE [--vms LIST] [--rename OLD=NEW ...] [--label VM=LABEL ...]"
+  case "trace scenario": "vfshift trace scenario --out FILE [--seconds N] [--seed N]"
+  default: commandUsage[command] ?? "vfshift <command> [options]"
+  }
+}
+
+/// Filled in by the commands that register themselves (run, record, status).
+nonisolated(unsafe) var commandUsage: [String: String] = [:]
+
+func runCommand(_ argv: [String]) async -> ExitCode {
+  guard let first = argv.first else { print(topHelp); return .usage }
+  if first == "-h" || first == "--help" || first == "help" { print(topHelp); return .ok }
+  if first == "--version" { print("vfshift 0.1.0"); return .ok }
+  var command = first
+  var rest = Array(argv.dropFirst())
+  if first == "policy" || first == "trace" {
+    guard let sub = rest.first, !sub.hasPrefix("-") else {
+      if rest.contains("-h") || rest.contains("--help") { print(topHelp); return .ok }
+      return usage(UsageError(message: "'\(first)' needs a subcommand", command: first))
+    }
+    command = "\(first) \(sub)"
+    rest.removeFirst()
+  }
+  if rest.contains("-h") || rest.contains("--help") {
+    print(help(for: command) ?? topHelp)
+    return help(for: command) == nil ? .usage : .ok
+  }
+  do {
+    switch command {
+    case "whatif": return try whatif(rest)
+    case "policy check": return try policyCheck(rest)
+    case "trace import": return try traceImport(rest)
+    case "trace scenario": return try traceScenario(rest)
+    case "run", "record", "status": return try await agentCommand(command, rest)
+    default:
+      return usage(UsageError(message: "unknown command '\(command)'", command: ""))
+    }
+  } catch let e as UsageError {
+    return usage(e)
+  } catch {
+    printError("error: \(error)")
+    return .failure
+  }
+}
+
+func usage(_ e: UsageError) -> ExitCode {
+  printError("error: \(e.message)")
+  printError("Usage: \(usageLine(e.command))")
+  printError(e.command.isEmpty ? "See 'vfshift --help'." : "See 'vfshift \(e.command) --help'.")
+  return .usage
+}
+
+let code = await runCommand(Array(CommandLine.arguments.dropFirst()))
+exit(code.rawValue)

@@ -1,3 +1,0 @@
-import VFShiftCore
-import VFShiftHost
-import VFShiftLibvirt

@@ -1,0 +1,205 @@
+import Foundation
+import VFShiftCore
+import VFShiftAgent
+
+func whatif(_ argv: [String]) throws -> ExitCode {
+  let args = try Arguments(argv, command: "whatif", valued: ["--trace", "--policy", "--vfs"], flags: ["--json"])
+  guard args.positionals.isEmpty else {
+    throw UsageError(message: "unexpected argument '\(args.positionals[0])' (the trace goes after --trace)", command: "whatif")
+  }
+  var tracePath = try args.value("--trace")
+  var policyPaths = args.values("--policy")
+  if tracePath == nil || policyPaths.isEmpty {
+    guard let data = bundledDataDirectory() else {
+      printError("error: no bundled policies found; give --trace and --policy (or set VFSHIFT_DATA)")
+      return .failure
+    }
+    if tracePath == nil { tracePath = "\(data)/policies/traces/bitbrains-8vm.trace" }
+    if policyPaths.isEmpty {
+      policyPaths = ["paper-multinetwork", "all-sriov", "general"].map { "\(data)/policies/\($0).json" }
+    }
+  }
+  let vfs = try args.int("--vfs")
+  var policies: [Policy] = []
+  var invalid = false
+  for path in policyPaths {
+    do { policies.append(try loadPolicy(path)) } catch {
+      printError("\(error)")
+      invalid = true
+    }
+  }
+  if invalid { return .failure }
+  let trace = try loadTrace(tracePath!)
+  let long = trace.samples.count > 200_000
+  var reports: [ReplayReport] = []
+  for policy in policies {
+    let name = policy.name
+    let cycles = trace.cycles.count
+    var progress: (@Sendable (Double) -> Void)?
+    if long {
+      progress = { (f: Double) -> Void in
+        printError("whatif: \(name): \(Int((f * 100).rounded())) % of \(cycles) cycles")
+      }
+    }
+    reports.append(replay(trace, policy: policy, options: ReplayOptions(vfsPerPool: vfs, progress: progress)))
+  }
+  for r in reports where !r.ambiguousVMs.isEmpty {
+    for (vm, classes) in r.ambiguousVMs.sorted(by: { $0.key < $1.key }) {
+      printError("warning: \(r.policy): VM '\(vm)' is matched by classes \(classes.joined(separator: " and ")); it is left unmanaged")
+    }
+  }
+  if args.flags.contains("--json") {
+    print(whatifJSON(trace: trace, path: tracePath!, reports: reports))
+  } else {
+    print(whatifTable(trace: trace, path: tracePath!, reports: reports))
+  }
+  return .ok
+}
+
+func percent(_ x: Double?) -> String { x.map { String(format: "%.1f %%", $0 * 100) } ?? "—" }
+func seconds(_ x: Double?) -> String { x.map { $0 >= 120 ? String(format: "%.1f min", $0 / 60) : String(format: "%.0f s", $0) } ?? "—" }
+
+func whatifTable(trace: Trace, path: String, reports: [ReplayReport]) -> String {
+  let span = (trace.cycles.last?.at.seconds ?? 0) - (trace.cycles.first?.at.seconds ?? 0)
+  var out = "what-if: \(path)\n  \(trace.vms.count) VMs, \(trace.cycles.count) cycles of \(fmtSeconds(trace.intervalSeconds)), "
+    + "\(fmtSeconds(span)) of traffic, \(trace.samples.count) VM-samples\n"
+  if !trace.source.isEmpty && trace.source != path { out += "  source: \(trace.source)\n" }
+  out += "\n"
+  var rows: [[String]] = [["", ] + reports.map(\.policy)]
+  func row(_ label: String, _ f: (ReplayReport) -> String) { rows.append([label] + reports.map(f)) }
+  row("managed VMs") { "\($0.managedVMs)" }
+  row("usable VFs (cap)") { "\($0.usableVFs)" }
+  row("swaps") { "\($0.swapCount)" }
+  row("flaps (swapped back within dwell)") { "\($0.flaps)" }
+  row("swaps per VM per 10 min") { String(format: "%.3f", $0.swapsPerVMPer10Min) }
+  row("VF occupancy (mean of usable)") { percent($0.occupancy) }
+  row("time to promote, median") { seconds($0.medianPromoteDelaySeconds) }
+  row("time to promote, p90") { seconds($0.p90PromoteDelaySeconds) }
+  row("bursts over before promotion") { "\($0.missedBursts)" }
+  row("eligible VMs' bytes on a VF") { percent($0.eligibleVFByteShare) }
+  row("  oracle, same caps") { percent($0.oracleEligibleVFByteShare) }
+  row("  policy / oracle") { r in
+    guard let p = r.eligibleVFByteShare, let o = r.oracleEligibleVFByteShare, o > 0 else { return "—" }
+    return String(format: "%.2f", p / o)
+  }
+  var classNames: [String] = []
+  for r in reports { for c in r.classes where !classNames.contains(c.name) { classNames.append(c.name) } }
+  for name in classNames {
+    row("class \(name): VMs") { r in r.classes.first { $0.name == name }.map { "\($0.vms)" } ?? "—" }
+    row("  bytes on a VF") { r in percent(r.classes.first { $0.name == name }?.byteShare) }
+    row("  packets on a VF") { r in percent(r.classes.first { $0.name == name }?.packetShare) }
+  }
+  let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+  for (i, r) in rows.enumerated() {
+    out += r.enumerated().map { c, cell in
+      c == 0 ? cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+        : String(repeating: " ", count: widths[c] - cell.count) + cell
+    }.joined(separator: "   ") + "\n"
+    if i == 0 { out += String(repeating: "─", count: widths.reduce(0, +) + 3 * (widths.count - 1)) + "\n" }
+  }
+  out += "\nOracle: each interval, the pool's busiest eligible VMs ride its VFs, at no swap cost — an upper bound."
+  return out
+}
+
+func fmtSeconds(_ s: Double) -> String {
+  if s >= 86400 { return String(format: "%.1f days", s / 86400) }
+  if s >= 3600 { return String(format: "%.1f h", s / 3600) }
+  if s >= 60 { return String(format: "%.1f min", s / 60) }
+  return String(format: "%g s", s)
+}
+
+struct WhatifJSON: Encodable {
+  struct TraceInfo: Encodable { var path: String; var source: String; var vms: Int; var cycles: Int; var intervalSeconds: Double; var vmSamples: Int }
+  struct ClassJSON: Encodable { var name: String; var vms: Int; var bytes: Double; var vfByteShare: Double?; var packets: Double; var vfPacketShare: Double? }
+  struct PolicyJSON: Encodable {
+    var name: String; var managedVMs: Int; var usableVFs: Int; var swaps: Int; var flaps: Int
+    var swapsPerVMPer10Min: Double; var vfOccupancy: Double?
+    var medianPromoteDelaySeconds: Double?; var p90PromoteDelaySeconds: Double?; var missedBursts: Int
+    var eligibleVFByteShare: Double?; var oracleEligibleVFByteShare: Double?; var shareOfOracle: Double?
+    var classes: [ClassJSON]
+    var ambiguousVMs: [String: [String]]
+  }
+  var trace: TraceInfo
+  var policies: [PolicyJSON]
+}
+
+func whatifJSON(trace: Trace, path: String, reports: [ReplayReport]) -> String {
+  let doc = WhatifJSON(
+    trace: .init(path: path, source: trace.source, vms: trace.vms.count, cycles: trace.cycles.count,
+                 intervalSeconds: trace.intervalSeconds, vmSamples: trace.samples.count),
+    policies: reports.map { r in
+      .init(name: r.policy, managedVMs: r.managedVMs, usableVFs: r.usableVFs, swaps: r.swapCount, flaps: r.flaps,
+            swapsPerVMPer10Min: r.swapsPerVMPer10Min, vfOccupancy: r.occupancy,
+            medianPromoteDelaySeconds: r.medianPromoteDelaySeconds, p90PromoteDelaySeconds: r.p90PromoteDelaySeconds,
+            missedBursts: r.missedBursts,
+            eligibleVFByteShare: r.eligibleVFByteShare, oracleEligibleVFByteShare: r.oracleEligibleVFByteShare,
+            shareOfOracle: r.eligibleVFByteShare.flatMap { p in r.oracleEligibleVFByteShare.map { $0 > 0 ? p / $0 : 0 } },
+            classes: r.classes.map { .init(name: $0.name, vms: $0.vms, bytes: $0.bytes, vfByteShare: $0.byteShare,
+                                           packets: $0.packets, vfPacketShare: $0.packetShare) },
+            ambiguousVMs: r.ambiguousVMs)
+    })
+  let encoder = JSONEncoder()
+  encoder.outputFormatting = [.sortedKeys]
+  return String(data: try! encoder.encode(doc), encoding: .utf8)!
+}
+
+func policyCheck(_ argv: [String]) throws -> ExitCode {
+  let args = try Arguments(argv, command: "policy check", valued: [], flags: [])
+  guard !args.positionals.isEmpty else { throw UsageError(message: "give at least one policy file", command: "policy check") }
+  var ok = true
+  for path in args.positionals {
+    do {
+      let p = try loadPolicy(path)
+      print("\(path): ok — policy '\(p.name)', \(p.pools.count) pool(s), \(p.classes.count) class(es)")
+    } catch {
+      printError("\(error)")
+      ok = false
+    }
+  }
+  return ok ? .ok : .failure
+}
+
+func writeOutput(_ text: String, to path: String) throws {
+  if path == "-" { print(text, terminator: ""); return }
+  do { try text.write(toFile: path, atomically: true, encoding: .utf8) } catch {
+    throw FileError(path: path, reason: "cannot be written: \(error.localizedDescription)")
+  }
+}
+
+func traceImport(_ argv: [String]) throws -> ExitCode {
+  let args = try Arguments(argv, command: "trace import", valued: ["--out", "--vms", "--rename", "--label"], flags: [])
+  guard args.positionals.count == 1 else { throw UsageError(message: "give one GWA-T-12 directory", command: "trace import") }
+  guard let out = try args.value("--out") else { throw UsageError(message: "--out is required", command: "trace import") }
+  let keep = try args.value("--vms").map { Set($0.split(separator: ",").map(String.init)) }
+  func pairs(_ name: String) throws -> [String: String] {
+    var d: [String: String] = [:]
+    for v in args.values(name) {
+      let p = v.split(separator: "=", maxSplits: 1).map(String.init)
+      guard p.count == 2 else { throw UsageError(message: "\(name) takes VM=VALUE, got '\(v)'", command: "trace import") }
+      d[p[0]] = p[1]
+    }
+    return d
+  }
+  let renames = try pairs("--rename"), labels = try pairs("--label")
+  let trace = try loadTrace(args.positionals[0]) { stem in
+    if let keep, !keep.contains(stem) { return nil }
+    let name = renames[stem] ?? stem
+    return VMIdentity(uuid: name, name: name, label: labels[stem])
+  }
+  var t = trace
+  let dir = URL(fileURLWithPath: args.positionals[0]).standardized.pathComponents.suffix(2).joined(separator: "/")
+  let stems = Dictionary(renames.map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+  t.source = "GWA-T-12 (Grid Workloads Archive, Bitbrains), \(dir), files "
+    + trace.vms.map { vm in stems[vm.name].map { "\($0).csv as \(vm.name)" } ?? "\(vm.name).csv" }.joined(separator: ", ")
+  try writeOutput(t.render(), to: out)
+  printError("trace import: \(t.vms.count) VMs, \(t.cycles.count) cycles, \(t.samples.count) samples → \(out)")
+  return .ok
+}
+
+func traceScenario(_ argv: [String]) throws -> ExitCode {
+  let args = try Arguments(argv, command: "trace scenario", valued: ["--out", "--seconds", "--seed"], flags: [])
+  guard let out = try args.value("--out") else { throw UsageError(message: "--out is required", command: "trace scenario") }
+  let trace = PaperScenario.trace(seconds: try args.int("--seconds") ?? 3600, seed: UInt64(try args.int("--seed") ?? 2022))
+  try writeOutput(trace.render(), to: out)
+  return .ok
+}
