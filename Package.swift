@@ -24,8 +24,7 @@ let package = Package(
     // loudly, whether a test that needs it runs, fails (CI) or skips (locally).
     .target(name: "VFShiftTestSupport", path: "Tests/Support"),
 
-    .testTarget(name: "VFShiftCoreTests", dependencies: ["VFShiftCore"],
-                resources: [.copy("Fixtures")]),
+    .testTarget(name: "VFShiftCoreTests", dependencies: ["VFShiftCore", "VFShiftAgent"]),
     .testTarget(name: "VFShiftHostTests", dependencies: ["VFShiftHost", "VFShiftTestSupport"]),
     .testTarget(name: "VFShiftLibvirtTests", dependencies: ["VFShiftLibvirt", "VFShiftTestSupport"]),
     .testTarget(name: "VFShiftAgentTests", dependencies: ["VFShiftAgent", "VFShiftTestSupport"]),
