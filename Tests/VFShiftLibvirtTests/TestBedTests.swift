@@ -1,0 +1,433 @@
+import Foundation
+import Testing
+import VFShiftCore
+import VFShiftHost
+@testable import VFShiftLibvirt
+
+/// On the real test bed (deploy/testbed/up): libvirtd, TCG guests vfs-g*,
+/// bridge vfsbr0, namespace vfs-src at 198.18.0.1, pool network vfs-pool of
+/// passthrough veth "VFs". Serialized: the tests share guests and the pool.
+/// Each test puts its guest back as it found it, also when it fails.
+@Suite(.serialized) struct TestBedTests {
+  // MARK: inventory
+
+  /// Every NIC field of 3 running guests against virsh's own answers, and the
+  /// counter direction rule against /proc/net/dev vs `virsh domifstat`.
+  @Test func inventoryMatchesVirsh() async throws {
+    guard let bed = try Bed.require() else { return }
+    let c = try LibvirtConnection()
+    let guests = Array(bed.managed.prefix(3))
+    try #require(guests.count == 3, "the bed has \(bed.managed.count) labelled guests")
+    // One guest gets a pool member too, so both host device kinds are checked.
+    let withPool = guests[0]
+    try await withCleanup(c, bed, [withPool]) {
+      _ = try await c.attachPoolInterface(uuid: withPool.uuid, network: Bed.pool, mac: nil, alias: "ua-vfshift-inv",
+                                          deadline: .now + .seconds(20))
+      let inventory = Inventory(connection: c)
+      try await inventory.start()
+      defer { inventory.stop() }
+      for g in guests {
+        let d = try #require(inventory.domain(uuid: g.uuid), "\(g.name) in the inventory")
+        #expect(d.name == g.name)
+        #expect(d.qosLabel == g.label, "\(g.name): label from <metadata>")
+        // virsh domiflist: Interface Type Source Model MAC, one line per NIC.
+        let rows = try sh("virsh -q domiflist \(g.name)").output.split(separator: "\n")
+          .map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        let aliases = try sh("virsh dumpxml \(g.name) --xpath '//devices/interface/alias/@name'").output
+          .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+          .map { $0.replacingOccurrences(of: "name=", with: "").replacingOccurrences(of: "\"", with: "") }
+        try #require(rows.count == d.nics.count, "\(g.name): virsh lists \(rows.count) NICs, inventory \(d.nics.count)")
+        for (row, nic) in zip(rows, d.nics) {
+          try #require(row.count == 5, "domiflist row \(row)")
+          #expect(nic.hostDevice == row[0], "\(g.name): host device")
+          #expect(nic.mac == row[4], "\(g.name): MAC")
+          #expect(nic.model == row[3], "\(g.name): model")
+          switch nic.kind {
+          case .virtioBridge(let bridge):
+            #expect(row[1] == "bridge" && row[2] == bridge && bridge == Bed.bridge)
+            #expect(nic.hostDeviceKind == .tap && row[0].hasPrefix("vnet"))
+          case .poolMember(let network, let member):
+            #expect(row[1] == "direct" && row[2] == member && network == Bed.pool)
+            #expect(nic.hostDeviceKind == .macvtap && row[0].hasPrefix("macvtap"))
+          default:
+            Issue.record("\(g.name): unexpected NIC kind \(nic.kind)")
+          }
+        }
+        #expect(d.nics.map(\.alias) == aliases, "\(g.name): aliases")
+        // Direction: the host counters turned by hostDeviceKind equal libvirt's
+        // guest-side counters. Traffic first so there is something to count.
+        _ = try sh("ip netns exec \(Bed.namespace) ping -n -q -c 3 -i 0.2 -W 1 \(g.ip)")
+        for nic in d.nics {
+          let device = try #require(nic.hostDevice)
+          let kind = try #require(nic.hostDeviceKind)
+          try await expectSameCounters(c, uuid: g.uuid, device: device, kind: kind, guest: g.name)
+        }
+      }
+      #expect(inventory.readCounts.fullReads == 1)
+    }
+  }
+
+  // MARK: swap with continuous ping
+
+  @Test func promoteAndDemoteWhilePinging() async throws {
+    guard let bed = try Bed.require() else { return }
+    let c = try LibvirtConnection()
+    let g = try #require(bed.managed.first { $0.label == "high" } ?? bed.managed.first)
+    try await withCleanup(c, bed, [g]) {
+      let before = try c.inventory(uuid: g.uuid)
+      let virtio = try #require(before.nic(alias: "ua-net0"))
+      let ping = try ContinuousPing(ip: g.ip)
+
+      // Promote: journal, attach the pool "VF", see it answer, detach virtio by alias.
+      var journal = SwapJournal(operation: .promote, pool: Bed.pool, oldAlias: "ua-net0", newAlias: "ua-vfshift-net0",
+                                step: .attaching, startedAtUnixMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
+                                savedInterfaceXML: virtio.xml)
+      try c.writeJournal(uuid: g.uuid, journal)
+      let added = c.subscribe()
+      let vf = try await c.attachPoolInterface(uuid: g.uuid, network: Bed.pool, mac: nil, alias: "ua-vfshift-net0",
+                                               deadline: .now + .seconds(20))
+      guard case .poolMember(Bed.pool, let member) = vf.kind else { Issue.record("attached \(vf.kind)"); return }
+      #expect(vf.hostDeviceKind == .macvtap && vf.hostDevice?.hasPrefix("macvtap") == true)
+      #expect(await firstEvent(added, within: 10) { $0 == .deviceAdded(uuid: g.uuid, alias: "ua-vfshift-net0") } != nil)
+      #expect(try sh("virsh dumpxml \(g.name)").output.contains("dev='\(member)' mode='passthrough'"))
+      // The guest takes its IP on the new NIC and announces it: the namespace
+      // then reaches it at the new MAC, with the virtio NIC still present.
+      try await waitFor("namespace's neighbour entry for \(g.ip) moves to \(vf.mac)", seconds: 20) {
+        try sh("ip netns exec \(Bed.namespace) ip neigh show \(g.ip)").output.contains(vf.mac)
+      }
+      #expect(try Bed.ping(g.ip), "the guest answers on the pool NIC")
+
+      journal.step = .detaching
+      try c.writeJournal(uuid: g.uuid, journal)
+      let removed = c.subscribe()
+      let detach = await c.detachInterface(uuid: g.uuid, alias: "ua-net0", deadline: .now + .seconds(20))
+      #expect(detach.outcome == .removed(confirmedBy: .event) || detach.outcome == .removed(confirmedBy: .liveXML))
+      #expect(await firstEvent(removed, within: 10) { $0 == .deviceRemoved(uuid: g.uuid, alias: "ua-net0") } != nil,
+              "DEVICE_REMOVED for ua-net0")
+      #expect(try c.inventory(uuid: g.uuid).nics.map(\.alias) == ["ua-vfshift-net0"])
+      try c.clearJournal(uuid: g.uuid)
+      try await waitFor("guest answers on the pool NIC alone", seconds: 20) { try Bed.ping(g.ip) }
+
+      // Demote: restore the saved virtio NIC, detach the pool NIC, give the member back.
+      journal = SwapJournal(operation: .demote, pool: Bed.pool, oldAlias: "ua-vfshift-net0", newAlias: "ua-net0",
+                            step: .attaching, startedAtUnixMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
+                            savedInterfaceXML: virtio.xml)
+      try c.writeJournal(uuid: g.uuid, journal)
+      let restored = try await c.restoreInterface(uuid: g.uuid, savedXML: virtio.xml, deadline: .now + .seconds(20))
+      #expect(restored.alias == "ua-net0" && restored.mac == virtio.mac && restored.kind == virtio.kind)
+      #expect(restored.hostDevice?.hasPrefix("vnet") == true)
+      try await waitFor("neighbour entry for \(g.ip) back on \(virtio.mac)", seconds: 20) {
+        try sh("ip netns exec \(Bed.namespace) ip neigh show \(g.ip)").output.contains(virtio.mac)
+      }
+      journal.step = .detaching
+      try c.writeJournal(uuid: g.uuid, journal)
+      let removedVF = c.subscribe()
+      let back = await c.detachInterface(uuid: g.uuid, alias: "ua-vfshift-net0", deadline: .now + .seconds(20))
+      #expect(back.releasedPoolMember == member, "outcome \(back.outcome)")
+      #expect(await firstEvent(removedVF, within: 10) { $0 == .deviceRemoved(uuid: g.uuid, alias: "ua-vfshift-net0") } != nil)
+      try Bed.linkUp(member)
+      try c.clearJournal(uuid: g.uuid)
+      try await waitFor("guest answers on the virtio NIC again", seconds: 20) { try Bed.ping(g.ip) }
+
+      let (sent, received) = try ping.stop()
+      print("promote+demote of \(g.name) under ping every 10 ms: \(sent - received) of \(sent) pings lost")
+      #expect(sent > 0 && received > 0)
+      #expect(try c.inventory(uuid: g.uuid).nics.map(\.alias) == ["ua-net0"])
+    }
+  }
+
+  // MARK: pool exhausted
+
+  @Test func exhaustedPoolLeavesTheVMAsItWas() async throws {
+    guard let bed = try Bed.require() else { return }
+    let c = try LibvirtConnection()
+    let members = try Bed.poolMembers()
+    let guests = Array(bed.managed.prefix(members.count + 1))
+    try #require(guests.count == members.count + 1, "need \(members.count + 1) guests for a pool of \(members.count)")
+    try await withCleanup(c, bed, guests) {
+      let countsBefore = try Bed.poolConnections()
+      for (i, g) in guests.dropLast().enumerated() {
+        _ = try await c.attachPoolInterface(uuid: g.uuid, network: Bed.pool, mac: nil, alias: "ua-vfshift-fill\(i)",
+                                            deadline: .now + .seconds(20))
+      }
+      let last = guests[guests.count - 1]
+      let full = try Bed.poolConnections()
+      let nicsBefore = try c.inventory(uuid: last.uuid).nics
+      do {
+        _ = try await c.attachPoolInterface(uuid: last.uuid, network: Bed.pool, mac: nil, alias: "ua-vfshift-extra",
+                                            deadline: .now + .seconds(20))
+        Issue.record("an attach succeeded on a full pool")
+      } catch let error as ActionError {
+        guard case .libvirt(let e) = error else { Issue.record("expected libvirt's refusal, got \(error)"); return }
+        print("full pool: \(e)")
+        #expect(e.function == "virDomainAttachDeviceFlags" && e.domain == last.name)
+        #expect(e.message.contains("none are available"), "\(e.message)")
+      }
+      #expect(try c.inventory(uuid: last.uuid).nics == nicsBefore, "the VM keeps exactly the NICs it had")
+      #expect(try Bed.poolConnections() == full, "the failed attach took nothing from the pool")
+      #expect(try Bed.ping(last.ip))
+      for (i, g) in guests.dropLast().enumerated() {
+        let r = await c.detachInterface(uuid: g.uuid, alias: "ua-vfshift-fill\(i)", deadline: .now + .seconds(20))
+        if let m = r.releasedPoolMember { try Bed.linkUp(m) }
+      }
+      #expect(try Bed.poolConnections() == countsBefore, "connection counts back to what they were")
+    }
+  }
+
+  // MARK: paused guest
+
+  @Test func pausedGuestDetachPassesItsDeadline() async throws {
+    guard let bed = try Bed.require() else { return }
+    let c = try LibvirtConnection()
+    let g = try #require(bed.managed.last)
+    try await withCleanup(c, bed, [g]) {
+      let vf = try await c.attachPoolInterface(uuid: g.uuid, network: Bed.pool, mac: nil, alias: "ua-vfshift-paused",
+                                               deadline: .now + .seconds(20))
+      // Let the guest take the device before freezing it.
+      try await waitFor("the guest has brought the new NIC up", seconds: 20) {
+        var reader = ProcNetDevReader()
+        guard let dev = vf.hostDevice, let s = try reader.read()[dev] else { return false }
+        return s.txPackets > 0  // the guest's gratuitous ARP
+      }
+      _ = try sh("virsh suspend \(g.name)", check: true)
+      let events = c.subscribe()
+      let r = await c.detachInterface(uuid: g.uuid, alias: "ua-vfshift-paused", deadline: .now + .seconds(3))
+      #expect(r.outcome == .stillPresentAfterDeadline, "\(r.outcome)")
+      #expect(try c.inventory(uuid: g.uuid).nic(alias: "ua-vfshift-paused") != nil, "device still present")
+      _ = try sh("virsh resume \(g.name)", check: true)
+      let outcome = await c.waitForRemoval(uuid: g.uuid, alias: "ua-vfshift-paused", deadline: .now + .seconds(20))
+      #expect(outcome == .removed(confirmedBy: .event) || outcome == .removed(confirmedBy: .liveXML), "\(outcome)")
+      let event = await firstEvent(events, within: 10) { $0 == .deviceRemoved(uuid: g.uuid, alias: "ua-vfshift-paused") }
+      #expect(event != nil, "DEVICE_REMOVED arrives after resume")
+      print("paused \(g.name): detach reported \(r.outcome); after resume: \(outcome), event \(String(describing: event))")
+      if case .poolMember(_, let m) = vf.kind { try Bed.linkUp(m) }
+    }
+  }
+
+  // MARK: libvirtd restart
+
+  @Test func reconnectsAfterLibvirtdRestart() async throws {
+    guard try Bed.require() != nil else { return }
+    let c = try LibvirtConnection(reconnectPolicy: .init(firstDelay: .milliseconds(100), maximumDelay: .seconds(1)))
+    let inventory = Inventory(connection: c)
+    try await inventory.start()
+    defer { inventory.stop() }
+    let before = inventory.snapshot()
+    #expect(!before.isEmpty)
+    let events = c.subscribe()
+    _ = try sh("pkill -x libvirtd")
+    let lost = await firstEvent(events, within: 20) { if case .disconnected = $0 { true } else { false } }
+    #expect(lost != nil, "disconnected reported")
+    #expect(!c.isConnected)
+    #expect(throws: LibvirtError.self) { try c.runningDomains() }
+    try await waitFor("old libvirtd gone", seconds: 20) { try sh("pgrep -x libvirtd").status != 0 }
+    _ = try sh("LIBVIRT_LOG_OUTPUTS=3:file:/var/log/libvirt/libvirtd.log /usr/sbin/libvirtd -d", check: true)
+    let back = await firstEvent(events, within: 30) { $0 == .reconnected }
+    #expect(back != nil, "reconnected reported")
+    try await waitFor("inventory re-read after reconnect", seconds: 20) {
+      !inventory.isStale && inventory.readCounts.fullReads >= 2
+    }
+    #expect(inventory.snapshot() == before, "same inventory as before the restart")
+    #expect(try c.runningDomains().count == before.count)
+  }
+
+  // MARK: journal across processes
+
+  @Test func journalOutlivesTheWriter() async throws {
+    guard let bed = try Bed.require() else { return }
+    let g = try #require(bed.managed.first)
+    let uuid = g.uuid
+    let journal = SwapJournal(operation: .promote, pool: Bed.pool, oldAlias: "ua-net0", newAlias: "ua-vfshift-net0",
+                              step: .detachPending, startedAtUnixMilliseconds: 1_718_000_000_000,
+                              savedInterfaceXML: Fixture.savedBridgeNIC)
+    do {
+      // The writer: its own connection, gone before anyone reads.
+      let writer = try LibvirtConnection()
+      try writer.writeJournal(uuid: uuid, journal)
+      writer.close()
+    }
+    // Another process reads it: virsh, then our parser over what virsh printed.
+    let printed = try sh("virsh metadata \(g.name) \(VFShiftNamespace.journal)", check: true).output
+    #expect(try SwapJournal(xml: printed) == journal, "virsh printed:\n\(printed)")
+    #expect(try sh("virsh dumpxml \(g.name)").output.contains("op=\"promote\""))
+    let reader = try LibvirtConnection()
+    #expect(try reader.inventory(uuid: uuid).journal == journal)
+    try reader.clearJournal(uuid: uuid)
+    #expect(try sh("virsh metadata \(g.name) \(VFShiftNamespace.journal)").status != 0, "cleared for other processes too")
+  }
+}
+
+// MARK: - Test bed access
+
+struct Bed {
+  struct Guest: Decodable {
+    var name: String
+    var uuid: String
+    var ip: String
+    var mac: String
+    var label: String?
+  }
+  var guests: [Guest]
+  /// Guests with a QoS label: the ones vfshift manages.
+  var managed: [Guest] { guests.filter { $0.label != nil } }
+
+  static let pool = "vfs-pool"
+  static let bridge = "vfsbr0"
+  static let namespace = "vfs-src"
+  static let stateFile = "/run/vfshift-testbed/state.json"
+
+  /// The running bed, or nil after recording why not (a failure when CI=true).
+  static func require() throws -> Bed? {
+    struct State: Decodable { var guests: [Guest] }
+    guard getuid() == 0 else { try missing("root (the test bed needs it)"); return nil }
+    guard let data = FileManager.default.contents(atPath: stateFile),
+          sh0("virsh -q list --name").contains("vfs-g") else {
+      try missing("the test bed (\(stateFile) and running guests): run deploy/testbed/up")
+      return nil
+    }
+    return Bed(guests: try JSONDecoder().decode(State.self, from: data).guests)
+  }
+
+  static func ping(_ ip: String) throws -> Bool {
+    try sh("ip netns exec \(namespace) ping -n -q -c 1 -W 1 \(ip)").status == 0
+  }
+
+  static func linkUp(_ dev: String) throws {
+    _ = try sh("ip link set dev \(dev) up", check: true)
+  }
+
+  static func poolMembers() throws -> [String] {
+    let xml = try sh("virsh net-dumpxml \(pool)", check: true).output
+    return matches(xml, #"<interface dev='([^']+)'"#)
+  }
+
+  /// `connections` of each member in `virsh net-dumpxml`, absent = 0.
+  static func poolConnections() throws -> [String: Int] {
+    let xml = try sh("virsh net-dumpxml \(pool)", check: true).output
+    var out: [String: Int] = [:]
+    for line in xml.split(separator: "\n") where line.contains("<interface dev=") {
+      let dev = matches(String(line), #"dev='([^']+)'"#).first ?? "?"
+      out[dev] = matches(String(line), #"connections='(\d+)'"#).first.flatMap { Int($0) } ?? 0
+    }
+    return out
+  }
+}
+
+func matches(_ s: String, _ pattern: String) -> [String] {
+  guard let re = try? NSRegularExpression(pattern: pattern) else { return [] }
+  return re.matches(in: s, range: NSRange(s.startIndex..., in: s)).compactMap {
+    Range($0.range(at: 1), in: s).map { String(s[$0]) }
+  }
+}
+
+@discardableResult
+func sh(_ command: String, check: Bool = false) throws -> (status: Int32, output: String) {
+  let r = try runTool("/bin/sh", ["-c", command])
+  if check && r.status != 0 {
+    throw TestBedCommandError(command: command, status: r.status, output: r.output)
+  }
+  return r
+}
+
+func sh0(_ command: String) -> String { (try? sh(command).output) ?? "" }
+
+struct TestBedCommandError: Error, CustomStringConvertible {
+  var command: String
+  var status: Int32
+  var output: String
+  var description: String { "`\(command)` exited \(status): \(output)" }
+}
+
+/// Runs `body`, then puts every guest back: resumed, no vfshift NICs, its
+/// virtio NIC `ua-net0` present, no journal, every pool member up.
+func withCleanup(_ c: LibvirtConnection, _ bed: Bed, _ guests: [Bed.Guest],
+                 _ body: () async throws -> Void) async throws {
+  var saved: [String: String] = [:]
+  for g in guests { saved[g.uuid] = try c.inventory(uuid: g.uuid).nic(alias: "ua-net0")?.xml }
+  var failure: (any Error)?
+  do { try await body() } catch { failure = error }
+  for g in guests {
+    _ = try? sh("virsh domstate \(g.name) | grep -q paused && virsh resume \(g.name)")
+    if let d = try? c.inventory(uuid: g.uuid) {
+      if d.nic(alias: "ua-net0") == nil, let xml = saved[g.uuid] {
+        _ = try? await c.restoreInterface(uuid: g.uuid, savedXML: xml, deadline: .now + .seconds(20))
+      }
+      for nic in d.nics where nic.alias?.hasPrefix("ua-vfshift") == true {
+        _ = await c.detachInterface(uuid: g.uuid, alias: nic.alias!, deadline: .now + .seconds(20))
+      }
+    }
+    try? c.clearJournal(uuid: g.uuid)
+  }
+  for m in (try? Bed.poolMembers()) ?? [] { try? Bed.linkUp(m) }
+  if let failure { throw failure }
+}
+
+/// The first event matching `predicate` within `seconds`, or nil.
+func firstEvent(_ stream: AsyncStream<DomainEvent>, within seconds: Int,
+                _ predicate: @escaping @Sendable (DomainEvent) -> Bool) async -> DomainEvent? {
+  await withTaskGroup(of: DomainEvent?.self) { group in
+    group.addTask {
+      for await e in stream where predicate(e) { return e }
+      return nil
+    }
+    group.addTask {
+      try? await Task.sleep(for: .seconds(seconds))
+      return nil
+    }
+    let first = await group.next() ?? nil
+    group.cancelAll()
+    return first
+  }
+}
+
+func waitFor(_ what: String, seconds: Double, _ condition: () throws -> Bool) async throws {
+  try await waitUntil(seconds: seconds, what, condition)
+}
+
+/// /proc/net/dev's host-side counters, turned by the device kind, equal
+/// libvirt's guest-side ones. Retried until a quiet moment where the host
+/// counters did not move between the two reads around libvirt's.
+func expectSameCounters(_ c: LibvirtConnection, uuid: String, device: String, kind: HostDeviceKind,
+                        guest: String) async throws {
+  var reader = ProcNetDevReader()
+  for _ in 0..<50 {
+    let a = try reader.read()[device]
+    let viaLibvirt = try c.interfaceStats(uuid: uuid, device: device)
+    let b = try reader.read()[device]
+    guard let a, a == b else {
+      try await Task.sleep(for: .milliseconds(50))
+      continue
+    }
+    let viaProc = kind.vmCounters(a)
+    #expect(viaProc.rxBytes == viaLibvirt.rxBytes && viaProc.txBytes == viaLibvirt.txBytes,
+            "\(guest) \(device) (\(kind)): /proc turned \(viaProc) vs libvirt \(viaLibvirt)")
+    #expect(viaProc.rxBytes > 0, "\(guest) \(device): the guest received the pings")
+    return
+  }
+  Issue.record("\(guest) \(device): counters never stood still for a comparison")
+}
+
+/// `ping -i 0.01` from the namespace until stopped; counts what got through.
+final class ContinuousPing {
+  let process = Process()
+  let pipe = Pipe()
+  init(ip: String) throws {
+    process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+    process.arguments = ["netns", "exec", Bed.namespace, "ping", "-n", "-q", "-i", "0.01", "-W", "1", ip]
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+  }
+  deinit { if process.isRunning { process.terminate() } }
+
+  func stop() throws -> (sent: Int, received: Int) {
+    process.interrupt()
+    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    guard let sent = matches(out, #"(\d+) packets transmitted"#).first.flatMap({ Int($0) }),
+          let received = matches(out, #"(\d+) received"#).first.flatMap({ Int($0) }) else {
+      throw TestBedCommandError(command: "ping", status: process.terminationStatus, output: out)
+    }
+    return (sent, received)
+  }
+}
