@@ -61,7 +61,9 @@ public func decide(_ state: inout EngineState, policy: Policy, observation: Obse
     if state.tracks[slot].vfSince == nil, case .vf = vm.placement { state.tracks[slot].vfSince = vm.vfSince ?? now }
     if case .virtio = vm.placement { state.tracks[slot].vfSince = nil }
   }
-  forgetVanished(&state)
+  if forgetVanished(&state) {
+    slots = observation.vms.map { state.index[$0.identity.uuid]! }
+  }
 
   var plan = Plan()
   var budget = policy.antiFlap.maxSwapsPerCycle
@@ -101,11 +103,13 @@ private func refresh(_ track: inout VMTrack, _ id: VMIdentity, _ policy: Policy)
   }
 }
 
-private func forgetVanished(_ state: inout EngineState) {
-  guard state.tracks.contains(where: { !$0.seen }) else { return }
+/// Drops VMs that left; true when slots moved.
+private func forgetVanished(_ state: inout EngineState) -> Bool {
+  guard state.tracks.contains(where: { !$0.seen }) else { return false }
   state.tracks.removeAll { !$0.seen }
   state.index = Dictionary(uniqueKeysWithValues: state.tracks.enumerated().map { ($1.identity.uuid, $0) })
   for i in state.tracks.indices { state.tracks[i].seen = true }
+  return true
 }
 
 private func classOf(_ track: VMTrack, _ policy: Policy) -> QoSClass? {

@@ -52,7 +52,10 @@ private struct PolicyDecoder {
     var out: [String: JSONNode] = [:]
     for m in members {
       if known.contains(m.key) { out[m.key] = m.value } else {
-        fail(m.value, join(path, m.key), "unknown field (known here: \(known.joined(separator: ", ")))")
+        let guess = known.min { editDistance($0, m.key) < editDistance($1, m.key) }
+        let hint = guess.flatMap { editDistance($0, m.key) <= 3 ? " (did you mean \($0)?)" : nil }
+          ?? " (known here: \(known.joined(separator: ", ")))"
+        fail(m.value, join(path, m.key), "unknown field\(hint)")
       }
     }
     return out
@@ -271,4 +274,20 @@ private struct PolicyDecoder {
 func fmt(_ d: Double) -> String {
   if d == d.rounded() && abs(d) < 1e15 { return String(Int64(d)) }
   return String(d)
+}
+
+/// Levenshtein distance, for "did you mean" hints on misspelt fields.
+func editDistance(_ a: String, _ b: String) -> Int {
+  let x = Array(a.lowercased().utf8), y = Array(b.lowercased().utf8)
+  var row = Array(0...y.count)
+  for i in 1...max(1, x.count) where !x.isEmpty {
+    var previous = row[0]
+    row[0] = i
+    for j in 1...max(1, y.count) where !y.isEmpty {
+      let current = row[j]
+      row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (x[i - 1] == y[j - 1] ? 0 : 1))
+      previous = current
+    }
+  }
+  return x.isEmpty ? y.count : row[y.count]
 }

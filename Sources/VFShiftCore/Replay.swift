@@ -104,7 +104,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
   var observation = Observation(vms: [], pools: pools)
   var presentKey: [Int32] = []
   var oracleCandidates: [[(bytes: Double, pinned: Bool)]] = Array(repeating: [], count: policy.pools.count)
-  let progressEvery = max(1, trace.cycles.count / 20)
+  let progressEvery = max(1, trace.cycles.count / 10)
   var previousAt: Instant?
 
   for (k, cycle) in trace.cycles.enumerated() {

@@ -24,6 +24,9 @@ public struct TraceCycle: Sendable, Equatable {
   /// VMs present in this cycle (by index into `vms`); a VM with no sample in
   /// a cycle it is present in had no fresh reading.
   public var present: [Int32]
+  public init(at: Instant, samples: Range<Int>, present: [Int32]) {
+    self.at = at; self.samples = samples; self.present = present
+  }
 }
 
 public struct TraceSample: Sendable, Equatable {
@@ -52,11 +55,15 @@ extension Trace {
     var lineNumber = 0
     var cycleStart = 0
     var cycleAt: Instant?
+    // Who a cycle saw is fixed at its `c` line; declarations after it count
+    // from the next cycle.
+    var cyclePresent: [Int32] = []
+    var cyclePresentSet = Set<Int32>()
     var seenInCycle = Set<Int32>()
 
     func closeCycle() {
       guard let at = cycleAt else { return }
-      trace.cycles.append(TraceCycle(at: at, samples: cycleStart..<trace.samples.count, present: present))
+      trace.cycles.append(TraceCycle(at: at, samples: cycleStart..<trace.samples.count, present: cyclePresent))
     }
 
     for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
@@ -114,13 +121,15 @@ extension Trace {
         closeCycle()
         cycleAt = Instant(seconds: t)
         cycleStart = trace.samples.count
+        cyclePresent = present
+        cyclePresentSet = presentSet
         seenInCycle.removeAll(keepingCapacity: true)
       case "s":
         guard cycleAt != nil else { throw fail("a sample comes before the first cycle line 'c'") }
         guard f.count >= 3 else { throw fail("a sample needs: s TIME VM SOURCE RX_BYTES TX_BYTES RX_PACKETS TX_PACKETS") }
         guard let t = Double(f[1]), t.isFinite else { throw fail("sample time '\(f[1])' is not a number") }
         guard let vm = keyIndex[f[2]] else { throw fail("sample names vm '\(f[2])', which is not declared") }
-        guard presentSet.contains(vm) else { throw fail("sample for vm '\(f[2])' after it is gone") }
+        guard cyclePresentSet.contains(vm) else { throw fail("sample for vm '\(f[2])', which is not present in this cycle (declare it before the 'c' line)") }
         guard seenInCycle.insert(vm).inserted else { throw fail("two samples for vm '\(f[2])' in one cycle") }
         if f.count == 4 && f[3] == "?" {
           trace.samples.append(TraceSample(vm: vm, reading: .unknown))

@@ -1,0 +1,149 @@
+import Testing
+import VFShiftCore
+import VFShiftAgent
+
+let repoRoot: String = {
+  var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
+  parts.removeLast(3)
+  return parts.joined(separator: "/")
+}()
+
+@Test("the bundled policies are valid", arguments: ["paper-multinetwork", "all-sriov", "general"])
+func bundledPolicyParses(_ name: String) throws {
+  let policy = try loadPolicy("\(repoRoot)/policies/\(name).json")
+  #expect(policy.name == name)
+  #expect(!policy.classes.isEmpty)
+}
+
+@Test("the paper policy: VMs 1–5 low QoS never on a VF, VMs 6–8 high QoS eligible, the pool capped")
+func paperPolicyShape() throws {
+  let policy = try loadPolicy("\(repoRoot)/policies/paper-multinetwork.json")
+  for i in 1...8 {
+    guard case .managed(let c) = policy.resolveClass(of: VMIdentity(uuid: "u\(i)", name: "vm\(i)")) else {
+      Issue.record("vm\(i) unmatched"); continue
+    }
+    #expect(policy.classes[c].vf == (i <= 5 ? .never : .eligible), "vm\(i)")
+  }
+  #expect(policy.pools[0].maxInUse != nil)
+}
+
+struct BadPolicy: Sendable, CustomTestStringConvertible {
+  var what: String
+  var text: String
+  /// Each expected problem as "line: path: fragment of the reason".
+  var expect: [String]
+  var testDescription: String { what }
+}
+
+let validClass = """
+  { name: "high", priority: 1, match: { metadata: "high" }, vf: "eligible",
+    promote: { bytesPerSecond: 10 }, demote: { bytesPerSecond: 5 } }
+"""
+
+let badPolicies: [BadPolicy] = [
+  BadPolicy(what: "truncated file", text: "{ pools: [ { name: \"p\", network: \"n\" }", expect: ["1: : the file ends inside an array"]),
+  BadPolicy(what: "empty file", text: "", expect: ["1: : the file ends where a value should be"]),
+  BadPolicy(what: "not an object", text: "[1, 2]", expect: ["1: : must be an object"]),
+  BadPolicy(what: "wrong type for a number", text: """
+    {
+      pools: [ { name: "p", network: "n", maxInUse: "two" } ],
+      classes: [ \(validClass) ],
+    }
+    """, expect: ["2: pools[0].maxInUse: must be a number, found a string"]),
+  BadPolicy(what: "unknown field (a typo)", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ \(validClass) ],
+      antiFlap: { minDwelSeconds: 10 },
+    }
+    """, expect: ["5: antiFlap.minDwelSeconds: unknown field (did you mean minDwellSeconds?)"]),
+  BadPolicy(what: "negative threshold", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "high", match: { names: "*" }, vf: "eligible",
+                   promote: { bytesPerSecond: -10 },
+                   demote: { bytesPerSecond: 5 } } ],
+    }
+    """, expect: ["4: classes[0].promote.bytesPerSecond: must be ≥ 0, got -10"]),
+  BadPolicy(what: "duplicate class names", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [
+        { name: "a", match: { names: "x*" }, vf: "never" },
+        { name: "a", match: { names: "y*" }, vf: "never" },
+      ],
+    }
+    """, expect: ["5: classes[1].name: class 'a' is defined twice"]),
+  BadPolicy(what: "a VM matched by two classes", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [
+        { name: "a", match: { names: "vm[1-5]" }, vf: "never" },
+        { name: "b", match: { names: ["vm3"], metadata: "x" }, vf: "never" },
+      ],
+    }
+    """, expect: ["5: classes[1].match.names: 'vm3' is also matched by class 'a'"]),
+  BadPolicy(what: "release threshold above the promote threshold", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "h", match: { names: "*" }, vf: "eligible",
+                   promote: { bytesPerSecond: 10 }, demote: { bytesPerSecond: 50 } } ],
+    }
+    """, expect: ["4: classes[0].demote.bytesPerSecond: must be below promote.bytesPerSecond (10) for hysteresis"]),
+  BadPolicy(what: "a class naming a pool that does not exist", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "h", match: { names: "*" }, vf: "always", pool: "nope" } ],
+    }
+    """, expect: ["3: classes[0].pool: no pool named 'nope'"]),
+  BadPolicy(what: "bad enum value", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "h", match: { names: "*" }, vf: "sometimes" } ],
+    }
+    """, expect: ["3: classes[0].vf: must be one of never, eligible, always"]),
+  BadPolicy(what: "several errors are all reported", text: """
+    {
+      pools: [ { name: "p" } ],
+      classes: [ { name: "h", vf: "never" } ],
+      colour: "blue",
+    }
+    """, expect: [": pools[0].network: is required", "3: classes[0].match: is required", "4: colour: unknown field"]),
+]
+
+@Test(arguments: badPolicies)
+func badPolicyIsReported(_ row: BadPolicy) {
+  do {
+    _ = try Policy.parse(row.text, file: "bad.json", defaultName: "bad")
+    Issue.record("\(row.what): accepted")
+  } catch {
+    let lines = error.issues.map { "\($0.line.map(String.init) ?? ""): \($0.path): \($0.reason)" }
+    for fragment in row.expect {
+      #expect(lines.contains { $0.hasPrefix(fragment) || ($0.contains(fragment) && fragment.hasPrefix(":")) },
+              "\(row.what): expected «\(fragment)» in \(lines)")
+    }
+    #expect(error.issues.allSatisfy { $0.file == "bad.json" })
+    #expect(error.description.hasPrefix("bad.json"))
+  }
+}
+
+@Test("JSON5 conveniences operators use: comments, trailing commas, unquoted keys, digit separators")
+func json5Conveniences() throws {
+  let p = try Policy.parse("""
+    // a comment
+    { /* block */ name: 'x', pools: [ { name: "p", network: "n", maxInUse: 1_0, }, ],
+      classes: [ \(validClass), ], }
+    """, file: "f", defaultName: "d")
+  #expect(p.name == "x" && p.pools[0].maxInUse == 10)
+}
+
+@Test("globs match domain names as a shell would")
+func globs() {
+  #expect(globMatch("vm[6-8]", "vm7"))
+  #expect(!globMatch("vm[6-8]", "vm9"))
+  #expect(globMatch("web-*-prod", "web-eu-1-prod"))
+  #expect(!globMatch("web-*-prod", "web-eu-1-dev"))
+  #expect(globMatch("db?", "db1") && !globMatch("db?", "db12"))
+  #expect(globMatch("[!a]x", "bx") && !globMatch("[!a]x", "ax"))
+  #expect(globMatch("*", "") && globMatch("**a", "a"))
+}

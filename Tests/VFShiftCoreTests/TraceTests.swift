@@ -1,0 +1,123 @@
+import Testing
+import VFShiftCore
+import VFShiftAgent
+
+@Test("a trace survives render → parse unchanged")
+func traceRoundTrip() throws {
+  var trace = PaperScenario.trace(seconds: 30)
+  trace.vms[0].name = "name with space#1"
+  trace.vms[0].uuid = trace.vms[0].name
+  let text = trace.render()
+  let again = try Trace.parse(text, file: "t")
+  #expect(again == trace)
+}
+
+@Test("VMs that come and go are declared, retired and brought back")
+func traceLifetimes() throws {
+  let text = """
+    vfshift-trace 1
+    interval 1
+    vm a
+    vm b label=high
+    c 1
+    s 1 a vnet0 10 10 1 1
+    s 1 b vnet1 10 10 - -
+    gone b
+    c 2
+    s 2 a vnet0 20 20 2 2
+    back b
+    c 3
+    s 3 b ?
+    """
+  let t = try Trace.parse(text, file: "t")
+  #expect(t.cycles.map(\.present) == [[0, 1], [0], [0, 1]])
+  #expect(t.vms[1].label == "high")
+  #expect(t.samples[1].reading == .known(source: "vnet1", counters: VMCounters(rxBytes: 10, txBytes: 10, rxPackets: nil, txPackets: nil), at: Instant(seconds: 1)))
+  #expect(t.samples.last?.reading == .unknown)
+  #expect(try Trace.parse(t.render(), file: "t") == t)
+}
+
+struct BadTrace: Sendable, CustomTestStringConvertible {
+  var what: String
+  var text: String
+  var expect: String
+  var testDescription: String { what }
+}
+
+let badTraces: [BadTrace] = [
+  BadTrace(what: "empty file", text: "", expect: "t:1: empty file"),
+  BadTrace(what: "not a trace", text: "hello\n", expect: "t:1: not a vfshift trace"),
+  BadTrace(what: "a later version", text: "vfshift-trace 9\n", expect: "t:1: trace version 9 is not supported"),
+  BadTrace(what: "truncated sample line", text: "vfshift-trace 1\nvm a\nc 1\ns 1 a vnet0 10", expect: "t:4: a sample has 5 fields, expected 8"),
+  BadTrace(what: "wrong type in a counter", text: "vfshift-trace 1\nvm a\nc 1\ns 1 a vnet0 ten 10 1 1", expect: "t:4: byte counters must be whole numbers"),
+  BadTrace(what: "negative counter", text: "vfshift-trace 1\nvm a\nc 1\ns 1 a vnet0 -5 10 1 1", expect: "t:4: byte counters must be whole numbers ≥ 0"),
+  BadTrace(what: "undeclared VM", text: "vfshift-trace 1\nc 1\ns 1 z vnet0 1 1 1 1", expect: "t:3: sample names vm 'z', which is not declared"),
+  BadTrace(what: "time running backwards", text: "vfshift-trace 1\nc 5\nc 4", expect: "t:3: cycle time 4 does not move forward"),
+  BadTrace(what: "unknown line kind", text: "vfshift-trace 1\nbogus 1", expect: "t:2: unknown line kind 'bogus'"),
+  BadTrace(what: "unknown vm attribute", text: "vfshift-trace 1\nvm a colour=red", expect: "t:2: unknown vm attribute 'colour'"),
+  BadTrace(what: "sample before any cycle", text: "vfshift-trace 1\nvm a\ns 1 a ?", expect: "t:3: a sample comes before the first cycle"),
+  BadTrace(what: "two samples for one VM in a cycle", text: "vfshift-trace 1\nvm a\nc 1\ns 1 a ?\ns 1 a ?", expect: "t:5: two samples for vm 'a' in one cycle"),
+]
+
+@Test(arguments: badTraces)
+func badTraceIsReported(_ row: BadTrace) {
+  #expect(throws: TraceError.self, "\(row.what)") { try Trace.parse(row.text, file: "t") }
+  do { _ = try Trace.parse(row.text, file: "t") } catch {
+    #expect(error.description.hasPrefix(row.expect), "\(row.what): got \(error.description)")
+  }
+}
+
+let gwaHeader = "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]"
+
+@Test("GWA-T-12 rows become cumulative byte counters: KB/s × 1,000 × elapsed seconds, packets unknown")
+func gwaConversion() throws {
+  let text = gwaHeader + """
+
+    1000;\t2;\t5851.9;\t87.7;\t1.5;\t8218624.0;\t1034592.8;\t0;\t0;\t1.0;\t2.0
+    1300;\t2;\t5851.9;\t87.7;\t1.5;\t8218624.0;\t1034592.8;\t0;\t0;\t10.0;\t20.0
+    1601;\t2;\t5851.9;\t87.7;\t1.5;\t8218624.0;\t1034592.8;\t0;\t0;\t0.5;\t0.0
+    """
+  let t = try GWAT12.trace([GWAT12.File(name: "7.csv", text: text)], source: "x")
+  #expect(t.vms.map(\.name) == ["7"])
+  #expect(t.cycles.count == 3)
+  let last = t.samples.last!.reading
+  guard case let .known(_, c, at) = last else { Issue.record("unknown"); return }
+  #expect(at == Instant(seconds: 1601))
+  #expect(c.rxBytes == 10 * 1000 * 300 + UInt64(0.5 * 1000 * 301))
+  #expect(c.txBytes == 20 * 1000 * 300)
+  #expect(c.rxPackets == nil)
+}
+
+@Test("GWA-T-12: a gap in a VM's rows restarts its counters instead of smearing the average")
+func gwaGap() throws {
+  let text = gwaHeader + "\n0;1;1;1;1;1;1;0;0;1.0;0\n300;1;1;1;1;1;1;0;0;1.0;0\n3000;1;1;1;1;1;1;0;0;1.0;0\n"
+  let t = try GWAT12.trace([GWAT12.File(name: "1.csv", text: text)], source: "x")
+  let sources = t.samples.compactMap { if case let .known(s, _, _) = $0.reading { s } else { nil } }
+  #expect(sources == ["gwa0", "gwa0", "gwa1"])
+}
+
+@Test("GWA-T-12: a bad row names the file, the line and the field")
+func gwaBadRows() {
+  let truncated = gwaHeader + "\n0;1;1;1;1;1;1;0;0;1.0;0\n300;1;1;1"
+  #expect { try GWAT12.trace([GWAT12.File(name: "3.csv", text: truncated)], source: "x") } throws: {
+    "\($0)" == "3.csv:3: 4 fields, expected 11 separated by ';' (truncated row?)"
+  }
+  let word = gwaHeader + "\n0;1;1;1;1;1;1;0;0;lots;0\n"
+  #expect { try GWAT12.trace([GWAT12.File(name: "3.csv", text: word)], source: "x") } throws: {
+    "\($0)".hasPrefix("3.csv:2: network received KB/s 'lots' is not a number")
+  }
+  #expect { try GWAT12.trace([GWAT12.File(name: "3.csv", text: "hello\n")], source: "x") } throws: {
+    "\($0)".hasPrefix("3.csv:1: not a GWA-T-12 file")
+  }
+}
+
+@Test("the published GWA-T-12 directory imports as published: 250 VMs, 300 s cycles")
+func gwaPublishedDirectory() throws {
+  let dir = "\(repoRoot)/../shared/traces/bitbrains-rnd/2013-7"
+  let trace = try loadTrace(dir)
+  #expect(trace.vms.count == 250)
+  #expect(trace.intervalSeconds == 300)
+  #expect(trace.samples.count > 250 * 100)
+  // The timestamps are Unix seconds despite the "[ms]" header: July 2013.
+  #expect(trace.cycles.first!.at.seconds > 1_372_000_000 && trace.cycles.first!.at.seconds < 1_373_000_000)
+}
