@@ -259,7 +259,8 @@ var nodeExporter: Process? = nil
   let batch = FileManager.default.temporaryDirectory.appendingPathComponent("\(namespaceName).batch")
   var lines = ["link set lo up"]
   for i in 0..<(interfaceCount / 2) { lines.append("link add vfa\(i) type veth peer name vfb\(i)") }
-  if interfaceCount % 2 == 1 { lines.append("link add vfd0 type dummy") }
+  // An odd count: one more veth pair, then 1 extra interface seen (lo is there too).
+  if interfaceCount % 2 == 1 { lines.append("link add vfa\(interfaceCount / 2) type veth peer name vfb\(interfaceCount / 2)") }
   try lines.joined(separator: "\n").write(to: batch, atomically: true, encoding: .utf8)
   defer { try? FileManager.default.removeItem(at: batch) }
   let created = ContinuousClock.now

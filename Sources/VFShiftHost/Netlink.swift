@@ -215,6 +215,10 @@ public struct LinkCounters: Sendable, Equatable {
   public var name: String?
   /// `nil` when the message had no IFLA_STATS_LINK_64 / IFLA_STATS64.
   public var counters: InterfaceCounters?
+
+  public init(index: Int32, name: String?, counters: InterfaceCounters?) {
+    self.index = index; self.name = name; self.counters = counters
+  }
 }
 
 /// What one received datagram of a dump held.
