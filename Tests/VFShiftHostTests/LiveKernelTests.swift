@@ -214,3 +214,57 @@ struct Delta {
     #expect(count == 2)
   }
 }
+
+/// The test bed's VF stand-in is a macvtap in passthrough mode. This checks the
+/// direction rule the engine relies on (HostDeviceKind.macvtap) against the real
+/// kernel: frames the guest writes into /dev/tapN are the macvtap's *transmit*,
+/// frames arriving for the guest are its *receive* — the opposite of a vnetN tap.
+@Suite(.serialized) struct MacvtapDirectionTests {
+  @Test func onAMacvtapTheHostsReceiveIsTheGuestsReceive() throws {
+    guard Requirement.met("onAMacvtapTheHostsReceiveIsTheGuestsReceive") else { return }
+    let pair = try VethPair()
+    defer { pair.remove() }
+    let a = pair.a, b = pair.b
+    try sh("ip -n \(a) link add link vfa name vfmt0 type macvtap mode passthru && ip -n \(a) link set vfmt0 up")
+    let line = try sh("ip -n \(a) -o link show vfmt0").output
+    let index = try #require(line.split(separator: ":").first.flatMap { Int($0) }, "ifindex in \(line)")
+    let mac = try #require(line.split(separator: " ").drop { $0 != "link/ether" }.dropFirst().first.map(String.init), "MAC in \(line)")
+    let peerLine = try sh("ip -n \(b) -o link show vfb").output
+    let peerMAC = try #require(peerLine.split(separator: " ").drop { $0 != "link/ether" }.dropFirst().first.map(String.init))
+
+    // devtmpfs makes /dev/tapN for the macvtap's ifindex; wait for it with a deadline.
+    let node = "/dev/tap\(index)"
+    let deadline = Date().addingTimeInterval(5)
+    while !FileManager.default.fileExists(atPath: node) && Date() < deadline { usleep(10_000) }
+    let tap = try #require(FileHandle(forUpdatingAtPath: node), "open \(node)")
+    defer { try? tap.close() }
+
+    func bytes(_ hex: String) -> [UInt8] { hex.split(separator: ":").map { UInt8($0, radix: 16)! } }
+    let frames = 20, frameBytes = 1000
+    let before = try VethPair.read(a).netlink
+    // Guest → out: a 10-byte virtio_net_hdr (all zero: no offloads, the
+    // macvtap default IFF_VNET_HDR) and an Ethernet frame to vfb.
+    let frame = [UInt8](repeating: 0, count: 10) + bytes(peerMAC) + bytes(mac) + [0x88, 0xB5]  // local experimental ethertype
+      + [UInt8](repeating: 0xA5, count: frameBytes - 14)
+    for _ in 0..<frames { try tap.write(contentsOf: Data(frame)) }
+    // Out → guest: b sends echo requests to the macvtap's MAC; passthrough hands them to the tap queue.
+    try sh("ip -n \(b) neigh replace 198.18.0.1 lladdr \(mac) dev vfb nud permanent")
+    // Nobody reads the tap queue here, so the frames stay charged to ping's
+    // socket and a fifth one fails with ENOBUFS: send them 4 per ping process.
+    for _ in 0..<(frames / 4) {
+      let out = try sh("ip netns exec \(b) ping -c 4 -i 0.01 -s 1000 -W 0.2 198.18.0.1", check: false).output
+      #expect(!out.contains("No buffer space"), "\(out)")
+    }
+    let after = try VethPair.read(a).netlink
+
+    let host = Delta(try #require(before["vfmt0"]), try #require(after["vfmt0"]))
+    #expect(host.txPackets >= UInt64(frames) && host.txBytes >= UInt64(frames * frameBytes),
+            "what the guest wrote is the macvtap's transmit: \(host)")
+    #expect(host.rxPackets >= UInt64(frames) && host.rxBytes >= UInt64(frames) * LiveKernelTests.ipBytes,
+            "what arrived for the guest is the macvtap's receive: \(host)")
+    let vm0 = HostDeviceKind.macvtap.vmCounters(try #require(before["vfmt0"]))
+    let vm1 = HostDeviceKind.macvtap.vmCounters(try #require(after["vfmt0"]))
+    #expect(vm1.txBytes - vm0.txBytes >= UInt64(frames * frameBytes), "the engine's view: the guest sent them")
+    #expect(vm1.rxBytes - vm0.rxBytes >= UInt64(frames) * LiveKernelTests.ipBytes, "the engine's view: the guest received them")
+  }
+}
