@@ -29,7 +29,7 @@ let package = Package(
     .testTarget(name: "VFShiftLibvirtTests", dependencies: ["VFShiftLibvirt", "VFShiftTestSupport"]),
     .testTarget(name: "VFShiftAgentTests", dependencies: ["VFShiftAgent", "VFShiftTestSupport"]),
 
-    .executableTarget(name: "bench-engine", dependencies: ["VFShiftCore"], path: "Benchmarks/bench-engine"),
+    .executableTarget(name: "bench-engine", dependencies: ["VFShiftCore", "VFShiftAgent"], path: "Benchmarks/bench-engine"),
     .executableTarget(name: "bench-counters", dependencies: ["VFShiftHost"], path: "Benchmarks/bench-counters"),
     .executableTarget(name: "bench-libvirt", dependencies: ["VFShiftLibvirt", "VFShiftHost"], path: "Benchmarks/bench-libvirt"),
     .executableTarget(name: "bench-agent", dependencies: ["VFShiftAgent"], path: "Benchmarks/bench-agent"),

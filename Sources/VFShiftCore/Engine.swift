@@ -7,6 +7,10 @@ public struct EngineState: Sendable, Equatable {
   var tracks: [VMTrack] = []
   var index: [String: Int] = [:]
   var policy: Policy?
+  var rules: [ClassRule] = []
+  /// Reused each cycle so a steady-state cycle allocates nothing.
+  var slots: [Int] = []
+  var contenders: [PoolContenders] = []
 
   public init() {}
 
@@ -18,9 +22,27 @@ public struct EngineState: Sendable, Equatable {
   }
 }
 
+/// A class's numbers without its strings: what the per-VM hot path reads,
+/// so a cycle over 1,000 VMs copies no strings and retains nothing.
+struct ClassRule: Sendable, Equatable {
+  var vf: VFEligibility
+  var pool: Int
+  var priority: Int
+  var promote: RateThreshold
+  var demote: RateThreshold
+
+  init(_ c: QoSClass, _ policy: Policy) {
+    vf = c.vf; priority = c.priority; promote = c.promote; demote = c.demote
+    pool = c.pool.flatMap(policy.poolIndex(named:)) ?? -1
+  }
+}
+
 struct VMTrack: Sendable, Equatable {
   var identity: VMIdentity
-  var resolution: ClassResolution = .unmanaged
+  var resolution: ClassResolution = .unmanaged {
+    didSet { if case .managed(let c) = resolution { classIndex = c } else { classIndex = -1 } }
+  }
+  var classIndex = -1
   var lastSource: String?
   var lastCounters: VMCounters?
   var lastAt: Instant?
@@ -50,14 +72,20 @@ public func decide(_ state: inout EngineState, policy: Policy, observation: Obse
     // Classes may have changed: match again, keep rates and history.
     for i in state.tracks.indices { state.tracks[i].resolution = policy.resolveClass(of: state.tracks[i].identity) }
     state.policy = policy
+    state.rules = policy.classes.map { ClassRule($0, policy) }
   }
-  var slots = [Int](repeating: 0, count: observation.vms.count)
+  var slots = state.slots
+  state.slots = []
+  slots.removeAll(keepingCapacity: true)
+  slots.append(contentsOf: repeatElement(0, count: observation.vms.count))
+  defer { state.slots = slots }
   for i in state.tracks.indices { state.tracks[i].seen = false }
   for (o, vm) in observation.vms.enumerated() {
     let slot = trackSlot(&state, for: vm.identity, at: o, policy: policy)
     slots[o] = slot
     estimate(&state.tracks[slot], vm.reading, halfLife: policy.smoothingHalfLifeSeconds)
-    if let c = classOf(state.tracks[slot], policy) { classify(&state.tracks[slot], c, now: now) }
+    let c = state.tracks[slot].classIndex
+    if c >= 0 { classify(&state.tracks[slot], state.rules[c], now: now) }
     if state.tracks[slot].vfSince == nil, case .vf = vm.placement { state.tracks[slot].vfSince = vm.vfSince ?? now }
     if case .virtio = vm.placement { state.tracks[slot].vfSince = nil }
   }
@@ -67,13 +95,17 @@ public func decide(_ state: inout EngineState, policy: Policy, observation: Obse
 
   var plan = Plan()
   var budget = policy.antiFlap.maxSwapsPerCycle
-  for pool in policy.pools {
-    allocate(pool: pool, policy: policy, observation: observation, slots: slots, state: &state,
+  let contenders = gather(policy: policy, observation: observation, slots: slots, state: &state)
+  for (p, pool) in policy.pools.enumerated() where !contenders[p].isEmpty {
+    allocate(pool: pool, contenders: contenders[p], policy: policy, observation: observation, state: &state,
              now: now, budget: &budget, plan: &plan)
   }
+  state.contenders = contenders
   // Demotions first, so promotions find the VFs they free.
-  plan.actions = plan.actions.filter { if case .demote = $0 { true } else { false } }
-    + plan.actions.filter { if case .promote = $0 { true } else { false } }
+  if plan.actions.count > 1 {
+    plan.actions = plan.actions.filter { if case .demote = $0 { true } else { false } }
+      + plan.actions.filter { if case .promote = $0 { true } else { false } }
+  }
   return plan
 }
 
@@ -112,10 +144,6 @@ private func forgetVanished(_ state: inout EngineState) -> Bool {
   return true
 }
 
-private func classOf(_ track: VMTrack, _ policy: Policy) -> QoSClass? {
-  if case .managed(let c) = track.resolution { return policy.classes[c] }
-  return nil
-}
 
 /// Counter deltas over real elapsed time. A counter that goes backwards, a
 /// device that changed, or no reading at all is a gap: the previous rates
@@ -150,7 +178,7 @@ func estimate(_ track: inout VMTrack, _ reading: CounterReading, halfLife: Doubl
 /// Hysteresis: intensive once a promote threshold has been met for its
 /// sustain time; released once every rate has been under its release
 /// threshold for that threshold's sustain time. Between the two, nothing moves.
-func classify(_ track: inout VMTrack, _ c: QoSClass, now: Instant) {
+func classify(_ track: inout VMTrack, _ c: ClassRule, now: Instant) {
   guard c.vf == .eligible, track.intervalBytes != nil || track.intervalPackets != nil else { return }
   let b = track.intervalBytes, p = track.intervalPackets
   let start = min(track.intervalStart ?? now, now)
@@ -190,7 +218,7 @@ private func underAll(_ b: Double?, _ p: Double?, _ t: RateThreshold) -> Bool {
 
 /// How hard a VM pushes relative to its own class's promote threshold, so
 /// VMs of different classes compare on one scale.
-func intensity(_ track: VMTrack, _ c: QoSClass) -> Double {
+func intensity(_ track: VMTrack, _ c: ClassRule) -> Double {
   var x = 0.0
   if let tb = c.promote.bytesPerSecond, tb > 0, let b = track.smoothedBytes { x = max(x, b / tb) }
   if let tp = c.promote.packetsPerSecond, tp > 0, let p = track.smoothedPackets { x = max(x, p / tp) }
@@ -198,7 +226,7 @@ func intensity(_ track: VMTrack, _ c: QoSClass) -> Double {
   return x
 }
 
-private struct Contender {
+struct Contender: Sendable {
   var slot: Int
   var pinned: Bool
   var priority: Int
@@ -225,40 +253,66 @@ private struct Contender {
   }
 }
 
-private func allocate(pool: VFPool, policy: Policy, observation: Observation, slots: [Int],
-                      state: inout EngineState, now: Instant, budget: inout Int, plan: inout Plan) {
-  let flap = policy.antiFlap
-  let capacity = observation.pools[pool.name] ?? PoolCapacity(total: 0)
-  let usable = max(0, min(pool.maxInUse ?? capacity.total, capacity.total) - capacity.heldByOthers)
+/// Who sits on, leaves, or wants each pool's VFs: one pass over the VMs.
+struct PoolContenders: Sendable, Equatable {
+  static func == (a: PoolContenders, b: PoolContenders) -> Bool { true }  // scratch space, not state
   var incumbents: [Contender] = []
   var challengers: [Contender] = []
   var leaving: [(slot: Int, reason: Reason, force: Bool)] = []
+  var isEmpty: Bool { incumbents.isEmpty && challengers.isEmpty && leaving.isEmpty }
+}
 
-  for (o, vm) in observation.vms.enumerated() {
+private func gather(policy: Policy, observation: Observation, slots: [Int], state: inout EngineState) -> [PoolContenders] {
+  var byPool = state.contenders
+  state.contenders = []
+  if byPool.count != policy.pools.count { byPool = Array(repeating: PoolContenders(), count: policy.pools.count) }
+  for p in byPool.indices {
+    byPool[p].incumbents.removeAll(keepingCapacity: true)
+    byPool[p].challengers.removeAll(keepingCapacity: true)
+    byPool[p].leaving.removeAll(keepingCapacity: true)
+  }
+  for o in observation.vms.indices {
     let slot = slots[o]
-    let track = state.tracks[slot]
-    guard let c = classOf(track, policy) else { continue }
-    let pinned = c.vf == .always
-    switch vm.placement {
-    case .vf(let held) where held == pool.name:
-      if c.vf == .never {
-        leaving.append((slot, .classNever(className: c.name), true))
-      } else if c.pool != pool.name {
-        leaving.append((slot, .wrongPool(holds: pool.name, classPool: c.pool), true))
-      } else if !pinned && !track.intensive && vm.reading != .unknown {
-        leaving.append((slot, .sustainedBelow(bytesPerSecond: track.intervalBytes, packetsPerSecond: track.intervalPackets,
-                                              threshold: c.demote), false))
+    let c = state.tracks[slot].classIndex
+    guard c >= 0 else { continue }
+    let rule = state.rules[c]
+    let pinned = rule.vf == .always
+    switch observation.vms[o].placement {
+    case .vf(let held):
+      guard let p = policy.pools.firstIndex(where: { $0.name == held }) else { continue }
+      let track = state.tracks[slot]
+      if rule.vf == .never {
+        byPool[p].leaving.append((slot, .classNever(className: policy.classes[c].name), true))
+      } else if rule.pool != p {
+        byPool[p].leaving.append((slot, .wrongPool(holds: held, classPool: policy.classes[c].pool), true))
+      } else if !pinned && !track.intensive && observation.vms[o].reading != .unknown {
+        byPool[p].leaving.append((slot, .sustainedBelow(bytesPerSecond: track.intervalBytes,
+                                                        packetsPerSecond: track.intervalPackets,
+                                                        threshold: rule.demote), false))
       } else {
-        incumbents.append(Contender(slot: slot, pinned: pinned, priority: c.priority,
-                                    intensity: intensity(track, c), name: vm.identity.name))
+        byPool[p].incumbents.append(Contender(slot: slot, pinned: pinned, priority: rule.priority,
+                                              intensity: intensity(track, rule), name: track.identity.name))
       }
-    case .virtio where c.pool == pool.name && (pinned || (c.vf == .eligible && track.intensive)):
-      challengers.append(Contender(slot: slot, pinned: pinned, priority: c.priority,
-                                   intensity: intensity(track, c), name: vm.identity.name))
+    case .virtio:
+      guard rule.pool >= 0, pinned || (rule.vf == .eligible && state.tracks[slot].intensive) else { continue }
+      let track = state.tracks[slot]
+      byPool[rule.pool].challengers.append(Contender(slot: slot, pinned: pinned, priority: rule.priority,
+                                                     intensity: intensity(track, rule), name: track.identity.name))
     default:
       continue
     }
   }
+  return byPool
+}
+
+private func allocate(pool: VFPool, contenders: PoolContenders, policy: Policy, observation: Observation,
+                      state: inout EngineState, now: Instant, budget: inout Int, plan: inout Plan) {
+  let flap = policy.antiFlap
+  let capacity = observation.pools[pool.name] ?? PoolCapacity(total: 0)
+  let usable = max(0, min(pool.maxInUse ?? capacity.total, capacity.total) - capacity.heldByOthers)
+  var incumbents = contenders.incumbents
+  var challengers = contenders.challengers
+  let leaving = contenders.leaving
 
   var inUse = incumbents.count + leaving.count
   // Leavers that may go now go; the rest stay counted as in use.
@@ -331,7 +385,7 @@ private func allocate(pool: VFPool, policy: Policy, observation: Observation, sl
 }
 
 private func promotionReason(_ track: VMTrack, _ policy: Policy) -> Reason {
-  guard let c = classOf(track, policy), c.vf == .eligible else { return .pinnedAlways }
+  guard track.classIndex >= 0, case let c = policy.classes[track.classIndex], c.vf == .eligible else { return .pinnedAlways }
   return .sustainedAbove(bytesPerSecond: track.intervalBytes, packetsPerSecond: track.intervalPackets, threshold: c.promote)
 }
 

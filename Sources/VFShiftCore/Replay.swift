@@ -100,6 +100,11 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
   report.usableVFs = usable.reduce(0, +)
   let pools = Dictionary(uniqueKeysWithValues: zip(policy.pools.map(\.name), poolSizes.map { PoolCapacity(total: $0) }))
   let flapWindow = max(policy.antiFlap.minDwellSeconds, 300)
+  // Per-class numbers looked up once, not per sample.
+  let classPool = policy.classes.map { c in c.vf == .never ? -1 : (c.pool.flatMap(policy.poolIndex(named:)) ?? -1) }
+  let classPinned = policy.classes.map { $0.vf == .always }
+  let classEligible = policy.classes.map { $0.vf == .eligible }
+  let classPromote = policy.classes.map(\.promote)
 
   var observation = Observation(vms: [], pools: pools)
   var presentKey: [Int32] = []
@@ -150,29 +155,32 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       var packets = 0.0
       if let a = counters.rxPackets, let b = counters.txPackets, let la = last.rxPackets, let lb = last.txPackets,
          a >= la, b >= lb { packets = Double((a - la) + (b - lb)) }
-      let qc = policy.classes[c]
       let onVF: Bool = if case .vf = placement[v] { true } else { false }
       report.classes[c].bytes += bytes
       report.classes[c].packets += packets
       if onVF { report.classes[c].vfBytes += bytes; report.classes[c].vfPackets += packets }
-      if qc.vf != .never, let p = qc.pool.flatMap(policy.poolIndex(named:)) {
+      let p = classPool[c]
+      if p >= 0 {
         report.eligibleBytes += bytes
         if onVF { report.eligibleVFBytes += bytes }
-        oracleCandidates[p].append((bytes, qc.vf == .always))
+        oracleCandidates[p].append((bytes, classPinned[c]))
       }
       // Onset: the first sample over the promote threshold, for time-to-promote.
       let dt = at - lastAt
-      let over = (qc.promote.bytesPerSecond.map { bytes / dt >= $0 } ?? false)
-        || (qc.promote.packetsPerSecond.map { packets / dt >= $0 && packets > 0 } ?? false)
-      if qc.vf == .eligible && !onVF {
+      let promote = classPromote[c]
+      let over = (promote.bytesPerSecond.map { bytes / dt >= $0 } ?? false)
+        || (promote.packetsPerSecond.map { packets / dt >= $0 && packets > 0 } ?? false)
+      if classEligible[c] && !onVF {
         if over { if onset[v] == nil { onset[v] = now } } else if onset[v] != nil { onset[v] = nil; report.missedBursts += 1 }
       }
     }
     // The oracle puts the pool's busiest eligible VMs of this interval on its
     // VFs, pinned ones first, at no cost.
-    for (p, candidates) in oracleCandidates.enumerated() where !candidates.isEmpty {
-      let best = candidates.sorted { ($0.pinned ? 1 : 0, $0.bytes) > ($1.pinned ? 1 : 0, $1.bytes) }.prefix(usable[p])
-      report.oracleEligibleVFBytes += best.reduce(0) { $0 + $1.bytes }
+    for p in oracleCandidates.indices where !oracleCandidates[p].isEmpty {
+      if oracleCandidates[p].count > usable[p] {
+        oracleCandidates[p].sort { ($0.pinned ? 1 : 0, $0.bytes) > ($1.pinned ? 1 : 0, $1.bytes) }
+      }
+      for candidate in oracleCandidates[p].prefix(usable[p]) { report.oracleEligibleVFBytes += candidate.bytes }
     }
 
     let plan = decide(&state, policy: policy, observation: observation, now: now)
