@@ -169,7 +169,7 @@ public final class LibvirtConnection: Sendable {
 
   // MARK: Calls
 
-  private func connected(_ function: String) throws(LibvirtError) -> ConnectionHandle {
+  func connected(_ function: String) throws(LibvirtError) -> ConnectionHandle {
     let (handle, why) = state.withLock { ($0.handle, $0.closed ? "closed" : ($0.lastLoss ?? "not open")) }
     guard let handle else { throw .notConnected(function, uri: uri, why: why) }
     return handle

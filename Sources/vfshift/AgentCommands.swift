@@ -1,6 +1,167 @@
-func agentHelp(for command: String) -> String? { nil }
+import Foundation
+import VFShiftCore
+import VFShiftAgent
+
+func agentUsage(_ command: String) -> String {
+  switch command {
+  case "run": "vfshift run --policy FILE [--dry-run] [--interval 1s] [--listen HOST:PORT|off] [--textfile FILE] [--record FILE]"
+  case "record": "vfshift record --out FILE --policy FILE [--interval 1s] [--cycles N]"
+  case "status": "vfshift status [--json] [--status-file FILE]"
+  default: "vfshift <command> [options]"
+  }
+}
+
+func agentHelp(for command: String) -> String? {
+  switch command {
+  case "run": """
+    OVERVIEW: Run the host agent. Each cycle it observes every running domain's
+    NICs (libvirt) and traffic (netlink, else /proc/net/dev), decides under the
+    policy which VMs are network-intensive, and swaps them between virtio-net
+    and a VF, make before break, journalled in the domain's own metadata.
+
+    USAGE: \(agentUsage(command))
+
+    OPTIONS:
+      --policy FILE          The policy (see 'vfshift policy check'). Required.
+      --dry-run              Observe and decide, log what would be done, change nothing.
+      --interval DURATION    Cycle interval (default: the policy's intervalSeconds).
+      --connect URI          libvirt URI (default qemu:///system).
+      --listen HOST:PORT     Serve Prometheus metrics at /metrics (default 127.0.0.1:9479; 'off' for none).
+      --textfile FILE        Also write the metrics as a node_exporter textfile.
+      --status-file FILE     Where 'vfshift status' reads from (default /run/vfshift/status.json).
+      --lock-file FILE       One agent per host (default /run/vfshift/agent.lock).
+      --record FILE          Also write the observed samples as a trace for 'vfshift whatif'.
+      --counters SOURCE      netlink (default) or procNetDev.
+      --pool-size POOL=N     VFs of a pool, where libvirt cannot say (repeatable).
+      --cycles N             Stop after N cycles (for tests).
+
+    SIGNALS: SIGHUP reloads the policy (an invalid one is refused, the old one
+    keeps running); SIGTERM/SIGINT finish the swap in progress and exit 0.
+    Logs: one JSON line per decision and per swap step on stderr.
+    Exit status: 0 stopped cleanly, 1 could not start (the error says why), 64 usage.
+    """
+  case "record": """
+    OVERVIEW: Record the live per-VM samples into a trace file, so 'vfshift whatif'
+    can replay the host's own traffic. Observes only: decides and changes nothing.
+
+    USAGE: \(agentUsage(command))
+
+    OPTIONS:
+      --out FILE        The trace to write. Required.
+      --policy FILE     The policy whose pools and classes say which NICs count. Required.
+      --interval D      Sampling interval (default: the policy's).
+      --cycles N        Stop after N samples (default: until SIGINT/SIGTERM).
+      --connect URI     libvirt URI (default qemu:///system).
+    """
+  case "status": """
+    OVERVIEW: Show what the running agent sees and decided, per VM.
+
+    USAGE: \(agentUsage(command))
+
+    OPTIONS:
+      --json               Print the agent's status as JSON.
+      --status-file FILE   Default /run/vfshift/status.json.
+    Exit status: 0 shown, 1 no agent status found.
+    """
+  default: nil
+  }
+}
 
 func agentCommand(_ command: String, _ argv: [String]) async throws -> ExitCode {
-  printError("error: '\(command)' is not built yet")
-  return .failure
+  switch command {
+  case "status": return try status(argv)
+  default: return try await runAgent(command, argv)
+  }
+}
+
+func runAgent(_ command: String, _ argv: [String]) async throws -> ExitCode {
+  let args = try Arguments(argv, command: command,
+    valued: ["--policy", "--interval", "--connect", "--listen", "--textfile", "--status-file", "--lock-file", "--record",
+             "--counters", "--pool-size", "--cycles", "--out"],
+    flags: ["--dry-run"])
+  guard args.positionals.isEmpty else { throw UsageError(message: "unexpected argument '\(args.positionals[0])'", command: command) }
+  guard let policyPath = try args.value("--policy") else { throw UsageError(message: "--policy is required", command: command) }
+  var config = AgentConfig(policyPath: policyPath)
+  config.dryRun = args.flags.contains("--dry-run")
+  config.intervalSeconds = try args.double("--interval")
+  config.uri = try args.value("--connect") ?? config.uri
+  config.metricsTextfile = try args.value("--textfile")
+  config.statusPath = try args.value("--status-file") ?? config.statusPath
+  config.lockPath = try args.value("--lock-file") ?? config.lockPath
+  config.maxCycles = try args.int("--cycles")
+  if let listen = try args.value("--listen") { config.metricsListen = listen == "off" ? nil : listen }
+  if let source = try args.value("--counters") {
+    guard let s = CounterSourceName(rawValue: source) else {
+      throw UsageError(message: "--counters is netlink or procNetDev, got '\(source)'", command: command)
+    }
+    config.counterSource = s.source
+  }
+  for pair in args.values("--pool-size") {
+    let p = pair.split(separator: "=").map(String.init)
+    guard p.count == 2, let n = Int(p[1]), n >= 0 else { throw UsageError(message: "--pool-size takes POOL=N, got '\(pair)'", command: command) }
+    config.poolSizes[p[0]] = n
+  }
+  if command == "record" {
+    guard let out = try args.value("--out") else { throw UsageError(message: "--out is required", command: command) }
+    config.recordPath = out
+    config.recordOnly = true
+    config.metricsListen = nil
+    config.lockPath = config.lockPath + ".record"
+  } else {
+    config.recordPath = try args.value("--record")
+    if args.options["--out"] != nil { throw UsageError(message: "--out belongs to 'vfshift record'; use --record", command: command) }
+  }
+  if config.dryRun && command == "record" { throw UsageError(message: "--dry-run has no meaning for record", command: command) }
+
+  let agent: Agent
+  do { agent = try Agent(config: config) } catch {
+    printError("error: \(error)")
+    return .failure
+  }
+  // Signals arrive on a queue, never interrupting a swap half-way.
+  for s in [SIGHUP, SIGTERM, SIGINT] { signal(s, SIG_IGN) }
+  var sources: [DispatchSourceSignal] = []
+  for (sig, action) in [(SIGHUP, { agent.requestReload() }), (SIGTERM, { agent.requestStop() }), (SIGINT, { agent.requestStop() })] {
+    let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+    source.setEventHandler(handler: action)
+    source.resume()
+    sources.append(source)
+  }
+  defer { sources.forEach { $0.cancel() } }
+  do { try await agent.run() } catch {
+    printError("error: \(error)")
+    return .failure
+  }
+  return .ok
+}
+
+/// `--counters` spellings.
+enum CounterSourceName: String {
+  case netlink, procNetDev
+  var source: VFShiftAgent.CounterSourceChoice { self == .netlink ? .netlink : .procNetDev }
+}
+
+func status(_ argv: [String]) throws -> ExitCode {
+  let args = try Arguments(argv, command: "status", valued: ["--status-file"], flags: ["--json"])
+  let path = try args.value("--status-file") ?? "/run/vfshift/status.json"
+  guard let data = FileManager.default.contents(atPath: path) else {
+    printError("error: no agent status at \(path): is 'vfshift run' running? (give --status-file if it writes elsewhere)")
+    return .failure
+  }
+  if args.flags.contains("--json") { print(String(decoding: data, as: UTF8.self)); return .ok }
+  let s = try JSONDecoder().decode(AgentStatus.self, from: data)
+  print("vfshift agent pid \(s.pid), policy \(s.policy)\(s.dryRun ? " (dry run)" : ""), cycle \(s.cycle), updated \(s.updatedAt)")
+  for p in s.pools { print("pool \(p.name): \(p.used) of \(p.vfs) VFs in use, cap \(p.cap)") }
+  print("")
+  var rows = [["VM", "CLASS", "ON", "RATE", "PKT/S", "INTENSIVE", "DECISION"]]
+  for vm in s.vms {
+    rows.append([vm.vm, vm.className, vm.placement, vm.bytesPerSecond.map { si($0) + "B/s" } ?? "unknown",
+                 vm.packetsPerSecond.map { si($0) } ?? "-", vm.intensive ? "yes" : "no", vm.decision])
+  }
+  let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+  for r in rows {
+    print(r.enumerated().map { c, cell in c == r.count - 1 ? cell : cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
+      .joined(separator: "  "))
+  }
+  return .ok
 }

@@ -26,12 +26,9 @@ func usageLine(_ command: String) -> String {
   case "policy check": "vfshift policy check FILE..."
   case "trace import": "vfshift trace import DIR --out FILE [--vms LIST] [--rename OLD=NEW ...] [--label VM=LABEL ...]"
   case "trace scenario": "vfshift trace scenario --out FILE [--seconds N] [--seed N]"
-  default: commandUsage[command] ?? "vfshift <command> [options]"
+  default: agentUsage(command)
   }
 }
-
-/// Filled in by the commands that register themselves (run, record, status).
-nonisolated(unsafe) var commandUsage: [String: String] = [:]
 
 func runCommand(_ argv: [String]) async -> ExitCode {
   guard let first = argv.first else { print(topHelp); return .usage }

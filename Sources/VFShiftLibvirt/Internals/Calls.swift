@@ -222,6 +222,14 @@ final class ConnectionHandle: @unchecked Sendable {
     return out
   }
 
+  /// A libvirt network's XML (virNetworkLookupByName + virNetworkGetXMLDesc).
+  func networkXML(name: String) throws(LibvirtError) -> String {
+    guard let net = virNetworkLookupByName(raw, name) else { throw lastError("virNetworkLookupByName", domain: nil) }
+    defer { virNetworkFree(net) }
+    guard let s = takeString(virNetworkGetXMLDesc(net, 0)) else { throw lastError("virNetworkGetXMLDesc", domain: nil) }
+    return s
+  }
+
   func domain(uuid: String) throws(LibvirtError) -> DomainHandle {
     guard let dom = virDomainLookupByUUIDString(raw, uuid) else {
       throw lastError("virDomainLookupByUUIDString", domain: uuid)

@@ -1,0 +1,389 @@
+import Foundation
+import Synchronization
+import VFShiftCore
+import VFShiftHost
+import VFShiftLibvirt
+
+public struct AgentConfig: Sendable {
+  public var policyPath: String
+  public var dryRun = false
+  public var intervalSeconds: Double?
+  public var uri = "qemu:///system"
+  /// "HOST:PORT" for /metrics; nil for none. Loopback unless told otherwise.
+  public var metricsListen: String? = "127.0.0.1:9479"
+  /// A node_exporter textfile to write the metrics into each cycle.
+  public var metricsTextfile: String?
+  public var statusPath = "/run/vfshift/status.json"
+  public var lockPath = "/run/vfshift/agent.lock"
+  /// Write the observed samples as a trace (for `whatif` on the host's own traffic).
+  public var recordPath: String?
+  /// Only record: observe, never decide or act.
+  public var recordOnly = false
+  public var counterSource: CounterSourceChoice = .netlink
+  /// VFs per pool when libvirt's pool network cannot say (by policy pool name).
+  public var poolSizes: [String: Int] = [:]
+  /// Stop after this many cycles (tests, benchmarks); nil runs until SIGTERM.
+  public var maxCycles: Int?
+  public var attachDeadline: Duration = .seconds(15)
+  public var detachDeadline: Duration = .seconds(10)
+
+  public init(policyPath: String) { self.policyPath = policyPath }
+}
+
+/// The host agent: each cycle observe → decide → act → record, level-triggered
+/// from what libvirt and the kernel say now.
+public final class Agent: @unchecked Sendable {
+  let config: AgentConfig
+  let log: EventLog
+  public let metrics = Metrics()
+  var policy: Policy
+  var state = EngineState()
+  let stop = Atomic<Bool>(false)
+  let reload = Atomic<Bool>(false)
+  let reconcileNeeded = Atomic<Bool>(true)
+  var lastHold: [String: String] = [:]
+  var recorder: TraceRecorder?
+  var cycle = 0
+  let startedAt = ContinuousClock.now
+  /// Decisions this process made, for tests comparing with a replay.
+  public private(set) var decisions: [(at: Double, verb: String, vm: String)] = []
+
+  public init(config: AgentConfig, log: EventLog = EventLog()) throws {
+    self.config = config
+    self.log = log
+    self.policy = try loadPolicy(config.policyPath)
+    metrics.setDryRun(config.dryRun)
+  }
+
+  public func requestStop() { stop.store(true, ordering: .sequentiallyConsistent) }
+  public func requestReload() { reload.store(true, ordering: .sequentiallyConsistent) }
+
+  var interval: Double { config.intervalSeconds ?? policy.intervalSeconds }
+
+  /// Runs until SIGTERM/SIGINT (or `maxCycles`). Throws only for what stops
+  /// it from starting: a held lock, no libvirt, a policy that does not fit.
+  public func run() async throws {
+    let lock = try AgentLock(path: config.lockPath)
+    defer { withExtendedLifetime(lock) {} }
+    let connection = try LibvirtConnection(uri: config.uri)
+    defer { connection.close() }
+    let inventory = Inventory(connection: connection)
+    try await inventory.start()
+    defer { inventory.stop() }
+    var poolTotals = try checkPools(connection)
+    var reader = HostCounterReader(preferred: config.counterSource == .netlink ? .netlink : .procNetDev)
+    if let reason = reader.fallbackReason { log.emit("counter-source", ["source": "procNetDev", "reason": .string(reason)]) }
+    let swapper = Swapper(connection: connection, log: log, attachDeadline: config.attachDeadline,
+                          detachDeadline: config.detachDeadline,
+                          stepHook: { name in
+                            if ProcessInfo.processInfo.environment["VFSHIFT_CRASH_AT_STEP"] == name { kill(getpid(), SIGKILL) }
+                          })
+    var listener: MetricsListener?
+    if let address = config.metricsListen {
+      listener = try MetricsListener(address: address) { [metrics] in metrics.render() }
+    }
+    if let path = config.recordPath { recorder = try TraceRecorder(path: path, interval: interval, pools: poolTotals) }
+    let events = connection.subscribe()
+    let watcher = Task { [weak self] in
+      for await event in events where event == .reconnected {
+        self?.reconcileNeeded.store(true, ordering: .sequentiallyConsistent)
+      }
+    }
+    defer { watcher.cancel() }
+    log.emit("start", ["policy": .string(policy.name), "dryRun": .bool(config.dryRun), "intervalSeconds": .number(interval),
+                       "counterSource": .string(reader.source.rawValue), "metrics": .string(listener?.boundAddress ?? "off"),
+                       "pools": .object(poolTotals.mapValues { .number(Double($0)) })])
+    notifySystemd("READY=1\nSTATUS=running policy \(policy.name)\(config.dryRun ? " (dry run)" : "")")
+
+    var next = ContinuousClock.now
+    while !stop.load(ordering: .sequentiallyConsistent) {
+      if reload.exchange(false, ordering: .sequentiallyConsistent) {
+        notifySystemd("RELOADING=1")
+        reloadPolicy()
+        if let totals = try? checkPools(connection) { poolTotals = totals }
+        notifySystemd("READY=1\nSTATUS=running policy \(policy.name)")
+      }
+      if reconcileNeeded.exchange(false, ordering: .sequentiallyConsistent), !config.dryRun, !config.recordOnly {
+        await reconcileAll(inventory, swapper)
+      }
+      let began = ContinuousClock.now
+      await runCycle(inventory: inventory, reader: &reader, swapper: swapper, poolTotals: poolTotals)
+      metrics.cycleFinished(seconds: (ContinuousClock.now - began).seconds)
+      notifySystemd("WATCHDOG=1")
+      cycle += 1
+      if let max = config.maxCycles, cycle >= max { break }
+      // Fixed ticks on the monotonic clock; a long cycle skips ticks rather
+      // than running several back to back.
+      next = next + .seconds(interval)
+      let now = ContinuousClock.now
+      if next < now { next = now + .seconds(interval) }
+      while ContinuousClock.now < next && !stop.load(ordering: .sequentiallyConsistent)
+              && !reload.load(ordering: .sequentiallyConsistent) {
+        try? await Task.sleep(until: min(next, ContinuousClock.now + .milliseconds(200)), clock: .continuous)
+      }
+    }
+    notifySystemd("STOPPING=1")
+    log.emit("stop", ["cycles": .number(Double(cycle))])
+    recorder?.close()
+  }
+
+  /// Each pool must exist in libvirt as a pool network; its size comes from
+  /// there (or from sysfs for real SR-IOV), else from the configuration.
+  func checkPools(_ connection: LibvirtConnection) throws -> [String: Int] {
+    var totals: [String: Int] = [:]
+    for pool in policy.pools {
+      if let n = config.poolSizes[pool.name] { totals[pool.name] = n; continue }
+      let network: PoolNetwork
+      do { network = try connection.poolNetwork(name: pool.network) } catch {
+        throw PoolMismatch(pool: pool.name, network: pool.network, reason: "\(error)")
+      }
+      var total = network.members.count
+      // A real SR-IOV pool (`<pf dev>`) lists no members: its VFs are in sysfs.
+      if let pf = network.pf ?? pool.pf, network.mode == "hostdev" {
+        do { total = try physicalFunction(netdev: pf).enabledVFs } catch {
+          throw PoolMismatch(pool: pool.name, network: pool.network, reason: "PF \(pf): \(error)")
+        }
+      }
+      guard total > 0 else { throw PoolMismatch(pool: pool.name, network: pool.network, reason: "it has no members") }
+      totals[pool.name] = total
+    }
+    return totals
+  }
+
+  func reloadPolicy() {
+    do {
+      let fresh = try loadPolicy(config.policyPath)
+      log.emit("reload", ["policy": .string(fresh.name), "outcome": "applied"])
+      policy = fresh
+    } catch {
+      metrics.error("reload")
+      log.emit("reload", ["outcome": "refused", "errors": .string("\(error)"), "kept": .string(policy.name)])
+    }
+  }
+
+  func reconcileAll(_ inventory: Inventory, _ swapper: Swapper) async {
+    for domain in inventory.snapshot() where domain.journal != nil {
+      let identity = VMIdentity(uuid: domain.uuid, name: domain.name, label: domain.qosLabel)
+      // A journal is vfshift's own: finishing it is never touching an
+      // unmanaged VM, even if the policy no longer matches the VM.
+      let outcome = await swapper.reconcile(domain)
+      log.emit("reconcile", ["vm": .string(identity.name), "outcome": .string(outcome?.rawValue ?? "none")])
+      try? inventory.refresh(uuid: domain.uuid)
+    }
+  }
+
+  func runCycle(inventory: Inventory, reader: inout HostCounterReader, swapper: Swapper, poolTotals: [String: Int]) async {
+    let now = Instant(seconds: (ContinuousClock.now - startedAt).seconds)
+    let domains = inventory.snapshot()
+    let counters: CounterSnapshot
+    do { counters = try reader.read() } catch {
+      metrics.error("counters")
+      log.emit("error", ["kind": "counters", "error": .string("\(error)")])
+      return
+    }
+    let vfSince = parkedSince(domains, swapper: swapper, now: now)
+    let observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now,
+                              vfSince: vfSince)
+    recorder?.record(observation, now: now)
+    if config.recordOnly { return }
+    let plan = decide(&state, policy: policy, observation: observation, now: now)
+    report(plan, observation: observation, now: now)
+    publish(observation, plan: plan, poolTotals: poolTotals, now: now)
+    guard !plan.actions.isEmpty else { return }
+    let byUUID = Dictionary(domains.map { ($0.uuid, $0) }, uniquingKeysWith: { a, _ in a })
+    for action in plan.actions {
+      decisions.append((now.seconds, action.verb, action.vm.name))
+      guard !config.dryRun else { continue }
+      guard let domain = byUUID[action.vm.uuid], let pool = policy.pools.first(where: { $0.name == action.pool }) else { continue }
+      let nics = managedNICs(domain, policy: policy)
+      let began = ContinuousClock.now
+      let outcome = switch action {
+      case .promote: await swapper.promote(domain, to: pool, nics: nics)
+      case .demote: await swapper.demote(domain, from: pool, nics: nics)
+      }
+      let seconds = (ContinuousClock.now - began).seconds
+      metrics.swapFinished(verb: action.verb, outcome: outcome.rawValue, seconds: seconds)
+      log.emit("swap", ["vm": .string(action.vm.name), "direction": .string(action.verb), "pool": .string(action.pool),
+                        "outcome": .string(outcome.rawValue), "seconds": .number(seconds)])
+      try? inventory.refresh(uuid: domain.uuid)
+      // SIGTERM lets the swap in progress finish, then stops.
+      if stop.load(ordering: .sequentiallyConsistent) { break }
+    }
+  }
+
+  /// When each VM got its VF, from the parked NIC's timestamp — read only for
+  /// VMs the engine does not know yet, so a restart keeps the dwell.
+  func parkedSince(_ domains: [DomainInventory], swapper: Swapper, now: Instant) -> [String: Instant] {
+    guard cycle == 0 else { return [:] }
+    var out: [String: Instant] = [:]
+    let wallNow = Swapper.nowMilliseconds()
+    for d in domains {
+      guard managedNICs(d, policy: policy).vf != nil, let parked = swapper.readParked(d.uuid) else { continue }
+      out[d.uuid] = now + (-Double(wallNow - parked.sinceUnixMilliseconds) / 1000)
+    }
+    return out
+  }
+
+  func report(_ plan: Plan, observation: Observation, now: Instant) {
+    for action in plan.actions {
+      let rate = state.rate(of: action.vm.uuid)
+      log.emit("decision", ["vm": .string(action.vm.name), "class": .string(className(action.vm)),
+                            "decision": .string(action.verb), "pool": .string(action.pool), "rule": .string(action.reason.rule),
+                            "reason": .string("\(action.reason)"), "bytesPerSecond": .optional(rate?.bytesPerSecond),
+                            "packetsPerSecond": .optional(rate?.packetsPerSecond), "dryRun": .bool(config.dryRun),
+                            "t": .number(now.seconds)])
+      lastHold[action.vm.uuid] = nil
+    }
+    // A hold is logged when its rule changes, not every second it lasts.
+    for hold in plan.holds where lastHold[hold.vm.uuid] != hold.reason.rule {
+      lastHold[hold.vm.uuid] = hold.reason.rule
+      log.emit("decision", ["vm": .string(hold.vm.name), "class": .string(className(hold.vm)), "decision": "hold",
+                            "wants": .string(hold.wants), "rule": .string(hold.reason.rule), "reason": .string("\(hold.reason)"),
+                            "t": .number(now.seconds)])
+    }
+  }
+
+  func className(_ vm: VMIdentity) -> String {
+    if case .managed(let c) = policy.resolveClass(of: vm) { return policy.classes[c].name }
+    return "-"
+  }
+
+  func publish(_ observation: Observation, plan: Plan, poolTotals: [String: Int], now: Instant) {
+    var used: [String: Int] = [:]
+    var vms: [String: Metrics.VMGauge] = [:]
+    var rows: [StatusRow] = []
+    for vm in observation.vms {
+      var onVF = false
+      if case .vf(let p) = vm.placement { used[p, default: 0] += 1; onVF = true }
+      let rate = state.rate(of: vm.identity.uuid)
+      let cls = className(vm.identity)
+      vms[vm.identity.name] = .init(className: cls, bytesPerSecond: rate?.bytesPerSecond, packetsPerSecond: rate?.packetsPerSecond, onVF: onVF)
+      let placement: String = switch vm.placement {
+      case .virtio: "virtio"
+      case .vf(let p): "vf:\(p)"
+      case .transitioning: "swapping"
+      case .none: "none"
+      }
+      let action = plan.actions.first { $0.vm.uuid == vm.identity.uuid }
+      let hold = plan.holds.first { $0.vm.uuid == vm.identity.uuid }
+      rows.append(StatusRow(vm: vm.identity.name, className: cls, placement: placement,
+                            bytesPerSecond: rate?.bytesPerSecond, packetsPerSecond: rate?.packetsPerSecond,
+                            intensive: rate?.intensive ?? false,
+                            decision: action.map { "\($0.verb): \($0.reason)" } ?? hold.map { "hold: \($0.reason)" } ?? "keep"))
+    }
+    for (p, n) in observation.pools { used[p, default: 0] += n.heldByOthers }
+    var pools: [String: (capacity: Int, used: Int, cap: Int)] = [:]
+    for pool in policy.pools {
+      let total = poolTotals[pool.name] ?? 0
+      pools[pool.name] = (total, used[pool.name] ?? 0, min(pool.maxInUse ?? total, total))
+    }
+    metrics.observePools(pools)
+    metrics.observeVMs(vms)
+    if let path = config.metricsTextfile { writeAtomically(metrics.render(), to: path) }
+    // Status for `vfshift status`: every cycle when something moves, else
+    // every tenth, so a host of 1,000 VMs does not rewrite it each second.
+    if !plan.actions.isEmpty || !plan.holds.isEmpty || cycle % 10 == 0 {
+      let status = AgentStatus(policy: policy.name, dryRun: config.dryRun, pid: Int(getpid()), cycle: cycle,
+                               intervalSeconds: interval, updatedAt: ISO8601DateFormatter().string(from: Date()),
+                               pools: pools.map { .init(name: $0.key, vfs: $0.value.capacity, used: $0.value.used, cap: $0.value.cap) }
+                                 .sorted { $0.name < $1.name },
+                               vms: rows)
+      if let data = try? JSONEncoder().encode(status), let text = String(data: data, encoding: .utf8) {
+        writeAtomically(text, to: config.statusPath)
+      }
+    }
+  }
+}
+
+public struct PoolMismatch: Error, CustomStringConvertible {
+  public var pool: String
+  public var network: String
+  public var reason: String
+  public var description: String {
+    "policy pool '\(pool)': libvirt network '\(network)' is not a usable VF pool: \(reason)"
+  }
+}
+
+public struct StatusRow: Codable, Sendable {
+  public var vm: String
+  public var className: String
+  public var placement: String
+  public var bytesPerSecond: Double?
+  public var packetsPerSecond: Double?
+  public var intensive: Bool
+  public var decision: String
+}
+
+public struct AgentStatus: Codable, Sendable {
+  public struct Pool: Codable, Sendable { public var name: String; public var vfs: Int; public var used: Int; public var cap: Int }
+  public var policy: String
+  public var dryRun: Bool
+  public var pid: Int
+  public var cycle: Int
+  public var intervalSeconds: Double
+  public var updatedAt: String
+  public var pools: [Pool]
+  public var vms: [StatusRow]
+}
+
+/// Write-then-rename, so a reader never sees half a file.
+func writeAtomically(_ text: String, to path: String) {
+  let dir = (path as NSString).deletingLastPathComponent
+  try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+  let tmp = path + ".tmp"
+  guard FileManager.default.createFile(atPath: tmp, contents: text.data(using: .utf8)) else { return }
+  _ = rename(tmp, path)
+}
+
+/// Appends the observed samples to a trace file, in the format `whatif` reads.
+final class TraceRecorder {
+  let handle: FileHandle
+  var keys: [String: String] = [:]   // uuid → key
+  var present = Set<String>()
+
+  init(path: String, interval: Double, pools: [String: Int]) throws {
+    guard FileManager.default.createFile(atPath: path, contents: nil) else {
+      throw FileError(path: path, reason: "cannot be created")
+    }
+    handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    var header = "\(Trace.magic)\nsource recorded by vfshift on \(ProcessInfo.processInfo.hostName)\ninterval \(interval)\n"
+    for (name, n) in pools.sorted(by: { $0.key < $1.key }) { header += "pool \(encodeField(name)) \(n)\n" }
+    handle.write(header.data(using: .utf8)!)
+  }
+
+  func record(_ observation: Observation, now: Instant) {
+    var out = ""
+    let seen = Set(observation.vms.map(\.identity.uuid))
+    for uuid in present.subtracting(seen).sorted() { out += "gone \(keys[uuid]!)\n"; present.remove(uuid) }
+    for vm in observation.vms where !present.contains(vm.identity.uuid) {
+      if let key = keys[vm.identity.uuid] {
+        out += "back \(key)\n"
+      } else {
+        let key = encodeField(vm.identity.name)
+        keys[vm.identity.uuid] = key
+        out += "vm \(key) uuid=\(encodeField(vm.identity.uuid))" + (vm.identity.label.map { " label=\(encodeField($0))" } ?? "") + "\n"
+      }
+      present.insert(vm.identity.uuid)
+    }
+    out += "c \(now.seconds)\n"
+    for vm in observation.vms {
+      switch vm.reading {
+      case .stale: continue
+      default: out += Trace.sampleLine(keys[vm.identity.uuid]!, vm.reading) + "\n"
+      }
+    }
+    handle.write(out.data(using: .utf8)!)
+  }
+
+  func close() { try? handle.synchronize(); try? handle.close() }
+}
+
+extension Duration {
+  var seconds: Double {
+    let (s, atto) = components
+    return Double(s) + Double(atto) / 1e18
+  }
+}
+
+/// Which counter reader the agent starts with (netlink falls back to /proc/net/dev).
+public enum CounterSourceChoice: Sendable { case netlink, procNetDev }

@@ -1,0 +1,96 @@
+import Foundation
+import Synchronization
+import VFShiftCore
+
+/// The agent's Prometheus metrics, rendered in the text exposition format.
+/// Names follow `<namespace>_<subsystem>_<what>_<unit>`; labels stay few.
+public final class Metrics: Sendable {
+  struct PoolGauge: Sendable { var capacity = 0; var used = 0; var cap = 0 }
+  struct VMGauge: Sendable { var className: String; var bytesPerSecond: Double?; var packetsPerSecond: Double?; var onVF: Bool }
+  struct State: Sendable {
+    var pools: [String: PoolGauge] = [:]
+    var swaps: [String: Int] = [:]          // "verb|outcome"
+    var swapDurations: [Double] = []        // bucket counts
+    var swapDurationSum = 0.0
+    var swapDurationCount = 0
+    var vms: [String: VMGauge] = [:]
+    var cycleSeconds = 0.0
+    var cycles = 0
+    var errors: [String: Int] = [:]
+    var dryRun = false
+  }
+  static let buckets: [Double] = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+  let state = Mutex(State())
+
+  public init() {
+    state.withLock { $0.swapDurations = Array(repeating: 0, count: Metrics.buckets.count) }
+  }
+
+  public func setDryRun(_ on: Bool) { state.withLock { $0.dryRun = on } }
+
+  func observePools(_ pools: [String: (capacity: Int, used: Int, cap: Int)]) {
+    state.withLock { s in
+      s.pools = pools.mapValues { PoolGauge(capacity: $0.capacity, used: $0.used, cap: $0.cap) }
+    }
+  }
+
+  func observeVMs(_ vms: [String: VMGauge]) { state.withLock { $0.vms = vms } }
+
+  func swapFinished(verb: String, outcome: String, seconds: Double) {
+    state.withLock { s in
+      s.swaps["\(verb)|\(outcome)", default: 0] += 1
+      for (i, b) in Metrics.buckets.enumerated() where seconds <= b { s.swapDurations[i] += 1 }
+      s.swapDurationSum += seconds
+      s.swapDurationCount += 1
+    }
+  }
+
+  func cycleFinished(seconds: Double) {
+    state.withLock { s in s.cycleSeconds = seconds; s.cycles += 1 }
+  }
+
+  func error(_ kind: String) { state.withLock { $0.errors[kind, default: 0] += 1 } }
+
+  /// The whole registry, as Prometheus scrapes it.
+  public func render() -> String {
+    let s = state.withLock { $0 }
+    var out = ""
+    func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
+    func label(_ v: String) -> String { v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n") }
+    func num(_ d: Double) -> String { d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d) }
+    family("vfshift_pool_vfs", "gauge", "VFs the pool has (hardware or stand-in).")
+    for (p, g) in s.pools.sorted(by: { $0.key < $1.key }) { out += "vfshift_pool_vfs{pool=\"\(label(p))\"} \(g.capacity)\n" }
+    family("vfshift_pool_vfs_used", "gauge", "VFs of the pool held by VMs.")
+    for (p, g) in s.pools.sorted(by: { $0.key < $1.key }) { out += "vfshift_pool_vfs_used{pool=\"\(label(p))\"} \(g.used)\n" }
+    family("vfshift_pool_vfs_cap", "gauge", "The policy's maxInUse for the pool (the hardware total when uncapped).")
+    for (p, g) in s.pools.sorted(by: { $0.key < $1.key }) { out += "vfshift_pool_vfs_cap{pool=\"\(label(p))\"} \(g.cap)\n" }
+    family("vfshift_swaps_total", "counter", "Swaps carried out, by direction and outcome.")
+    for (k, n) in s.swaps.sorted(by: { $0.key < $1.key }) {
+      let parts = k.split(separator: "|", maxSplits: 1).map(String.init)
+      out += "vfshift_swaps_total{direction=\"\(parts[0])\",outcome=\"\(label(parts[1]))\"} \(n)\n"
+    }
+    family("vfshift_swap_duration_seconds", "histogram", "Time from journal written to journal cleared.")
+    for (i, b) in Metrics.buckets.enumerated() { out += "vfshift_swap_duration_seconds_bucket{le=\"\(num(b))\"} \(num(s.swapDurations[i]))\n" }
+    out += "vfshift_swap_duration_seconds_bucket{le=\"+Inf\"} \(s.swapDurationCount)\n"
+    out += "vfshift_swap_duration_seconds_sum \(s.swapDurationSum)\nvfshift_swap_duration_seconds_count \(s.swapDurationCount)\n"
+    family("vfshift_vm_receive_transmit_bytes_per_second", "gauge", "Measured rate of each managed VM (rx + tx), when known.")
+    for (vm, g) in s.vms.sorted(by: { $0.key < $1.key }) {
+      if let b = g.bytesPerSecond { out += "vfshift_vm_receive_transmit_bytes_per_second{vm=\"\(label(vm))\",class=\"\(label(g.className))\"} \(b)\n" }
+    }
+    family("vfshift_vm_packets_per_second", "gauge", "Measured packet rate of each managed VM, when known.")
+    for (vm, g) in s.vms.sorted(by: { $0.key < $1.key }) {
+      if let p = g.packetsPerSecond { out += "vfshift_vm_packets_per_second{vm=\"\(label(vm))\",class=\"\(label(g.className))\"} \(p)\n" }
+    }
+    family("vfshift_vm_on_vf", "gauge", "1 when the VM's network is on a VF, 0 on virtio.")
+    for (vm, g) in s.vms.sorted(by: { $0.key < $1.key }) { out += "vfshift_vm_on_vf{vm=\"\(label(vm))\",class=\"\(label(g.className))\"} \(g.onVF ? 1 : 0)\n" }
+    family("vfshift_cycle_duration_seconds", "gauge", "Wall time of the last observe-decide-act cycle.")
+    out += "vfshift_cycle_duration_seconds \(s.cycleSeconds)\n"
+    family("vfshift_cycles_total", "counter", "Cycles run.")
+    out += "vfshift_cycles_total \(s.cycles)\n"
+    family("vfshift_errors_total", "counter", "Errors, by kind.")
+    for (k, n) in s.errors.sorted(by: { $0.key < $1.key }) { out += "vfshift_errors_total{kind=\"\(label(k))\"} \(n)\n" }
+    family("vfshift_dry_run", "gauge", "1 when the agent only reports what it would do.")
+    out += "vfshift_dry_run \(s.dryRun ? 1 : 0)\n"
+    return out
+  }
+}

@@ -1,0 +1,245 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import VFShiftCore
+import VFShiftLibvirt
+
+/// The virtio NIC a promoted VM gave up, kept in the domain's own metadata so
+/// that demoting restores it exactly — whichever agent process does it.
+public struct ParkedNIC: Sendable, Equatable {
+  public static let namespace = "https://vfshift.dev/ns/parked/1"
+  public static let prefix = "vfshift-parked"
+  public var pool: String
+  public var sinceUnixMilliseconds: Int64
+  public var savedInterfaceXML: String
+
+  public init(pool: String, sinceUnixMilliseconds: Int64, savedInterfaceXML: String) {
+    self.pool = pool; self.sinceUnixMilliseconds = sinceUnixMilliseconds; self.savedInterfaceXML = savedInterfaceXML
+  }
+
+  /// Escaped text, not nested elements: libvirt would move a nested
+  /// `<interface>` into this namespace.
+  public func xmlElement() -> String {
+    "<parked pool=\"\(xmlEscape(pool))\" sinceMs=\"\(sinceUnixMilliseconds)\">\(xmlEscape(savedInterfaceXML))</parked>"
+  }
+
+  public init(xml: String) throws {
+    let doc = try XMLDocument(xmlString: xml, options: [])
+    guard let root = doc.rootElement(), root.localName == "parked",
+          let pool = root.attribute(forName: "pool")?.stringValue,
+          let since = root.attribute(forName: "sinceMs")?.stringValue.flatMap({ Int64($0) }),
+          let saved = root.stringValue, !saved.isEmpty else {
+      throw FileError(path: "metadata \(ParkedNIC.namespace)", reason: "not a <parked pool= sinceMs=> element with the saved NIC")
+    }
+    self.init(pool: pool, sinceUnixMilliseconds: since, savedInterfaceXML: saved)
+  }
+}
+
+func xmlEscape(_ s: String) -> String {
+  var out = ""
+  for c in s {
+    switch c {
+    case "&": out += "&amp;"
+    case "<": out += "&lt;"
+    case ">": out += "&gt;"
+    case "\"": out += "&quot;"
+    case "'": out += "&apos;"
+    default: out.append(c)
+    }
+  }
+  return out
+}
+
+/// How a swap ended, for the log, the metrics and the tests.
+public enum SwapOutcome: String, Sendable, Equatable {
+  case done
+  /// The new NIC could not be attached; the VM keeps its old one.
+  case attachFailed = "attach-failed"
+  /// The new NIC is in, but the guest has not let go of the old one: the VM
+  /// has two NICs until it does. Retried by reconcile, never answered with a third.
+  case detachPending = "detach-pending"
+  /// Nothing to do, or nothing safe to do (no saved virtio NIC, no alias).
+  case refused
+  case journalFailed = "journal-failed"
+}
+
+/// Carries out promotions and demotions make-before-break, journalling each
+/// step in the domain's metadata before taking it, and finishes or rolls back
+/// whatever an earlier process left half done.
+public struct Swapper: Sendable {
+  public static let vfAlias = "ua-vfshift-vf"
+  public let connection: LibvirtConnection
+  public let log: EventLog
+  public let detachDeadline: Duration
+  public let attachDeadline: Duration
+  /// Test hook: called after each journalled step, so a test can kill the
+  /// process exactly there. Names: "journal", "attached", "detach-requested".
+  public let stepHook: @Sendable (String) -> Void
+
+  public init(connection: LibvirtConnection, log: EventLog, attachDeadline: Duration = .seconds(15),
+              detachDeadline: Duration = .seconds(10), stepHook: @escaping @Sendable (String) -> Void = { _ in }) {
+    self.connection = connection; self.log = log
+    self.attachDeadline = attachDeadline; self.detachDeadline = detachDeadline; self.stepHook = stepHook
+  }
+
+  func step(_ domain: DomainInventory, _ verb: String, _ name: String, _ fields: [String: LogValue] = [:]) {
+    var f = fields
+    f["vm"] = .string(domain.name); f["uuid"] = .string(domain.uuid); f["swap"] = .string(verb); f["step"] = .string(name)
+    log.emit("swap-step", f)
+    stepHook(name)
+  }
+
+  static func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+  public func promote(_ domain: DomainInventory, to pool: VFPool, nics: ManagedNICs) async -> SwapOutcome {
+    guard let virtio = nics.virtio, let oldAlias = virtio.alias else {
+      step(domain, "promote", "refused", ["reason": "no virtio NIC with an alias to swap out"])
+      return .refused
+    }
+    let saved: String
+    do { saved = try InterfaceXML.restorable(virtio.xml) } catch {
+      step(domain, "promote", "refused", ["reason": .string("cannot save the virtio NIC: \(error)")])
+      return .refused
+    }
+    var journal = SwapJournal(operation: .promote, pool: pool.network, oldAlias: oldAlias, newAlias: Swapper.vfAlias,
+                              step: .attaching, startedAtUnixMilliseconds: Swapper.nowMilliseconds(),
+                              savedInterfaceXML: saved)
+    do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
+      step(domain, "promote", "journal-failed", ["error": .string("\(error)")])
+      return .journalFailed
+    }
+    step(domain, "promote", "journal")
+    do {
+      let nic = try await connection.attachPoolInterface(uuid: domain.uuid, network: pool.network, mac: nil,
+                                                         alias: Swapper.vfAlias, deadline: .now + attachDeadline)
+      step(domain, "promote", "attached", ["device": .string(nic.hostDevice ?? "-")])
+    } catch {
+      step(domain, "promote", "attach-failed", ["error": .string("\(error)")])
+      try? connection.clearJournal(uuid: domain.uuid)
+      return .attachFailed
+    }
+    return await finishPromotion(domain, journal: &journal)
+  }
+
+  /// From "the VF is in" to "the virtio NIC is out and parked".
+  func finishPromotion(_ domain: DomainInventory, journal: inout SwapJournal) async -> SwapOutcome {
+    journal.step = .detaching
+    do {
+      try connection.writeJournal(uuid: domain.uuid, journal)
+      let parked = ParkedNIC(pool: journal.pool, sinceUnixMilliseconds: Swapper.nowMilliseconds(),
+                             savedInterfaceXML: journal.savedInterfaceXML ?? "")
+      try connection.setMetadata(uuid: domain.uuid, namespaceURI: ParkedNIC.namespace, prefix: ParkedNIC.prefix,
+                                 xml: parked.xmlElement())
+    } catch {
+      step(domain, "promote", "journal-failed", ["error": .string("\(error)")])
+      return .journalFailed
+    }
+    step(domain, "promote", "detach-requested", ["alias": .string(journal.oldAlias)])
+    let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
+    return settle(domain, "promote", report.outcome, journal: &journal, releasedMember: nil)
+  }
+
+  public func demote(_ domain: DomainInventory, from pool: VFPool, nics: ManagedNICs) async -> SwapOutcome {
+    guard let vf = nics.vf, let vfAlias = vf.alias else {
+      step(domain, "demote", "refused", ["reason": "no VF NIC with an alias"])
+      return .refused
+    }
+    guard let parked = readParked(domain.uuid) else {
+      // Without the saved virtio NIC there is nothing exact to go back to:
+      // better a VM on a VF than a VM without a network.
+      step(domain, "demote", "refused", ["reason": "no saved virtio NIC in the domain's metadata"])
+      return .refused
+    }
+    let restoredAlias = (try? parseInterfaceXML(parked.savedInterfaceXML).alias) ?? nil
+    var journal = SwapJournal(operation: .demote, pool: pool.network, oldAlias: vfAlias,
+                              newAlias: restoredAlias ?? "ua-net0", step: .attaching,
+                              startedAtUnixMilliseconds: Swapper.nowMilliseconds(), savedInterfaceXML: parked.savedInterfaceXML)
+    do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
+      step(domain, "demote", "journal-failed", ["error": .string("\(error)")])
+      return .journalFailed
+    }
+    step(domain, "demote", "journal")
+    do {
+      let nic = try await connection.restoreInterface(uuid: domain.uuid, savedXML: parked.savedInterfaceXML,
+                                                      deadline: .now + attachDeadline)
+      step(domain, "demote", "attached", ["device": .string(nic.hostDevice ?? "-")])
+      if let alias = nic.alias, alias != journal.newAlias { journal.newAlias = alias }
+    } catch {
+      step(domain, "demote", "attach-failed", ["error": .string("\(error)")])
+      try? connection.clearJournal(uuid: domain.uuid)
+      return .attachFailed
+    }
+    return await finishDemotion(domain, journal: &journal)
+  }
+
+  func finishDemotion(_ domain: DomainInventory, journal: inout SwapJournal) async -> SwapOutcome {
+    journal.step = .detaching
+    do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
+      step(domain, "demote", "journal-failed", ["error": .string("\(error)")])
+      return .journalFailed
+    }
+    step(domain, "demote", "detach-requested", ["alias": .string(journal.oldAlias)])
+    let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
+    return settle(domain, "demote", report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
+  }
+
+  /// The last step of either direction: done when the old NIC is gone,
+  /// pending (and journalled as such) when the guest still holds it.
+  func settle(_ domain: DomainInventory, _ verb: String, _ outcome: DetachOutcome, journal: inout SwapJournal,
+              releasedMember: String?) -> SwapOutcome {
+    switch outcome {
+    case .removed, .alreadyAbsent:
+      if let member = releasedMember {
+        do { try setLinkUp(member) } catch { step(domain, verb, "member-up-failed", ["error": .string("\(error)")]) }
+      }
+      if verb == "demote" {
+        try? connection.setMetadata(uuid: domain.uuid, namespaceURI: ParkedNIC.namespace, prefix: ParkedNIC.prefix, xml: nil)
+      }
+      do { try connection.clearJournal(uuid: domain.uuid) } catch {
+        step(domain, verb, "journal-failed", ["error": .string("\(error)")])
+        return .journalFailed
+      }
+      step(domain, verb, "done")
+      return .done
+    case .stillPresentAfterDeadline, .removalFailed, .rejected:
+      journal.step = .detachPending
+      try? connection.writeJournal(uuid: domain.uuid, journal)
+      step(domain, verb, "detach-pending", ["detail": .string("\(outcome)")])
+      return .detachPending
+    }
+  }
+
+  func readParked(_ uuid: String) -> ParkedNIC? {
+    guard let xml = try? connection.metadata(uuid: uuid, namespaceURI: ParkedNIC.namespace) else { return nil }
+    return try? ParkedNIC(xml: xml)
+  }
+
+  /// Finishes or rolls back a swap an earlier process (or this one, before a
+  /// reconnect) left in the journal, so the VM ends with exactly one NIC.
+  /// Forward when the new NIC made it in (make before break: it works), back
+  /// when it did not (nothing was changed).
+  public func reconcile(_ domain: DomainInventory) async -> SwapOutcome? {
+    guard var journal = domain.journal else { return nil }
+    let verb = journal.operation.rawValue
+    let newPresent = domain.nic(alias: journal.newAlias) != nil
+    step(domain, verb, "reconcile", ["journalStep": .string(journal.step.rawValue), "newNICPresent": .bool(newPresent)])
+    guard newPresent else {
+      // The new NIC never arrived: roll back. The old one is still there
+      // unless someone else removed it, which the next cycle will see.
+      do { try connection.clearJournal(uuid: domain.uuid) } catch { return .journalFailed }
+      step(domain, verb, "rolled-back")
+      return .attachFailed
+    }
+    switch journal.operation {
+    case .promote: return await finishPromotion(domain, journal: &journal)
+    case .demote:
+      let member: String? = if case .poolMember(_, let dev)? = domain.nic(alias: journal.oldAlias)?.kind { dev } else { nil }
+      var j = journal
+      let outcome = await finishDemotion(domain, journal: &j)
+      // A member released before the crash was never set up again.
+      if outcome == .done, let member { try? setLinkUp(member) }
+      return outcome
+    }
+  }
+}
