@@ -61,6 +61,11 @@ public final class NetlinkStatsReader: CounterReader {
   private func readStats() throws(NetlinkError) -> CounterSnapshot {
     try drainNotifications()
     var counters: [InterfaceCounters] = []
+    // A local array, not the property, inside the per-message closure: a class
+    // property pays a dynamic exclusivity check on every append.
+    var indexes: [Int32] = []
+    swap(&indexes, &self.indexes)
+    defer { swap(&indexes, &self.indexes) }
     for attempt in 1...Self.dumpTries {
       counters.removeAll(keepingCapacity: true)
       counters.reserveCapacity(lastIndexes.count)
