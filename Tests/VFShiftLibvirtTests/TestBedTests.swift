@@ -47,7 +47,9 @@ import VFShiftHost
             #expect(row[1] == "bridge" && row[2] == bridge && bridge == Bed.bridge)
             #expect(nic.hostDeviceKind == .tap && row[0].hasPrefix("vnet"))
           case .poolMember(let network, let member):
-            #expect(row[1] == "direct" && row[2] == member && network == Bed.pool)
+            // domiflist names the network; the member is in the live XML's source.
+            #expect(row[1] == "direct" && row[2] == network && network == Bed.pool)
+            #expect(try sh("virsh dumpxml \(g.name)").output.contains("dev='\(member)' mode='passthrough'"))
             #expect(nic.hostDeviceKind == .macvtap && row[0].hasPrefix("macvtap"))
           default:
             Issue.record("\(g.name): unexpected NIC kind \(nic.kind)")
@@ -274,7 +276,7 @@ struct Bed {
   static let pool = "vfs-pool"
   static let bridge = "vfsbr0"
   static let namespace = "vfs-src"
-  static let stateFile = "/run/vfshift-testbed/state.json"
+  static let stateFile = ProcessInfo.processInfo.environment["VFS_TESTBED_STATE"] ?? "/run/vfshift-testbed/state.json"
 
   /// The running bed, or nil after recording why not (a failure when CI=true).
   static func require() throws -> Bed? {
