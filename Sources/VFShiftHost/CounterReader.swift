@@ -24,15 +24,20 @@ public final class HostCounterReader: CounterReader {
   public private(set) var source: CounterSource
   /// Why the reader is on /proc/net/dev although netlink was asked for.
   public private(set) var fallbackReason: String?
-  private var netlink: NetlinkStatsReader?
+  private var netlink: (any CounterReader)?
   private var proc: ProcNetDevReader
 
-  public init(preferred: CounterSource = .preferred, procPath: String = "/proc/net/dev") {
+  public convenience init(preferred: CounterSource = .preferred, procPath: String = "/proc/net/dev") {
+    self.init(preferred: preferred, procPath: procPath, openNetlink: { try NetlinkStatsReader() })
+  }
+
+  /// `openNetlink` is where the tests make netlink fail on purpose.
+  init(preferred: CounterSource, procPath: String, openNetlink: () throws -> any CounterReader) {
     proc = ProcNetDevReader(path: procPath)
     source = .procNetDev
     guard preferred == .netlink else { return }
     do {
-      netlink = try NetlinkStatsReader()
+      netlink = try openNetlink()
       source = .netlink
     } catch {
       fallbackReason = "netlink reader could not start: \(error)"
@@ -40,12 +45,12 @@ public final class HostCounterReader: CounterReader {
   }
 
   public func read() throws -> CounterSnapshot {
-    if let netlink {
+    if netlink != nil {
       do {
-        return try netlink.read()
+        return try netlink!.read()
       } catch {
         fallbackReason = "netlink read failed, using \(proc.path) from now on: \(error)"
-        self.netlink = nil
+        netlink = nil
         source = .procNetDev
       }
     }

@@ -154,3 +154,38 @@ func procLine(_ name: String, _ rx: (UInt64, UInt64, UInt64, UInt64), _ tx: (UIn
     #expect(s["vnet1999"]?.rxBytes == 1999)
   }
 }
+
+/// The fallback policy of the agent's reader. Netlink is made to fail on
+/// purpose here (the kernel will not fail on request); the fallback it lands
+/// on is the real /proc/net/dev.
+@Suite struct HostCounterReaderFallbackTests {
+  struct RefusingNetlink: CounterReader {
+    func read() throws -> CounterSnapshot {
+      throw NetlinkError.system(SystemCallError(call: "recv", subject: "netlink", errno: ENOBUFS))
+    }
+  }
+
+  @Test func netlinkThatCannotOpenFallsBackToProcAndSaysWhy() throws {
+    let reader = HostCounterReader(preferred: .netlink, procPath: "/proc/net/dev", openNetlink: {
+      throw NetlinkError.system(SystemCallError(call: "socket", subject: "AF_NETLINK, NETLINK_ROUTE", errno: EPROTONOSUPPORT))
+    })
+    #expect(reader.source == .procNetDev)
+    #expect(reader.fallbackReason?.contains("EPROTONOSUPPORT") == true)
+    #expect(try reader.read()["lo"] != nil)
+  }
+
+  @Test func netlinkThatFailsDuringAReadFallsBackForGood() throws {
+    let reader = HostCounterReader(preferred: .netlink, procPath: "/proc/net/dev", openNetlink: { RefusingNetlink() })
+    #expect(reader.source == .netlink)
+    let snapshot = try reader.read()
+    #expect(snapshot["lo"] != nil, "the cycle still has counters, from /proc/net/dev")
+    #expect(reader.source == .procNetDev)
+    #expect(reader.fallbackReason?.contains("recv(netlink) failed: ENOBUFS") == true)
+  }
+
+  @Test func procCanBeChosenOutright() {
+    let reader = HostCounterReader(preferred: .procNetDev)
+    #expect(reader.source == .procNetDev)
+    #expect(reader.fallbackReason == nil)
+  }
+}
