@@ -227,15 +227,19 @@ struct Delta {
     let a = pair.a, b = pair.b
     try sh("ip -n \(a) link add link vfa name vfmt0 type macvtap mode passthru && ip -n \(a) link set vfmt0 up")
     let line = try sh("ip -n \(a) -o link show vfmt0").output
-    let index = try #require(line.split(separator: ":").first.flatMap { Int($0) }, "ifindex in \(line)")
     let mac = try #require(line.split(separator: " ").drop { $0 != "link/ether" }.dropFirst().first.map(String.init), "MAC in \(line)")
     let peerLine = try sh("ip -n \(b) -o link show vfb").output
     let peerMAC = try #require(peerLine.split(separator: " ").drop { $0 != "link/ether" }.dropFirst().first.map(String.init))
 
-    // devtmpfs makes /dev/tapN for the macvtap's ifindex; wait for it with a deadline.
-    let node = "/dev/tap\(index)"
-    let deadline = Date().addingTimeInterval(5)
-    while !FileManager.default.fileExists(atPath: node) && Date() < deadline { usleep(10_000) }
+    // The tap's character device, made by the test itself from the numbers in
+    // the namespace's own sysfs: /dev/tapN is named after the ifindex, which
+    // another namespace's macvtap may share, so /dev/tapN could be someone else's.
+    let dev = try sh("ip netns exec \(a) sh -c 'cat /sys/class/net/vfmt0/macvtap/tap*/dev'").output
+      .trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":")
+    try #require(dev.count == 2, "major:minor of the macvtap's tap device")
+    let node = FileManager.default.temporaryDirectory.appendingPathComponent("vfs-tap-\(UUID().uuidString)").path
+    try sh("mknod \(node) c \(dev[0]) \(dev[1])")
+    defer { try? FileManager.default.removeItem(atPath: node) }
     let tap = try #require(FileHandle(forUpdatingAtPath: node), "open \(node)")
     defer { try? tap.close() }
 
