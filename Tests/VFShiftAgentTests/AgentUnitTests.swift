@@ -1,0 +1,130 @@
+import Foundation
+import Testing
+import VFShiftCore
+import VFShiftAgent
+import VFShiftLibvirt
+import VFShiftTestSupport
+
+let twoNICDomainXML = """
+<domain type='qemu'><name>vm7</name><uuid>00000000-0000-4000-8000-000000000007</uuid>
+<metadata><vfshift:qos xmlns:vfshift="https://vfshift.dev/ns/qos/1" class="high"/></metadata>
+<devices>
+<interface type='bridge'><mac address='52:54:00:00:00:07'/><source bridge='br0'/><target dev='vnet3'/><model type='virtio'/><alias name='ua-net0'/></interface>
+<interface type='direct'><mac address='52:54:00:aa:00:07'/><source network='vf-pool' dev='vfsvf0' mode='passthrough'/><target dev='macvtap2'/><model type='virtio'/><alias name='ua-vfshift-vf'/></interface>
+</devices></domain>
+"""
+
+func domain(_ xml: String) throws -> DomainInventory { try parseDomainXML(xml) }
+
+@Test("observe: a tap's counters are turned round, a macvtap's are not; both NICs = mid-swap")
+func observeDirections() throws {
+  let policy = try loadPolicy("\(TestBed.packageRoot.path)/policies/paper-multinetwork.json")
+  let onlyTap = try domain(twoNICDomainXML.replacingOccurrences(of: #"<interface type='direct'>.*</interface>"#, with: "", options: .regularExpression))
+  let onlyVF = try domain(twoNICDomainXML.replacingOccurrences(of: #"<interface type='bridge'>.*?</interface>"#, with: "", options: .regularExpression))
+  let both = try domain(twoNICDomainXML)
+  let counters = CounterSnapshot(["vnet3": InterfaceCounters(rxBytes: 10, rxPackets: 1, txBytes: 900, txPackets: 9),
+                                  "macvtap2": InterfaceCounters(rxBytes: 700, rxPackets: 7, txBytes: 30, txPackets: 3)])
+  let now = Instant(seconds: 5)
+  let pools = ["x540": 2]
+
+  let tap = observe(domains: [onlyTap], counters: counters, policy: policy, poolTotals: pools, now: now).vms[0]
+  #expect(tap.placement == .virtio)
+  #expect(tap.reading == .known(source: "vnet3", counters: VMCounters(rxBytes: 900, txBytes: 10, rxPackets: 9, txPackets: 1), at: now),
+          "on a tap the host's transmit is the guest's receive")
+
+  let vf = observe(domains: [onlyVF], counters: counters, policy: policy, poolTotals: pools, now: now).vms[0]
+  #expect(vf.placement == .vf(pool: "x540"))
+  #expect(vf.reading == .known(source: "macvtap2", counters: VMCounters(rxBytes: 700, txBytes: 30, rxPackets: 7, txPackets: 3), at: now),
+          "on a macvtap the host's receive is the guest's receive")
+
+  let mid = observe(domains: [both], counters: counters, policy: policy, poolTotals: pools, now: now).vms[0]
+  #expect(mid.placement == .transitioning(pool: "x540"))
+
+  let gone = observe(domains: [onlyTap], counters: CounterSnapshot([:]), policy: policy, poolTotals: pools, now: now).vms[0]
+  #expect(gone.reading == .stale, "a device missing from the snapshot is stale, not zero")
+}
+
+@Test("observe: an unmanaged VM holding a pool VF counts against the cap and is not in the engine's view")
+func observeUnmanaged() throws {
+  let policy = try loadPolicy("\(TestBed.packageRoot.path)/policies/paper-multinetwork.json")
+  let stranger = try domain(twoNICDomainXML
+    .replacingOccurrences(of: #"<metadata>.*</metadata>"#, with: "", options: .regularExpression)
+    .replacingOccurrences(of: "<name>vm7</name>", with: "<name>db1</name>")
+    .replacingOccurrences(of: #"<interface type='bridge'>.*?</interface>"#, with: "", options: .regularExpression))
+  let o = observe(domains: [stranger], counters: CounterSnapshot([:]), policy: policy, poolTotals: ["x540": 3], now: Instant(seconds: 1))
+  #expect(o.vms.isEmpty)
+  #expect(o.pools["x540"] == PoolCapacity(total: 3, heldByOthers: 1))
+}
+
+@Test("the parked virtio NIC survives its metadata round trip, escaping included")
+func parkedRoundTrip() throws {
+  let parked = ParkedNIC(pool: "vf-pool", sinceUnixMilliseconds: 1_700_000_000_123,
+                         savedInterfaceXML: "<interface type='bridge'><source bridge='br&amp;0'/><alias name=\"ua-net0\"/></interface>")
+  let xml = "<vfshift-parked:parked xmlns:vfshift-parked=\"\(ParkedNIC.namespace)\"" + parked.xmlElement().dropFirst("<parked".count)
+  #expect(try ParkedNIC(xml: xml) == parked)
+  #expect(throws: (any Error).self) { try ParkedNIC(xml: "<parked pool='p'/>") }
+}
+
+@Test("metrics render as Prometheus text with HELP and TYPE for every family")
+func metricsText() throws {
+  let m = Metrics()
+  let text = m.render()
+  try checkPrometheus(text)
+  #expect(text.contains("# TYPE vfshift_swaps_total counter"))
+  #expect(text.contains("vfshift_swap_duration_seconds_bucket{le=\"+Inf\"} 0"))
+}
+
+@Test("a second agent on the host refuses to start and names the process holding the lock")
+func secondAgentRefuses() throws {
+  let scratch = Scratch("lock")
+  let lockPath = scratch.file("agent.lock")
+  try "4242\n".write(toFile: lockPath, atomically: true, encoding: .utf8)
+  // Hold the lock the way a running agent does: flock(2) on the file.
+  let fd = open(lockPath, O_RDWR)
+  #expect(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+  defer { close(fd) }
+  let agent = Process()
+  agent.executableURL = URL(fileURLWithPath: vfshiftBinary)
+  agent.arguments = ["run", "--policy", "\(TestBed.packageRoot.path)/policies/general.json", "--lock-file", lockPath, "--listen", "off"]
+  let err = Pipe()
+  agent.standardError = err
+  try agent.run()
+  try err.fileHandleForWriting.close()
+  agent.waitUntilExit()
+  let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  #expect(agent.terminationStatus == 1)
+  #expect(message.contains("another vfshift agent already runs on this host (process 4242 holds \(lockPath))"))
+}
+
+@Test("usage errors exit 64 with the usage line; help exits 0 on stdout")
+func cliConventions() throws {
+  func run(_ args: [String]) throws -> (Int32, String, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: vfshiftBinary)
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out; p.standardError = err
+    try p.run(); p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
+            String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+  }
+  let (code, _, err) = try run(["whatif", "--bogus"])
+  #expect(code == 64)
+  #expect(err.contains("error: unknown option '--bogus'") && err.contains("See 'vfshift whatif --help'."))
+  for command in [["--help"], ["run", "--help"], ["whatif", "--help"], ["policy", "check", "--help"], ["status", "--help"], ["record", "--help"]] {
+    let (c, out, _) = try run(command)
+    #expect(c == 0 && out.contains("USAGE"), "\(command)")
+  }
+  let (badCode, _, badErr) = try run(["policy", "check", "/nonexistent.json"])
+  #expect(badCode == 1 && badErr.contains("/nonexistent.json: no such file"))
+}
+
+@Test("the unit's hardening, as systemd-analyze security reads it offline: exposure ≤ 3")
+func unitHardening() throws {
+  let unit = "\(TestBed.packageRoot.path)/deploy/vfshift.service"
+  let out = try TestBed.run(["systemd-analyze", "security", "--offline=true", unit])
+  let line = try #require(out.split(separator: "\n").first { $0.contains("Overall exposure level") })
+  let score = try #require(Double(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces).split(separator: " ")[0]))
+  print("systemd-analyze: \(line)")
+  #expect(score <= 3.0)
+}

@@ -1,0 +1,205 @@
+import Foundation
+import VFShiftTestSupport
+import VFShiftLibvirt
+
+/// The built `vfshift` binary: the tests run the agent as operators do, as a
+/// process, so signals, crashes and restarts are real.
+let vfshiftBinary: String = {
+  for dir in [".build/debug", ".build/x86_64-unknown-linux-gnu/debug", ".build/release"] {
+    let path = TestBed.packageRoot.appendingPathComponent("\(dir)/vfshift").path
+    if FileManager.default.isExecutableFile(atPath: path) { return path }
+  }
+  return TestBed.packageRoot.appendingPathComponent(".build/debug/vfshift").path
+}()
+
+/// A scratch directory per test, removed at the end.
+final class Scratch {
+  let path: String
+  init(_ name: String) {
+    path = NSTemporaryDirectory() + "vfshift-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+  }
+  func file(_ name: String) -> String { "\(path)/\(name)" }
+  deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// The live test policy: the paper's shape on the bed's pool of 2 stand-in
+/// VFs, capped at 1; thresholds a TCG guest can reach.
+func bedPolicy(name: String = "bed-paper", cap: Int = 1, highVF: String = "eligible") -> String {
+  """
+  {
+    name: "\(name)",
+    intervalSeconds: 1,
+    smoothing: { halfLifeSeconds: 2 },
+    pools: [ { name: "vfs", network: "vfs-pool", maxInUse: \(cap) } ],
+    classes: [
+      { name: "high", priority: 100, match: { metadata: "high" }, vf: "\(highVF)",
+        \(highVF == "eligible" ? "promote: { bytesPerSecond: 2_000_000, sustainSeconds: 3 }, demote: { bytesPerSecond: 200_000, sustainSeconds: 5 }," : "")
+      },
+      { name: "low", priority: 10, match: { metadata: "low" }, vf: "never" },
+    ],
+    antiFlap: { minDwellSeconds: 10, cooldownSeconds: 5, challengerMargin: 0.25, maxSwapsPerCycle: 2, maxSwapsPerVMPerHour: 30 },
+  }
+  """
+}
+
+/// One `vfshift run` process with its log.
+final class AgentProcess {
+  let process = Process()
+  let logPath: String
+  let scratch: Scratch
+
+  init(scratch: Scratch, policy: String, arguments: [String] = [], environment: [String: String] = [:], logName: String = "agent.log") throws {
+    self.scratch = scratch
+    logPath = scratch.file(logName)
+    FileManager.default.createFile(atPath: logPath, contents: nil)
+    process.executableURL = URL(fileURLWithPath: vfshiftBinary)
+    process.arguments = ["run", "--policy", policy, "--listen", "127.0.0.1:0", "--status-file", scratch.file("status.json"),
+                         "--lock-file", scratch.file("agent.lock")] + arguments
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment { env[k] = v }
+    process.environment = env
+    let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+    process.standardError = log
+    process.standardOutput = log
+    try process.run()
+  }
+
+  var events: [[String: Any]] {
+    guard let text = try? String(contentsOfFile: logPath, encoding: .utf8) else { return [] }
+    return text.split(separator: "\n").compactMap {
+      try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+    }
+  }
+
+  func events(_ kind: String) -> [[String: Any]] { events.filter { $0["event"] as? String == kind } }
+
+  /// Swaps that finished, as (direction, vm, outcome).
+  var swaps: [(direction: String, vm: String, outcome: String)] {
+    events("swap").map { ($0["direction"] as? String ?? "", $0["vm"] as? String ?? "", $0["outcome"] as? String ?? "") }
+  }
+
+  /// Promote/demote decisions, as the engine made them: (t, verb, vm).
+  var decisions: [(t: Double, verb: String, vm: String)] {
+    events("decision").compactMap { e in
+      guard let verb = e["decision"] as? String, verb != "hold", let vm = e["vm"] as? String, let t = e["t"] as? Double
+      else { return nil }
+      return (t, verb, vm)
+    }
+  }
+
+  func waitFor(_ what: String, seconds: Double, _ condition: @escaping () -> Bool) async throws {
+    try await TestBed.waitUntil(deadlineSeconds: seconds, poll: 0.25, what) {
+      if !self.process.isRunning && !condition() {
+        throw TestBedError(location: "agent", what: "exited (\(self.process.terminationStatus)) while waiting for \(what)",
+                           why: self.tail())
+      }
+      return condition()
+    }
+  }
+
+  func tail(_ n: Int = 25) -> String {
+    ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").split(separator: "\n").suffix(n).joined(separator: "\n")
+  }
+
+  func stop(signal: Int32 = SIGTERM) -> Int32 {
+    if process.isRunning { kill(process.processIdentifier, signal) }
+    process.waitUntilExit()
+    return process.terminationStatus
+  }
+
+  deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+}
+
+/// A paced TCP sender from the bed's namespace to a guest's sink, reconnecting
+/// across NIC swaps, until stopped. Python, because it must run inside the
+/// namespace and pace itself.
+final class TrafficSource {
+  let process = Process()
+  static let script = """
+    import socket, sys, time
+    ip, port, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    chunk = b'\\0' * 16384
+    while True:
+        try:
+            s = socket.create_connection((ip, port), timeout=2)
+            s.settimeout(2)
+            t0, sent = time.time(), 0
+            while True:
+                s.sendall(chunk)
+                sent += len(chunk)
+                ahead = sent / rate - (time.time() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+        except Exception:
+            time.sleep(0.2)
+    """
+
+  init(to ip: String, bytesPerSecond: Double, namespace: String = "vfs-src", port: Int = 5001) throws {
+    process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip").resolvingSymlinksInPath()
+    if !FileManager.default.isExecutableFile(atPath: process.executableURL!.path) {
+      process.executableURL = URL(fileURLWithPath: "/sbin/ip")
+    }
+    process.arguments = ["netns", "exec", namespace, "python3", "-c", TrafficSource.script, ip, "\(port)", "\(bytesPerSecond)"]
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+  }
+
+  func stop() {
+    if process.isRunning { kill(process.processIdentifier, SIGTERM); process.waitUntilExit() }
+  }
+
+  deinit { stop() }
+}
+
+/// `ping -D -O` from the namespace to one guest for the whole test: every
+/// lost reply is a timestamped "no answer yet" line.
+final class PingMonitor {
+  let process = Process()
+  let path: String
+  let guest: String
+
+  init(guest: String, ip: String, scratch: Scratch, namespace: String = "vfs-src") throws {
+    self.guest = guest
+    path = scratch.file("ping-\(guest).log")
+    FileManager.default.createFile(atPath: path, contents: nil)
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["ip", "netns", "exec", namespace, "ping", "-n", "-D", "-O", "-i", "0.1", "-W", "1", ip]
+    process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+  }
+
+  /// (sent, lost) between two Unix times.
+  func counts(from: Double, to: Double) -> (sent: Int, lost: Int) {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return (0, 0) }
+    var sent = 0, lost = 0
+    for line in text.split(separator: "\n") where line.hasPrefix("[") {
+      guard let close = line.firstIndex(of: "]"), let t = Double(line[line.index(after: line.startIndex)..<close]),
+            t >= from, t <= to else { continue }
+      if line.contains("no answer yet") { lost += 1; sent += 1 } else if line.contains("bytes from") { sent += 1 }
+    }
+    return (sent, lost)
+  }
+
+  func stop() { if process.isRunning { kill(process.processIdentifier, SIGINT); process.waitUntilExit() } }
+  deinit { stop() }
+}
+
+func virsh(_ args: String...) throws -> String { try TestBed.run(["virsh", "-c", "qemu:///system"] + args) }
+
+func liveInventory(_ name: String) throws -> DomainInventory { try parseDomainXML(try virsh("dumpxml", name)) }
+
+/// ISO 8601 from the agent's log to Unix seconds.
+func unixTime(_ iso: Any?) -> Double? {
+  guard let s = iso as? String else { return nil }
+  let f = ISO8601DateFormatter()
+  f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+  return f.date(from: s)?.timeIntervalSince1970
+}
+
+/// Puts every guest back as `up` made it, so each test starts from the same bed.
+func resetAllGuests(_ bed: TestBedState) throws {
+  for guest in bed.guests { try TestBed.resetGuest(guest.name) }
+}
