@@ -182,13 +182,8 @@ public final class Agent: @unchecked Sendable {
       return
     }
     let vfSince = parkedSince(domains, swapper: swapper, now: now)
-    let observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now,
-                              vfSince: vfSince)
-    recorder?.record(observation, now: now)
-    if config.recordOnly { return }
-    let plan = decide(&state, policy: policy, observation: observation, now: now)
-    report(plan, observation: observation, now: now)
-    publish(observation, plan: plan, poolTotals: poolTotals, now: now)
+    guard let plan = observeAndDecide(domains: domains, counters: counters, poolTotals: poolTotals, now: now,
+                                      vfSince: vfSince) else { return }
     guard !plan.actions.isEmpty else { return }
     let byUUID = Dictionary(domains.map { ($0.uuid, $0) }, uniquingKeysWith: { a, _ in a })
     for action in plan.actions {
@@ -210,6 +205,25 @@ public final class Agent: @unchecked Sendable {
       if stop.load(ordering: .sequentiallyConsistent) { break }
     }
   }
+
+  /// observe → record → decide → log → metrics and status: the part of a
+  /// cycle that needs neither libvirt nor a swap. `package` so bench-agent
+  /// times exactly this code; nil when only recording.
+  package func observeAndDecide(domains: [DomainInventory], counters: CounterSnapshot, poolTotals: [String: Int],
+                                now: Instant, vfSince: [String: Instant] = [:]) -> Plan? {
+    let observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now,
+                              vfSince: vfSince)
+    recorder?.record(observation, now: now)
+    if config.recordOnly { return nil }
+    let plan = decide(&state, policy: policy, observation: observation, now: now)
+    report(plan, observation: observation, now: now)
+    publish(observation, plan: plan, poolTotals: poolTotals, now: now)
+    return plan
+  }
+
+  /// What `run` does after each cycle, for bench-agent: the status file is
+  /// written every tenth cycle, so the cycle number matters to the cost.
+  package func cycleFinished() { cycle += 1 }
 
   /// When each VM got its VF, from the parked NIC's timestamp — read only for
   /// VMs the engine does not know yet, so a restart keeps the dwell.
