@@ -158,6 +158,11 @@ func parseRoot(_ xml: String, path: String) throws(DomainXMLError) -> XMLElement
   if let offset = xml.utf8.firstIndex(of: 0).map({ xml.utf8.distance(from: xml.utf8.startIndex, to: $0) }) {
     throw DomainXMLError(path: path, problem: "NUL byte at offset \(offset), which XML does not allow")
   }
+  // FoundationXML substitutes entities, external ones too (a SYSTEM entity
+  // reads any file the agent can). libvirt never writes a DTD, so refuse one.
+  if xml.contains("<!DOCTYPE") {
+    throw DomainXMLError(path: path, problem: "a DTD (<!DOCTYPE>) is refused: libvirt never writes one, and its entities can read host files")
+  }
   let document: XMLDocument
   do {
     document = try XMLDocument(xmlString: xml, options: [])
