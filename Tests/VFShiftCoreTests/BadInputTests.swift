@@ -19,7 +19,7 @@ struct BadInput: Sendable, CustomTestStringConvertible {
 /// error the parser gave — as it gave it, not as the row expects it.
 func badInputTable(_ rows: [(what: String, input: String, error: String)]) -> String {
   var out = "| bad input | input | error |\n|---|---|---|\n"
-  for row in rows { out += "| \(row.what) | \(markdownCode(row.input)) | \(markdownCode(row.error)) |\n" }
+  for row in rows { out += "| \(row.what) | \(markdownCode(row.input)) | \(markdownCode(row.error, limit: .max)) |\n" }
   return out
 }
 

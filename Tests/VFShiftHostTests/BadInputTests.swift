@@ -17,7 +17,7 @@ struct BadBytes: Sendable, CustomTestStringConvertible {
 private func writeTable(_ parser: String, header: String, _ rows: [(String, String, String)]) {
   guard let dir = ProcessInfo.processInfo.environment["VFSHIFT_BAD_INPUT_TABLE"] else { return }
   var out = "| bad input | \(header) | error |\n|---|---|---|\n"
-  for (what, input, error) in rows { out += "| \(what) | \(code(input)) | \(code(error)) |\n" }
+  for (what, input, error) in rows { out += "| \(what) | \(code(input)) | \(code(error, limit: .max)) |\n" }
   try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
   _ = FileManager.default.createFile(atPath: "\(dir)/\(parser).md", contents: Data(out.utf8))
 }
