@@ -491,10 +491,14 @@ final class NullLog: Sendable {
   row("naive: per-VM /proc/net/dev lookup x \(vmCount)", naive, String(format: "%.0fx the agent cycle", naive.mean / cycleUsage))
   print(String(format: "steady CPU at a %.0f s interval: %.3f %% of a core from the cycle, %.3f %% measured over %.1f s (target <= 0.3 %%: %@)",
                policy.intervalSeconds, fromCycle, steadyPercent ?? .nan, steadyWall, yes(steadyWorst <= 0.3)))
-  print(String(format: "RSS %.1f MB (peak %.1f MB) (target <= 32 MB: %@)", mem.rss, mem.peak, yes(mem.rss <= 32)))
+  print(String(format: "RSS %.1f MB (peak %.1f MB; %.1f MB at start, before the namespace and inventory) (target <= 32 MB: %@)",
+               mem.rss, mem.peak, startMemory.rss, yes(mem.rss <= 32)))
   print("planned swaps: \(actions) (none carried out); log lines: \(log.lines.withLock { $0 })")
 }
 
+/// Before anything of the benchmark's own: the Swift runtime and Foundation.
+let startMemory = memory()
+result["rss_at_start_mb"] = startMemory.rss
 var failed = false
 do {
   try benchmark()
