@@ -3,25 +3,26 @@ import Testing
 import VFShiftCore
 import VFShiftHost
 @testable import VFShiftLibvirt
+import VFShiftTestSupport
 
 /// On the real test bed (deploy/testbed/up): libvirtd, TCG guests vfs-g*,
 /// bridge vfsbr0, namespace vfs-src at 198.18.0.1, pool network vfs-pool of
 /// passthrough veth "VFs". Serialized: the tests share guests and the pool.
 /// Each test puts its guest back as it found it, also when it fails.
-@Suite(.serialized) struct TestBedTests {
+@Suite(.serialized, .enabled(if: TestBed.enabled)) struct TestBedTests {
   // MARK: inventory
 
   /// Every NIC field of 3 running guests against virsh's own answers, and the
   /// counter direction rule against /proc/net/dev vs `virsh domifstat`.
   @Test func inventoryMatchesVirsh() async throws {
-    guard let bed = try Bed.require() else { return }
+    let bed = try Bed.require()
     let c = try LibvirtConnection()
     let guests = Array(bed.managed.prefix(3))
     try #require(guests.count == 3, "the bed has \(bed.managed.count) labelled guests")
     // One guest gets a pool member too, so both host device kinds are checked.
     let withPool = guests[0]
     try await withCleanup(c, bed, [withPool]) {
-      _ = try await c.attachPoolInterface(uuid: withPool.uuid, network: Bed.pool, mac: nil, alias: "ua-vfshift-inv",
+      _ = try await c.attachPoolInterface(uuid: withPool.uuid, network: bed.pool, mac: nil, alias: "ua-vfshift-inv",
                                           deadline: .now + .seconds(20))
       let inventory = Inventory(connection: c)
       try await inventory.start()
@@ -44,11 +45,11 @@ import VFShiftHost
           #expect(nic.model == row[3], "\(g.name): model")
           switch nic.kind {
           case .virtioBridge(let bridge):
-            #expect(row[1] == "bridge" && row[2] == bridge && bridge == Bed.bridge)
+            #expect(row[1] == "bridge" && row[2] == bridge && bridge == bed.bridge)
             #expect(nic.hostDeviceKind == .tap && row[0].hasPrefix("vnet"))
           case .poolMember(let network, let member):
             // domiflist names the network; the member is in the live XML's source.
-            #expect(row[1] == "direct" && row[2] == network && network == Bed.pool)
+            #expect(row[1] == "direct" && row[2] == network && network == bed.pool)
             #expect(try sh("virsh dumpxml \(g.name)").output.contains("dev='\(member)' mode='passthrough'"))
             #expect(nic.hostDeviceKind == .macvtap && row[0].hasPrefix("macvtap"))
           default:
@@ -58,7 +59,7 @@ import VFShiftHost
         #expect(d.nics.map(\.alias) == aliases, "\(g.name): aliases")
         // Direction: the host counters turned by hostDeviceKind equal libvirt's
         // guest-side counters. Traffic first so there is something to count.
-        _ = try sh("ip netns exec \(Bed.namespace) ping -n -q -c 3 -i 0.2 -W 1 \(g.ip)")
+        _ = try sh("ip netns exec \(bed.namespace) ping -n -q -c 3 -i 0.2 -W 1 \(g.ip)")
         for nic in d.nics {
           let device = try #require(nic.hostDevice)
           let kind = try #require(nic.hostDeviceKind)
@@ -72,32 +73,32 @@ import VFShiftHost
   // MARK: swap with continuous ping
 
   @Test func promoteAndDemoteWhilePinging() async throws {
-    guard let bed = try Bed.require() else { return }
+    let bed = try Bed.require()
     let c = try LibvirtConnection()
     let g = try #require(bed.managed.first { $0.label == "high" } ?? bed.managed.first)
     try await withCleanup(c, bed, [g]) {
       let before = try c.inventory(uuid: g.uuid)
       let virtio = try #require(before.nic(alias: "ua-net0"))
-      let ping = try ContinuousPing(ip: g.ip)
+      let ping = try ContinuousPing(ip: g.ip, namespace: bed.namespace)
 
       // Promote: journal, attach the pool "VF", see it answer, detach virtio by alias.
-      var journal = SwapJournal(operation: .promote, pool: Bed.pool, oldAlias: "ua-net0", newAlias: "ua-vfshift-net0",
+      var journal = SwapJournal(operation: .promote, pool: bed.pool, oldAlias: "ua-net0", newAlias: "ua-vfshift-net0",
                                 step: .attaching, startedAtUnixMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
                                 savedInterfaceXML: virtio.xml)
       try c.writeJournal(uuid: g.uuid, journal)
       let added = c.subscribe()
-      let vf = try await c.attachPoolInterface(uuid: g.uuid, network: Bed.pool, mac: nil, alias: "ua-vfshift-net0",
+      let vf = try await c.attachPoolInterface(uuid: g.uuid, network: bed.pool, mac: nil, alias: "ua-vfshift-net0",
                                                deadline: .now + .seconds(20))
-      guard case .poolMember(Bed.pool, let member) = vf.kind else { Issue.record("attached \(vf.kind)"); return }
+      guard case .poolMember(bed.pool, let member) = vf.kind else { Issue.record("attached \(vf.kind)"); return }
       #expect(vf.hostDeviceKind == .macvtap && vf.hostDevice?.hasPrefix("macvtap") == true)
       #expect(await firstEvent(added, within: 10) { $0 == .deviceAdded(uuid: g.uuid, alias: "ua-vfshift-net0") } != nil)
       #expect(try sh("virsh dumpxml \(g.name)").output.contains("dev='\(member)' mode='passthrough'"))
       // The guest takes its IP on the new NIC and announces it: the namespace
       // then reaches it at the new MAC, with the virtio NIC still present.
       try await waitFor("namespace's neighbour entry for \(g.ip) moves to \(vf.mac)", seconds: 20) {
-        try sh("ip netns exec \(Bed.namespace) ip neigh show \(g.ip)").output.contains(vf.mac)
+        try sh("ip netns exec \(bed.namespace) ip neigh show \(g.ip)").output.contains(vf.mac)
       }
-      #expect(try Bed.ping(g.ip), "the guest answers on the pool NIC")
+      #expect(try bed.ping(g.ip), "the guest answers on the pool NIC")
 
       journal.step = .detaching
       try c.writeJournal(uuid: g.uuid, journal)
@@ -108,10 +109,10 @@ import VFShiftHost
               "DEVICE_REMOVED for ua-net0")
       #expect(try c.inventory(uuid: g.uuid).nics.map(\.alias) == ["ua-vfshift-net0"])
       try c.clearJournal(uuid: g.uuid)
-      try await waitFor("guest answers on the pool NIC alone", seconds: 20) { try Bed.ping(g.ip) }
+      try await waitFor("guest answers on the pool NIC alone", seconds: 20) { try bed.ping(g.ip) }
 
       // Demote: restore the saved virtio NIC, detach the pool NIC, give the member back.
-      journal = SwapJournal(operation: .demote, pool: Bed.pool, oldAlias: "ua-vfshift-net0", newAlias: "ua-net0",
+      journal = SwapJournal(operation: .demote, pool: bed.pool, oldAlias: "ua-vfshift-net0", newAlias: "ua-net0",
                             step: .attaching, startedAtUnixMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
                             savedInterfaceXML: virtio.xml)
       try c.writeJournal(uuid: g.uuid, journal)
@@ -119,7 +120,7 @@ import VFShiftHost
       #expect(restored.alias == "ua-net0" && restored.mac == virtio.mac && restored.kind == virtio.kind)
       #expect(restored.hostDevice?.hasPrefix("vnet") == true)
       try await waitFor("neighbour entry for \(g.ip) back on \(virtio.mac)", seconds: 20) {
-        try sh("ip netns exec \(Bed.namespace) ip neigh show \(g.ip)").output.contains(virtio.mac)
+        try sh("ip netns exec \(bed.namespace) ip neigh show \(g.ip)").output.contains(virtio.mac)
       }
       journal.step = .detaching
       try c.writeJournal(uuid: g.uuid, journal)
@@ -127,9 +128,9 @@ import VFShiftHost
       let back = await c.detachInterface(uuid: g.uuid, alias: "ua-vfshift-net0", deadline: .now + .seconds(20))
       #expect(back.releasedPoolMember == member, "outcome \(back.outcome)")
       #expect(await firstEvent(removedVF, within: 10) { $0 == .deviceRemoved(uuid: g.uuid, alias: "ua-vfshift-net0") } != nil)
-      try Bed.linkUp(member)
+      try bed.linkUp(member)
       try c.clearJournal(uuid: g.uuid)
-      try await waitFor("guest answers on the virtio NIC again", seconds: 20) { try Bed.ping(g.ip) }
+      try await waitFor("guest answers on the virtio NIC again", seconds: 20) { try bed.ping(g.ip) }
 
       let (sent, received) = try ping.stop()
       print("promote+demote of \(g.name) under ping every 10 ms: \(sent - received) of \(sent) pings lost")
@@ -141,22 +142,22 @@ import VFShiftHost
   // MARK: pool exhausted
 
   @Test func exhaustedPoolLeavesTheVMAsItWas() async throws {
-    guard let bed = try Bed.require() else { return }
+    let bed = try Bed.require()
     let c = try LibvirtConnection()
-    let members = try Bed.poolMembers()
+    let members = bed.state.poolMembers
     let guests = Array(bed.managed.prefix(members.count + 1))
     try #require(guests.count == members.count + 1, "need \(members.count + 1) guests for a pool of \(members.count)")
     try await withCleanup(c, bed, guests) {
-      let countsBefore = try Bed.poolConnections()
+      let countsBefore = try bed.poolConnections()
       for (i, g) in guests.dropLast().enumerated() {
-        _ = try await c.attachPoolInterface(uuid: g.uuid, network: Bed.pool, mac: nil, alias: "ua-vfshift-fill\(i)",
+        _ = try await c.attachPoolInterface(uuid: g.uuid, network: bed.pool, mac: nil, alias: "ua-vfshift-fill\(i)",
                                             deadline: .now + .seconds(20))
       }
       let last = guests[guests.count - 1]
-      let full = try Bed.poolConnections()
+      let full = try bed.poolConnections()
       let nicsBefore = try c.inventory(uuid: last.uuid).nics
       do {
-        _ = try await c.attachPoolInterface(uuid: last.uuid, network: Bed.pool, mac: nil, alias: "ua-vfshift-extra",
+        _ = try await c.attachPoolInterface(uuid: last.uuid, network: bed.pool, mac: nil, alias: "ua-vfshift-extra",
                                             deadline: .now + .seconds(20))
         Issue.record("an attach succeeded on a full pool")
       } catch let error as ActionError {
@@ -166,24 +167,24 @@ import VFShiftHost
         #expect(e.message.contains("none are available"), "\(e.message)")
       }
       #expect(try c.inventory(uuid: last.uuid).nics == nicsBefore, "the VM keeps exactly the NICs it had")
-      #expect(try Bed.poolConnections() == full, "the failed attach took nothing from the pool")
-      #expect(try Bed.ping(last.ip))
+      #expect(try bed.poolConnections() == full, "the failed attach took nothing from the pool")
+      #expect(try bed.ping(last.ip))
       for (i, g) in guests.dropLast().enumerated() {
         let r = await c.detachInterface(uuid: g.uuid, alias: "ua-vfshift-fill\(i)", deadline: .now + .seconds(20))
-        if let m = r.releasedPoolMember { try Bed.linkUp(m) }
+        if let m = r.releasedPoolMember { try bed.linkUp(m) }
       }
-      #expect(try Bed.poolConnections() == countsBefore, "connection counts back to what they were")
+      #expect(try bed.poolConnections() == countsBefore, "connection counts back to what they were")
     }
   }
 
   // MARK: paused guest
 
   @Test func pausedGuestDetachPassesItsDeadline() async throws {
-    guard let bed = try Bed.require() else { return }
+    let bed = try Bed.require()
     let c = try LibvirtConnection()
     let g = try #require(bed.managed.last)
     try await withCleanup(c, bed, [g]) {
-      let vf = try await c.attachPoolInterface(uuid: g.uuid, network: Bed.pool, mac: nil, alias: "ua-vfshift-paused",
+      let vf = try await c.attachPoolInterface(uuid: g.uuid, network: bed.pool, mac: nil, alias: "ua-vfshift-paused",
                                                deadline: .now + .seconds(20))
       // Let the guest take the device before freezing it.
       try await waitFor("the guest has brought the new NIC up", seconds: 20) {
@@ -202,14 +203,14 @@ import VFShiftHost
       let event = await firstEvent(events, within: 10) { $0 == .deviceRemoved(uuid: g.uuid, alias: "ua-vfshift-paused") }
       #expect(event != nil, "DEVICE_REMOVED arrives after resume")
       print("paused \(g.name): detach reported \(r.outcome); after resume: \(outcome), event \(String(describing: event))")
-      if case .poolMember(_, let m) = vf.kind { try Bed.linkUp(m) }
+      if case .poolMember(_, let m) = vf.kind { try bed.linkUp(m) }
     }
   }
 
   // MARK: libvirtd restart
 
   @Test func reconnectsAfterLibvirtdRestart() async throws {
-    guard try Bed.require() != nil else { return }
+    let bed = try Bed.require()
     let c = try LibvirtConnection(reconnectPolicy: .init(firstDelay: .milliseconds(100), maximumDelay: .seconds(1)))
     let inventory = Inventory(connection: c)
     try await inventory.start()
@@ -217,13 +218,14 @@ import VFShiftHost
     let before = inventory.snapshot()
     #expect(!before.isEmpty)
     let events = c.subscribe()
-    _ = try sh("pkill -x libvirtd")
+    _ = try sh("pkill -x libvirtd")  // SIGTERM, as an operator or systemd would
     let lost = await firstEvent(events, within: 20) { if case .disconnected = $0 { true } else { false } }
     #expect(lost != nil, "disconnected reported")
     #expect(!c.isConnected)
     #expect(throws: LibvirtError.self) { try c.runningDomains() }
     try await waitFor("old libvirtd gone", seconds: 20) { try sh("pgrep -x libvirtd").status != 0 }
-    _ = try sh("LIBVIRT_LOG_OUTPUTS=3:file:/var/log/libvirt/libvirtd.log /usr/sbin/libvirtd -d", check: true)
+    try startDaemon("/usr/sbin/libvirtd", ["-d"], environment: ["LIBVIRT_LOG_OUTPUTS=3:file:/var/log/libvirt/libvirtd.log"])
+    try await waitFor("libvirtd answers again", seconds: 30) { try sh("virsh -q list").status == 0 }
     let back = await firstEvent(events, within: 30) { $0 == .reconnected }
     #expect(back != nil, "reconnected reported")
     try await waitFor("inventory re-read after reconnect", seconds: 20) {
@@ -236,10 +238,10 @@ import VFShiftHost
   // MARK: journal across processes
 
   @Test func journalOutlivesTheWriter() async throws {
-    guard let bed = try Bed.require() else { return }
+    let bed = try Bed.require()
     let g = try #require(bed.managed.first)
     let uuid = g.uuid
-    let journal = SwapJournal(operation: .promote, pool: Bed.pool, oldAlias: "ua-net0", newAlias: "ua-vfshift-net0",
+    let journal = SwapJournal(operation: .promote, pool: bed.pool, oldAlias: "ua-net0", newAlias: "ua-vfshift-net0",
                               step: .detachPending, startedAtUnixMilliseconds: 1_718_000_000_000,
                               savedInterfaceXML: Fixture.savedBridgeNIC)
     do {
@@ -261,50 +263,31 @@ import VFShiftHost
 
 // MARK: - Test bed access
 
+/// The bed as `deploy/testbed/up` left it (VFShiftTestSupport brings it up).
 struct Bed {
-  struct Guest: Decodable {
-    var name: String
-    var uuid: String
-    var ip: String
-    var mac: String
-    var label: String?
-  }
-  var guests: [Guest]
+  typealias Guest = TestBedState.Guest
+  let state: TestBedState
+  var guests: [Guest] { state.guests }
   /// Guests with a QoS label: the ones vfshift manages.
-  var managed: [Guest] { guests.filter { $0.label != nil } }
+  var managed: [Guest] { state.managedGuests }
+  var pool: String { state.poolNetwork }
+  var bridge: String { state.bridge }
+  var namespace: String { state.namespace }
 
-  static let pool = "vfs-pool"
-  static let bridge = "vfsbr0"
-  static let namespace = "vfs-src"
-  static let stateFile = ProcessInfo.processInfo.environment["VFS_TESTBED_STATE"] ?? "/run/vfshift-testbed/state.json"
+  /// The running bed; throws why not (the suite is only enabled when the bed
+  /// can come up, or always with CI=true, so a missing bed fails there).
+  static func require() throws -> Bed { Bed(state: try TestBed.require()) }
 
-  /// The running bed, or nil after recording why not (a failure when CI=true).
-  static func require() throws -> Bed? {
-    struct State: Decodable { var guests: [Guest] }
-    guard getuid() == 0 else { try missing("root (the test bed needs it)"); return nil }
-    guard let data = FileManager.default.contents(atPath: stateFile),
-          sh0("virsh -q list --name").contains("vfs-g") else {
-      try missing("the test bed (\(stateFile) and running guests): run deploy/testbed/up")
-      return nil
-    }
-    return Bed(guests: try JSONDecoder().decode(State.self, from: data).guests)
-  }
-
-  static func ping(_ ip: String) throws -> Bool {
+  func ping(_ ip: String) throws -> Bool {
     try sh("ip netns exec \(namespace) ping -n -q -c 1 -W 1 \(ip)").status == 0
   }
 
-  static func linkUp(_ dev: String) throws {
+  func linkUp(_ dev: String) throws {
     _ = try sh("ip link set dev \(dev) up", check: true)
   }
 
-  static func poolMembers() throws -> [String] {
-    let xml = try sh("virsh net-dumpxml \(pool)", check: true).output
-    return matches(xml, #"<interface dev='([^']+)'"#)
-  }
-
   /// `connections` of each member in `virsh net-dumpxml`, absent = 0.
-  static func poolConnections() throws -> [String: Int] {
+  func poolConnections() throws -> [String: Int] {
     let xml = try sh("virsh net-dumpxml \(pool)", check: true).output
     var out: [String: Int] = [:]
     for line in xml.split(separator: "\n") where line.contains("<interface dev=") {
@@ -360,7 +343,7 @@ func withCleanup(_ c: LibvirtConnection, _ bed: Bed, _ guests: [Bed.Guest],
     }
     try? c.clearJournal(uuid: g.uuid)
   }
-  for m in (try? Bed.poolMembers()) ?? [] { try? Bed.linkUp(m) }
+  try? TestBed.poolMembersUp()
   if let failure { throw failure }
 }
 
@@ -413,9 +396,9 @@ func expectSameCounters(_ c: LibvirtConnection, uuid: String, device: String, ki
 final class ContinuousPing {
   let process = Process()
   let pipe = Pipe()
-  init(ip: String) throws {
+  init(ip: String, namespace: String) throws {
     process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-    process.arguments = ["netns", "exec", Bed.namespace, "ping", "-n", "-q", "-i", "0.01", "-W", "1", ip]
+    process.arguments = ["netns", "exec", namespace, "ping", "-n", "-q", "-i", "0.01", "-W", "1", ip]
     process.standardOutput = pipe
     process.standardError = pipe
     try process.run()
@@ -432,4 +415,37 @@ final class ContinuousPing {
     }
     return (sent, received)
   }
+}
+
+/// Starts a daemon with a clean signal mask and no pipes. A child started with
+/// Foundation's Process from a test inherits the calling thread's mask, in
+/// which libdispatch blocks nearly every signal: a libvirtd started that way
+/// ignores SIGTERM (seen: `pkill -x libvirtd` left it running).
+func startDaemon(_ path: String, _ arguments: [String], environment: [String]) throws {
+  var attributes = posix_spawnattr_t()
+  posix_spawnattr_init(&attributes)
+  defer { posix_spawnattr_destroy(&attributes) }
+  var empty = sigset_t()
+  sigemptyset(&empty)
+  posix_spawnattr_setsigmask(&attributes, &empty)
+  var defaults = sigset_t()
+  sigfillset(&defaults)
+  posix_spawnattr_setsigdefault(&attributes, &defaults)
+  posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+  var actions = posix_spawn_file_actions_t()
+  posix_spawn_file_actions_init(&actions)
+  defer { posix_spawn_file_actions_destroy(&actions) }
+  for fd in Int32(0)...2 {
+    posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
+  }
+  let env = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" } + environment
+  let argv = ([path] + arguments).map { strdup($0) } + [nil]
+  let envp = env.map { strdup($0) } + [nil]
+  defer { (argv + envp).forEach { free($0) } }
+  var pid = pid_t()
+  let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
+  guard rc == 0 else { throw TestBedCommandError(command: path, status: rc, output: String(cString: strerror(rc))) }
+  // `-d` forks the daemon and its first process exits once it is ready.
+  var status: Int32 = 0
+  while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
 }
