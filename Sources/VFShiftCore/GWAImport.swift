@@ -79,7 +79,6 @@ public enum GWAT12 {
       var lastK = -1
       for row in vm.rows {
         let k = Int(((row.t - start) / intervalSeconds).rounded())
-        guard k > lastK else { continue }
         if let p = previous, row.t - p <= intervalSeconds * 1.5 {
           rx &+= UInt64((row.rxKBps * 1000 * (row.t - p)).rounded())
           tx &+= UInt64((row.txKBps * 1000 * (row.t - p)).rounded())
@@ -89,6 +88,9 @@ public enum GWAT12 {
           segment += 1
         }
         previous = row.t
+        // Two rows on one cycle (jitter): both count, the later one is the sample.
+        if k == lastK, let i = buckets[k].lastIndex(where: { $0.vm == Int32(v) }) { buckets[k].remove(at: i) }
+        guard k >= lastK else { continue }
         if lastK < 0 { firstCycle[v] = k }
         lastK = k
         buckets[k].append(TraceSample(vm: Int32(v), reading: .known(
