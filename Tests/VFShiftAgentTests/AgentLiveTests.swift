@@ -38,7 +38,12 @@ struct AgentLiveTests {
     let promoted = try liveInventory("vfs-g3")
     #expect(promoted.nics.count == 1)
     #expect(promoted.nics.first?.poolNetwork == "vfs-pool")
-    let scrapeMid = try scrape(metricsAddress)
+    // Metrics are published each cycle: the next one shows the VF in use.
+    var scrapeMid = ""
+    try await agent.waitFor("metrics show the VF in use", seconds: 10) {
+      scrapeMid = (try? scrape(metricsAddress)) ?? ""
+      return scrapeMid.contains("vfshift_pool_vfs_used{pool=\"vfs\"} 1")
+    }
 
     // The traffic moves to vfs-g4: after g3's dwell the VF follows it.
     g3.stop()
