@@ -33,6 +33,13 @@ let package = Package(
     .executableTarget(name: "bench-counters", dependencies: ["VFShiftHost"], path: "Benchmarks/bench-counters"),
     .executableTarget(name: "bench-libvirt", dependencies: ["VFShiftLibvirt", "VFShiftHost"], path: "Benchmarks/bench-libvirt"),
     .executableTarget(name: "bench-agent", dependencies: ["VFShiftAgent"], path: "Benchmarks/bench-agent"),
+    // libFuzzer targets, one per parser; Benchmarks/fuzz/run builds them with the sanitizers.
+    .executableTarget(name: "fuzz-policy", dependencies: ["VFShiftCore"], path: "Benchmarks/fuzz-policy"),
+    .executableTarget(name: "fuzz-trace", dependencies: ["VFShiftCore"], path: "Benchmarks/fuzz-trace"),
+    .executableTarget(name: "fuzz-gwa", dependencies: ["VFShiftCore"], path: "Benchmarks/fuzz-gwa"),
+    .executableTarget(name: "fuzz-procnetdev", dependencies: ["VFShiftHost"], path: "Benchmarks/fuzz-procnetdev"),
+    .executableTarget(name: "fuzz-netlink", dependencies: ["VFShiftHost"], path: "Benchmarks/fuzz-netlink"),
+    .executableTarget(name: "fuzz-domainxml", dependencies: ["VFShiftLibvirt"], path: "Benchmarks/fuzz-domainxml"),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -129,52 +129,7 @@ let floorBuffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment
   }
 }
 
-/// struct sockaddr_nl, as in linux/netlink.h.
-struct SockaddrNL { var family: sa_family_t = sa_family_t(AF_NETLINK); var pad: UInt16 = 0; var pid: UInt32 = 0; var groups: UInt32 = 0 }
-
-@MainActor final class BareNetlink {
-  let fd: CInt
-  var sequence: UInt32 = 0
-  init() throws {
-    fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { throw BenchError(description: "socket(AF_NETLINK): errno \(errno)") }
-    var size: Int32 = 4 << 20
-    if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, 4) != 0 { _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, 4) }
-    var address = SockaddrNL()
-    let rc = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<SockaddrNL>.size)) }
-    }
-    guard rc == 0 else { throw BenchError(description: "bind(AF_NETLINK): errno \(errno)") }
-  }
-  deinit { close(fd) }
-
-  /// Sends a dump request (type, family header bytes) and receives until
-  /// NLMSG_DONE, looking at nothing but each message's length and type.
-  func dump(type: UInt16, family: [UInt8]) throws -> Int {
-    sequence &+= 1
-    var request = [UInt8]()
-    func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v) { request.append(contentsOf: $0) } }
-    put(UInt32(16 + family.count)); put(type); put(UInt16(0x301)); put(sequence); put(UInt32(0))
-    request += family
-    let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-    guard sent == request.count else { throw BenchError(description: "send: errno \(errno)") }
-    var total = 0
-    while true {
-      let n = recv(fd, floorBuffer, 1 << 20, 0)
-      if n < 0 { if errno == EINTR { continue }; throw BenchError(description: "recv: errno \(errno)") }
-      total += n
-      var offset = 0
-      while offset + 16 <= n {
-        let length = Int(floorBuffer.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-        let t = floorBuffer.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self)
-        if t == 3 { return total }  // NLMSG_DONE
-        if t == 2 { throw BenchError(description: "dump type \(type): NLMSG_ERROR") }
-        guard length >= 16 else { throw BenchError(description: "bad nlmsg_len \(length)") }
-        offset += (length + 3) & ~3
-      }
-    }
-  }
-}
+// The netlink floors are VFShiftHost's BareNetlinkDump (bench-agent uses the same one).
 
 // MARK: - libvirt's per-interface lookup
 
@@ -281,7 +236,7 @@ var nodeExporter: Process? = nil
   var proc = ProcNetDevReader()
   let getStats = try NetlinkStatsReader(request: .getStats)
   let getLink = try NetlinkStatsReader(request: .getLink)
-  let bare = try BareNetlink()
+  let bare = try BareNetlinkDump()
 
   let a = try proc.read(), b = try getStats.read(), c = try getLink.read()
   guard a.count >= interfaceCount else { throw BenchError(description: "/proc/net/dev shows \(a.count) interfaces, expected \(interfaceCount)+") }
@@ -298,12 +253,11 @@ var nodeExporter: Process? = nil
     ("vfshift ProcNetDevReader", { try proc.read().count }),
   ])
   let statsPair = try measureInterleaved(rounds: cycles, [
-    // if_stats_msg for every link, filter_mask IFLA_STATS_FILTER_BIT(IFLA_STATS_LINK_64)
-    ("bare RTM_GETSTATS dump", { try bare.dump(type: 94, family: [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]) }),
+    ("bare RTM_GETSTATS dump", { try bare.dump(.getStats) }),
     ("vfshift netlink (RTM_GETSTATS)", { try getStats.read().count }),
   ])
   let linkPair = try measureInterleaved(rounds: max(10, cycles / 4), [
-    ("bare RTM_GETLINK dump", { try bare.dump(type: 18, family: [UInt8](repeating: 0, count: 16)) }),  // ifinfomsg
+    ("bare RTM_GETLINK dump", { try bare.dump(.getLink) }),
     ("vfshift netlink (RTM_GETLINK)", { try getLink.read().count }),
   ])
   let (procFloor, procReader, statsFloor, statsReader, linkFloor, linkReader) =

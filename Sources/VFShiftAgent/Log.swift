@@ -52,6 +52,9 @@ public enum LogValue: Sendable, Equatable, ExpressibleByStringLiteral, Expressib
 }
 
 func jsonEscape(_ s: String) -> String {
+  // Most names and values need nothing escaped: hand them back as they are
+  // (the status file escapes thousands of strings per write).
+  if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) { return s }
   var out = ""
   for u in s.unicodeScalars {
     switch u {

@@ -9,6 +9,17 @@ public enum GWAT12 {
   static let networkReceivedField = 9
   static let networkTransmittedField = 10
   static let fieldCount = 11
+  /// Ten years of 300 s cycles. The cycles are allocated up front, so a span
+  /// beyond this (timestamps in milliseconds, or one wild row) must be an
+  /// error, not an allocation that exhausts memory.
+  static let maxCycles = 10 * 365 * 24 * 12
+
+  struct Row {
+    var line: Int
+    var t: Double
+    var rxKBps: Double
+    var txKBps: Double
+  }
 
   public struct File: Sendable {
     public var name: String
@@ -21,7 +32,11 @@ public enum GWAT12 {
 
   /// One VM's rows: (timestamp seconds, received KB/s, transmitted KB/s).
   public static func rows(_ file: File) throws(TraceError) -> [(t: Double, rxKBps: Double, txKBps: Double)] {
-    var out: [(Double, Double, Double)] = []
+    try numberedRows(file).map { ($0.t, $0.rxKBps, $0.txKBps) }
+  }
+
+  static func numberedRows(_ file: File) throws(TraceError) -> [Row] {
+    var out: [Row] = []
     var lineNumber = 0
     for line in file.text.split(separator: "\n", omittingEmptySubsequences: false) {
       lineNumber += 1
@@ -44,8 +59,9 @@ public enum GWAT12 {
         }
         return d
       }
-      out.append((try number(0, "timestamp"), try number(networkReceivedField, "network received KB/s"),
-                  try number(networkTransmittedField, "network transmitted KB/s")))
+      out.append(Row(line: lineNumber, t: try number(0, "timestamp"),
+                     rxKBps: try number(networkReceivedField, "network received KB/s"),
+                     txKBps: try number(networkTransmittedField, "network transmitted KB/s")))
     }
     return out
   }
@@ -55,16 +71,21 @@ public enum GWAT12 {
   public static func trace(_ files: [File], source: String,
                            identity: (String) -> VMIdentity? = { VMIdentity(uuid: $0, name: $0) })
     throws(TraceError) -> Trace {
-    var perVM: [(id: VMIdentity, rows: [(t: Double, rxKBps: Double, txKBps: Double)])] = []
+    var perVM: [(id: VMIdentity, file: String, rows: [Row])] = []
     for file in files.sorted(by: { stemOrder($0.name, $1.name) }) {
       guard let id = identity(stem(file.name)) else { continue }
-      var rows = try rows(file)
+      var rows = try numberedRows(file)
       guard !rows.isEmpty else { continue }
       rows.sort { $0.t < $1.t }
-      perVM.append((id, rows))
+      perVM.append((id, file.name, rows))
     }
-    guard let start = perVM.map({ $0.rows[0].t }).min(), let end = perVM.map({ $0.rows.last!.t }).max() else {
+    guard let start = perVM.map({ $0.rows[0].t }).min(), let last = perVM.max(by: { $0.rows.last!.t < $1.rows.last!.t }) else {
       return Trace(source: source, intervalSeconds: intervalSeconds)
+    }
+    let end = last.rows.last!.t
+    guard (end - start) / intervalSeconds < Double(maxCycles) else {
+      throw TraceError(file: last.file, line: last.rows.last!.line, reason: "timestamp \(seconds(end)) is "
+        + "\(seconds(end - start)) s after the first (\(seconds(start))), more than 10 years of 300 s cycles (Unix seconds expected)")
     }
     let cycleCount = Int(((end - start) / intervalSeconds).rounded()) + 1
     // Samples land on the nearest 300 s cycle; the jitter of ±1 s stays in
@@ -80,8 +101,16 @@ public enum GWAT12 {
       for row in vm.rows {
         let k = Int(((row.t - start) / intervalSeconds).rounded())
         if let p = previous, row.t - p <= intervalSeconds * 1.5 {
-          rx &+= UInt64((row.rxKBps * 1000 * (row.t - p)).rounded())
-          tx &+= UInt64((row.txKBps * 1000 * (row.t - p)).rounded())
+          // Converting a Double beyond UInt64 traps; a rate that big is a bad row.
+          func bytes(_ kBps: Double, _ what: String) throws(TraceError) -> UInt64 {
+            guard let b = UInt64(exactly: (kBps * 1000 * (row.t - p)).rounded()) else {
+              throw TraceError(file: vm.file, line: row.line, reason: "\(what) '\(kBps)' over \(seconds(row.t - p)) s "
+                + "is more than a 64-bit byte counter holds")
+            }
+            return b
+          }
+          rx &+= try bytes(row.rxKBps, "network received KB/s")
+          tx &+= try bytes(row.txKBps, "network transmitted KB/s")
         } else if previous != nil {
           // A gap: the averages say nothing about the missing time, so start
           // a new counter source and let the engine take it as a reset.
@@ -116,6 +145,12 @@ public enum GWAT12 {
                                      samples: begin..<trace.samples.count, present: present))
     }
     return trace
+  }
+
+  /// Seconds as a whole number when they are one (as the files write them).
+  static func seconds(_ d: Double) -> String {
+    if d == d.rounded(), abs(d) < 1e15 { return String(Int64(d)) }
+    return "\(d)"
   }
 
   static func stem(_ name: String) -> String {

@@ -71,7 +71,9 @@ public struct ClassMatch: Sendable, Equatable {
 
   public func matches(_ vm: VMIdentity) -> Bool {
     if let label = vm.label, metadata.contains(label) { return true }
-    if uuids.contains(vm.uuid.lowercased()) { return true }
+    // Runs for every VM every cycle (observe, then the metrics): no lowercased
+    // copy of the UUID when the class lists none.
+    if !uuids.isEmpty, uuids.contains(vm.uuid.lowercased()) { return true }
     return names.contains { globMatch($0, vm.name) }
   }
 }
@@ -133,13 +135,15 @@ public enum ClassResolution: Sendable, Equatable {
 
 extension Policy {
   public func resolveClass(of vm: VMIdentity) -> ClassResolution {
-    var found: [Int] = []
-    for (i, c) in classes.enumerated() where c.match.matches(vm) { found.append(i) }
-    switch found.count {
-    case 0: return .unmanaged
-    case 1: return .managed(classIndex: found[0])
-    default: return .ambiguous(found.map { classes[$0].name })
+    // No array unless ambiguous: this runs for every VM every cycle.
+    var first = -1
+    for i in classes.indices where classes[i].match.matches(vm) {
+      if first >= 0 {
+        return .ambiguous(classes.indices.filter { classes[$0].match.matches(vm) }.map { classes[$0].name })
+      }
+      first = i
     }
+    return first >= 0 ? .managed(classIndex: first) : .unmanaged
   }
 
   public func poolIndex(named name: String) -> Int? { pools.firstIndex { $0.name == name } }
@@ -148,6 +152,11 @@ extension Policy {
 /// Shell-style glob: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`. Iterative with
 /// single-star backtracking, so a hostile pattern stays linear-ish.
 public func globMatch(_ pattern: String, _ text: String) -> Bool {
+  // The common patterns ("*", a plain name) without copying either string.
+  if pattern == "*" { return true }
+  if !pattern.utf8.contains(where: { $0 == UInt8(ascii: "*") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "[") }) {
+    return pattern.unicodeScalars.elementsEqual(text.unicodeScalars)
+  }
   let p = Array(pattern.unicodeScalars), t = Array(text.unicodeScalars)
   var pi = 0, ti = 0, starP = -1, starT = 0
   while ti < t.count {

@@ -84,6 +84,11 @@ private struct PolicyDecoder {
       return nil
     }
     if integer && d != d.rounded() { fail(n, join(path, key), "must be a whole number, got \(d)"); return nil }
+    // Whole numbers become Int, and converting a Double beyond Int traps (found
+    // by Benchmarks/fuzz-policy); 2^53 is also where Doubles stop being exact.
+    if integer && abs(d) > 9_007_199_254_740_992 {
+      fail(n, join(path, key), "must be a whole number of at most 2^53, got \(d)"); return nil
+    }
     if positive && d <= 0 { fail(n, join(path, key), "must be greater than 0, got \(fmt(d))"); return nil }
     if d < min { fail(n, join(path, key), "must be ≥ \(fmt(min)), got \(fmt(d))"); return nil }
     return d

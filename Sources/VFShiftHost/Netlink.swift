@@ -187,6 +187,11 @@ func checkError(_ bytes: ByteView, _ message: NetlinkMessage, request: String) t
     throw .malformed(offset: message.offset, reason: "NLMSG_ERROR of \(message.length) bytes has no errno")
   }
   let error = Int32(bitPattern: bytes.u32(message.payload))
+  // The kernel sends -errno; Int32.min has no positive twin, and negating it
+  // trapped (found by Benchmarks/fuzz-netlink).
+  guard error != .min else {
+    throw .malformed(offset: message.payload, reason: "NLMSG_ERROR error \(error) is not a negated errno")
+  }
   if error != 0 { throw .kernel(request: request, errno: -error) }
   return true
 }

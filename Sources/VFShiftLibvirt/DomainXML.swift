@@ -150,6 +150,19 @@ public func parseInterfaceXML(_ xml: String) throws(DomainXMLError) -> NIC {
 }
 
 func parseRoot(_ xml: String, path: String) throws(DomainXMLError) -> XMLElement {
+  // FoundationXML on Linux dereferences the NULL document libxml2 returns for
+  // an empty string or one holding a NUL byte instead of throwing (found by
+  // Benchmarks/fuzz-domainxml). XML 1.0 allows no NUL anywhere, so refusing
+  // it here turns nothing valid away.
+  guard !xml.isEmpty else { throw DomainXMLError(path: path, problem: "empty document") }
+  if let offset = xml.utf8.firstIndex(of: 0).map({ xml.utf8.distance(from: xml.utf8.startIndex, to: $0) }) {
+    throw DomainXMLError(path: path, problem: "NUL byte at offset \(offset), which XML does not allow")
+  }
+  // FoundationXML substitutes entities, external ones too (a SYSTEM entity
+  // reads any file the agent can). libvirt never writes a DTD, so refuse one.
+  if xml.contains("<!DOCTYPE") {
+    throw DomainXMLError(path: path, problem: "a DTD (<!DOCTYPE>) is refused: libvirt never writes one, and its entities can read host files")
+  }
   let document: XMLDocument
   do {
     document = try XMLDocument(xmlString: xml, options: [])

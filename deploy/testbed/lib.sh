@@ -34,7 +34,7 @@ TB_MARKER="vfshift-testbed guest"   # <description>: how `down` recognises its o
 TB_QOS_NS=https://vfshift.dev/ns/qos/1
 TB_SINK_PORT=5001     # guest discards what it receives here
 TB_SOURCE_PORT=5002   # guest sends zeros to whoever connects here
-TB_BOOT_DEADLINE="${VFS_BOOT_DEADLINE:-90}"
+TB_BOOT_DEADLINE="${VFS_BOOT_DEADLINE:-60}"
 
 TB_VIRTIO_MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net)
 

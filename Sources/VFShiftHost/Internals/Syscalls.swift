@@ -332,3 +332,64 @@ final class NetlinkSocket {
     return n > capacity ? .truncated(needed: n) : .bytes(n)
   }
 }
+
+// MARK: - The kernel's floor
+
+/// The kernel's own cost to hand over every link's counters: one rtnetlink
+/// dump, received to NLMSG_DONE, looking at nothing but each message's length
+/// and type — no attribute walk, no names, no allocation per link.
+/// bench-counters and bench-agent time vfshift's readers and cycle against it
+/// in the same run, so both measure the same floor. The socket belongs to the
+/// network namespace of the thread that creates it.
+public final class BareNetlinkDump {
+  public enum Request: String, Sendable, CaseIterable {
+    /// RTM_GETSTATS filtered to IFLA_STATS_LINK_64, what NetlinkStatsReader(.getStats) sends.
+    case getStats
+    /// RTM_GETLINK with everything, what NetlinkStatsReader(.getLink) sends.
+    case getLink
+  }
+
+  private let socket: NetlinkSocket
+  private var buffer = [UInt8](repeating: 0, count: 1 << 20)
+  private var sequence: UInt32 = 0
+
+  public init() throws(SystemCallError) { socket = try NetlinkSocket() }
+
+  /// One dump; returns the bytes the kernel sent. Throws on NLMSG_ERROR, a
+  /// truncated datagram or a bad length (the floor is no parser, but it must
+  /// not loop on garbage).
+  public func dump(_ request: Request) throws(SystemCallError) -> Int {
+    sequence &+= 1
+    let message = switch request {
+    case .getStats:
+      Netlink.request(type: Netlink.RTM_GETSTATS, flags: Netlink.NLM_F_REQUEST | Netlink.NLM_F_DUMP, sequence: sequence,
+                      family: Netlink.ifStatsMsg(filterMask: 1 << (UInt32(Netlink.IFLA_STATS_LINK_64) - 1)))
+    case .getLink:
+      Netlink.request(type: Netlink.RTM_GETLINK, flags: Netlink.NLM_F_REQUEST | Netlink.NLM_F_DUMP, sequence: sequence,
+                      family: Netlink.ifinfomsg())
+    }
+    try socket.send(message)
+    var total = 0
+    while true {
+      guard case .bytes(let n) = try socket.receive(into: &buffer) else {
+        throw SystemCallError(call: "recv", subject: "bare \(request.rawValue) dump: datagram larger than \(buffer.count) bytes", errno: EMSGSIZE)
+      }
+      total += n
+      let done: Bool? = buffer.withUnsafeBytes { raw in
+        var offset = 0
+        while offset + 16 <= n {
+          let length = Int(raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+          let type = raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self)
+          if type == Netlink.NLMSG_DONE { return true }
+          if type == Netlink.NLMSG_ERROR || length < 16 { return nil }
+          offset += Netlink.align(length)
+        }
+        return false
+      }
+      guard let done else {
+        throw SystemCallError(call: "recv", subject: "bare \(request.rawValue) dump: NLMSG_ERROR or nlmsg_len < 16", errno: EPROTO)
+      }
+      if done { return total }
+    }
+  }
+}
