@@ -39,7 +39,9 @@ public enum LogValue: Sendable, Equatable, ExpressibleByStringLiteral, Expressib
     case .string(let s): return "\"" + jsonEscape(s) + "\""
     case .number(let d):
       if d == d.rounded() && abs(d) < 1e15 { return String(Int64(d)) }
-      return d.isFinite ? String(format: "%.6g", d) : "null"
+      // Full precision: the engine's clock in a log line must compare equal
+      // to the same instant in a recorded trace.
+      return d.isFinite ? "\(d)" : "null"
     case .bool(let b): return b ? "true" : "false"
     case .null: return "null"
     case .array(let a): return "[" + a.map(\.json).joined(separator: ",") + "]"

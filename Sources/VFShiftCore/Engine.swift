@@ -259,6 +259,9 @@ struct PoolContenders: Sendable, Equatable {
   var incumbents: [Contender] = []
   var challengers: [Contender] = []
   var leaving: [(slot: Int, reason: Reason, force: Bool)] = []
+  /// Managed VMs mid-swap (or whose guest has not let go of a NIC): they hold
+  /// a VF of this pool and nobody else may count on it.
+  var transitioning = 0
   var isEmpty: Bool { incumbents.isEmpty && challengers.isEmpty && leaving.isEmpty }
 }
 
@@ -270,6 +273,7 @@ private func gather(policy: Policy, observation: Observation, slots: [Int], stat
     byPool[p].incumbents.removeAll(keepingCapacity: true)
     byPool[p].challengers.removeAll(keepingCapacity: true)
     byPool[p].leaving.removeAll(keepingCapacity: true)
+    byPool[p].transitioning = 0
   }
   for o in observation.vms.indices {
     let slot = slots[o]
@@ -293,6 +297,8 @@ private func gather(policy: Policy, observation: Observation, slots: [Int], stat
         byPool[p].incumbents.append(Contender(slot: slot, pinned: pinned, priority: rule.priority,
                                               intensity: intensity(track, rule), name: track.identity.name))
       }
+    case .transitioning(let held):
+      if let p = policy.pools.firstIndex(where: { $0.name == held }) { byPool[p].transitioning += 1 }
     case .virtio:
       guard rule.pool >= 0, pinned || (rule.vf == .eligible && state.tracks[slot].intensive) else { continue }
       let track = state.tracks[slot]
@@ -314,7 +320,7 @@ private func allocate(pool: VFPool, contenders: PoolContenders, policy: Policy, 
   var challengers = contenders.challengers
   let leaving = contenders.leaving
 
-  var inUse = incumbents.count + leaving.count
+  var inUse = incumbents.count + leaving.count + contenders.transitioning
   // Leavers that may go now go; the rest stay counted as in use.
   for leaver in leaving {
     let track = state.tracks[leaver.slot]

@@ -100,7 +100,6 @@ public enum GWAT12 {
       var lastK = -1
       for row in vm.rows {
         let k = Int(((row.t - start) / intervalSeconds).rounded())
-        guard k > lastK else { continue }
         if let p = previous, row.t - p <= intervalSeconds * 1.5 {
           // Converting a Double beyond UInt64 traps; a rate that big is a bad row.
           func bytes(_ kBps: Double, _ what: String) throws(TraceError) -> UInt64 {
@@ -118,6 +117,9 @@ public enum GWAT12 {
           segment += 1
         }
         previous = row.t
+        // Two rows on one cycle (jitter): both count, the later one is the sample.
+        if k == lastK, let i = buckets[k].lastIndex(where: { $0.vm == Int32(v) }) { buckets[k].remove(at: i) }
+        guard k >= lastK else { continue }
         if lastK < 0 { firstCycle[v] = k }
         lastK = k
         buckets[k].append(TraceSample(vm: Int32(v), reading: .known(

@@ -265,7 +265,9 @@ private struct PolicyDecoder {
         for u in c.match.uuids where other.match.uuids.contains(u) {
           fail(nodes[i], "classes[\(i)].match.uuids", "UUID \(u) is also matched by class '\(other.name)' (classes[\(j)]): a VM would be matched by two classes")
         }
-        for n in c.match.names where other.match.names.contains(n) || (!isGlob(n) && other.match.names.contains { globMatch($0, n) }) {
+        // A literal name matched by the other class's glob, either way round.
+        for n in c.match.names where other.match.names.contains(n) || (!isGlob(n) && other.match.names.contains { globMatch($0, n) })
+          || other.match.names.contains(where: { !isGlob($0) && globMatch(n, $0) }) {
           fail(nodes[i], "classes[\(i)].match.names", "'\(n)' is also matched by class '\(other.name)' (classes[\(j)]): a VM would be matched by two classes")
         }
       }

@@ -123,6 +123,9 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
     previousAt = now
     // Rebuild the VM list only when who is present changes.
     if cycle.present != presentKey {
+      // A VM that leaves gives its VF back (its domain stopped).
+      let staying = Set(cycle.present)
+      for v in presentKey where !staying.contains(v) { placement[Int(v)] = .virtio }
       presentKey = cycle.present
       observation.vms = cycle.present.map {
         VMObservation(identity: trace.vms[Int($0)], placement: placement[Int($0)], reading: .stale)

@@ -146,7 +146,7 @@ extension Trace {
           throw fail("packet counters must be whole numbers ≥ 0 or '-', got '\(f[6])' '\(f[7])'")
         }
         let counters = VMCounters(rxBytes: rx, txBytes: tx, rxPackets: rp, txPackets: tp)
-        trace.samples.append(TraceSample(vm: vm, reading: .known(source: String(f[3]), counters: counters,
+        trace.samples.append(TraceSample(vm: vm, reading: .known(source: decodeField(f[3]), counters: counters,
                                                                 at: Instant(seconds: t))))
       default:
         throw fail("unknown line kind '\(kind)' (known: source, interval, pool, vm, gone, back, c, s)")

@@ -70,7 +70,7 @@ func whatifTable(trace: Trace, path: String, reports: [ReplayReport]) -> String 
   row("managed VMs") { "\($0.managedVMs)" }
   row("usable VFs (cap)") { "\($0.usableVFs)" }
   row("swaps") { "\($0.swapCount)" }
-  row("flaps (swapped back within dwell)") { "\($0.flaps)" }
+  row("flaps (back within max(dwell, 5 min))") { "\($0.flaps)" }
   row("swaps per VM per 10 min") { String(format: "%.3f", $0.swapsPerVMPer10Min) }
   row("VF occupancy (mean of usable)") { percent($0.occupancy) }
   row("time to promote, median") { seconds($0.medianPromoteDelaySeconds) }

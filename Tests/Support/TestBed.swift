@@ -287,3 +287,18 @@ private final class OnceNotice: @unchecked Sendable {
     FileHandle.standardError.write(Data("[TestBed] \(message)\n".utf8))
   }
 }
+
+/// Exclusive use of the bed across processes: two test runs (two developers,
+/// or CI and a developer) on one machine must not swap the same guests at
+/// once. Held until the value is released.
+public final class TestBedLease: @unchecked Sendable {
+  let fd: Int32
+  /// Blocks until no other process holds the bed.
+  public init(path: String = "/run/vfshift-testbed/tests.lock") {
+    try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
+                                             withIntermediateDirectories: true)
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+    if fd >= 0 { _ = flock(fd, LOCK_EX) }
+  }
+  deinit { if fd >= 0 { close(fd) } }
+}

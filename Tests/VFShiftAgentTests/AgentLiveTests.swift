@@ -12,6 +12,8 @@ struct AgentLiveTests {
   @Test("the paper's scenario live: promote on onset, the VF follows the traffic, demote when it stops; low never")
   func paperScenario() async throws {
     let bed = try TestBed.require()
+    let lease = TestBedLease()
+    defer { withExtendedLifetime(lease) {} }
     try resetAllGuests(bed)
     let scratch = Scratch("paper")
     let policyPath = scratch.file("policy.json")
@@ -38,7 +40,12 @@ struct AgentLiveTests {
     let promoted = try liveInventory("vfs-g3")
     #expect(promoted.nics.count == 1)
     #expect(promoted.nics.first?.poolNetwork == "vfs-pool")
-    let scrapeMid = try scrape(metricsAddress)
+    // Metrics are published each cycle: the next one shows the VF in use.
+    var scrapeMid = ""
+    try await agent.waitFor("metrics show the VF in use", seconds: 10) {
+      scrapeMid = (try? scrape(metricsAddress)) ?? ""
+      return scrapeMid.contains("vfshift_pool_vfs_used{pool=\"vfs\"} 1")
+    }
 
     // The traffic moves to vfs-g4: after g3's dwell the VF follows it.
     g3.stop()
@@ -106,6 +113,8 @@ struct AgentLiveTests {
   @Test("dry run: the same decisions are logged and every guest's XML is byte-identical afterwards")
   func dryRun() async throws {
     let bed = try TestBed.require()
+    let lease = TestBedLease()
+    defer { withExtendedLifetime(lease) {} }
     try resetAllGuests(bed)
     let scratch = Scratch("dry")
     let policyPath = scratch.file("policy.json")
@@ -128,6 +137,8 @@ struct AgentLiveTests {
   @Test("reload: SIGHUP with a valid policy takes effect; with an invalid one the errors are logged and the old policy stays")
   func reload() async throws {
     let bed = try TestBed.require()
+    let lease = TestBedLease()
+    defer { withExtendedLifetime(lease) {} }
     try resetAllGuests(bed)
     let scratch = Scratch("reload")
     let policyPath = scratch.file("policy.json")
@@ -167,6 +178,8 @@ struct AgentLiveTests {
         arguments: ["journal", "attached", "detach-requested"])
   func crashAtStep(_ step: String) async throws {
     let bed = try TestBed.require()
+    let lease = TestBedLease()
+    defer { withExtendedLifetime(lease) {} }
     try resetAllGuests(bed)
     let scratch = Scratch("crash-\(step)")
     let policyPath = scratch.file("policy.json")

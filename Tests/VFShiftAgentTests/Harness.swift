@@ -147,7 +147,7 @@ final class TrafficSource {
   }
 
   func stop() {
-    if process.isRunning { kill(process.processIdentifier, SIGTERM); process.waitUntilExit() }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
   }
 
   deinit { stop() }
@@ -183,7 +183,7 @@ final class PingMonitor {
     return (sent, lost)
   }
 
-  func stop() { if process.isRunning { kill(process.processIdentifier, SIGINT); process.waitUntilExit() } }
+  func stop() { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
   deinit { stop() }
 }
 

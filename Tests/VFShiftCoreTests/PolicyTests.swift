@@ -83,6 +83,15 @@ let badPolicies: [BadPolicy] = [
       ],
     }
     """, expect: ["5: classes[1].match.names: 'vm3' is also matched by class 'a'"]),
+  BadPolicy(what: "a VM matched by two classes, the literal name first", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [
+        { name: "a", match: { names: ["vm3"] }, vf: "never" },
+        { name: "b", match: { names: "vm*" }, vf: "never" },
+      ],
+    }
+    """, expect: ["5: classes[1].match.names: 'vm*' is also matched by class 'a'"]),
   BadPolicy(what: "release threshold above the promote threshold", text: """
     {
       pools: [ { name: "p", network: "n" } ],
