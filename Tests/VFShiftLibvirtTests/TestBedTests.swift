@@ -21,7 +21,7 @@ import VFShiftTestSupport
     try #require(guests.count == 3, "the bed has \(bed.managed.count) labelled guests")
     // One guest gets a pool member too, so both host device kinds are checked.
     let withPool = guests[0]
-    try await withCleanup(c, bed, [withPool]) {
+    try await withCleanup(c, bed, guests) {
       _ = try await c.attachPoolInterface(uuid: withPool.uuid, network: bed.pool, mac: nil, alias: "ua-vfshift-inv",
                                           deadline: .now + .seconds(20))
       let inventory = Inventory(connection: c)
@@ -323,27 +323,17 @@ struct TestBedCommandError: Error, CustomStringConvertible {
   var description: String { "`\(command)` exited \(status): \(output)" }
 }
 
-/// Runs `body`, then puts every guest back: resumed, no vfshift NICs, its
-/// virtio NIC `ua-net0` present, no journal, every pool member up.
+/// Puts each guest in its initial state (`deploy/testbed/reset-guest`: resumed,
+/// one virtio NIC `ua-net0`, no metadata but its label, pool members up), runs
+/// `body`, and resets them again, also when `body` fails.
 func withCleanup(_ c: LibvirtConnection, _ bed: Bed, _ guests: [Bed.Guest],
                  _ body: () async throws -> Void) async throws {
-  var saved: [String: String] = [:]
-  for g in guests { saved[g.uuid] = try c.inventory(uuid: g.uuid).nic(alias: "ua-net0")?.xml }
+  for g in guests { try TestBed.resetGuest(g.name) }
   var failure: (any Error)?
   do { try await body() } catch { failure = error }
   for g in guests {
-    _ = try? sh("virsh domstate \(g.name) | grep -q paused && virsh resume \(g.name)")
-    if let d = try? c.inventory(uuid: g.uuid) {
-      if d.nic(alias: "ua-net0") == nil, let xml = saved[g.uuid] {
-        _ = try? await c.restoreInterface(uuid: g.uuid, savedXML: xml, deadline: .now + .seconds(20))
-      }
-      for nic in d.nics where nic.alias?.hasPrefix("ua-vfshift") == true {
-        _ = await c.detachInterface(uuid: g.uuid, alias: nic.alias!, deadline: .now + .seconds(20))
-      }
-    }
-    try? c.clearJournal(uuid: g.uuid)
+    do { try TestBed.resetGuest(g.name) } catch { failure = failure ?? error }
   }
-  try? TestBed.poolMembersUp()
   if let failure { throw failure }
 }
 
