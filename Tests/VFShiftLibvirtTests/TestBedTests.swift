@@ -270,13 +270,15 @@ struct Bed {
   var guests: [Guest] { state.guests }
   /// Guests with a QoS label: the ones vfshift manages.
   var managed: [Guest] { state.managedGuests }
+  /// Exclusive use of the bed for as long as the test holds this value.
+  var lease: TestBedLease
   var pool: String { state.poolNetwork }
   var bridge: String { state.bridge }
   var namespace: String { state.namespace }
 
   /// The running bed; throws why not (the suite is only enabled when the bed
   /// can come up, or always with CI=true, so a missing bed fails there).
-  static func require() throws -> Bed { Bed(state: try TestBed.require()) }
+  static func require() throws -> Bed { Bed(state: try TestBed.require(), lease: TestBedLease()) }
 
   func ping(_ ip: String) throws -> Bool {
     try sh("ip netns exec \(namespace) ping -n -q -c 1 -W 1 \(ip)").status == 0
