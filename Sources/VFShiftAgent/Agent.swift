@@ -110,6 +110,8 @@ public final class Agent: @unchecked Sendable {
       }
       if reconcileNeeded.exchange(false, ordering: .sequentiallyConsistent), !config.dryRun, !config.recordOnly {
         await reconcileAll(inventory, swapper)
+      } else if !config.dryRun, !config.recordOnly {
+        await reconcileAll(inventory, swapper, waitingOnGuests: false)
       }
       let began = ContinuousClock.now
       await runCycle(inventory: inventory, reader: &reader, swapper: swapper, poolTotals: poolTotals)
@@ -166,8 +168,15 @@ public final class Agent: @unchecked Sendable {
     }
   }
 
-  func reconcileAll(_ inventory: Inventory, _ swapper: Swapper) async {
+  /// Swaps run one at a time inside the loop, so a journal seen between
+  /// cycles is one a failed or pending swap left. On start and reconnect
+  /// every journal is reconciled; between cycles (`waitingOnGuests: false`)
+  /// a detach still pending in a guest that holds on to its old NIC (paused,
+  /// hung) is left to libvirt — asking again would block the loop for the
+  /// detach deadline each cycle — and is finished once the NIC is gone.
+  func reconcileAll(_ inventory: Inventory, _ swapper: Swapper, waitingOnGuests: Bool = true) async {
     for domain in inventory.snapshot() where domain.journal != nil {
+      if !waitingOnGuests, let j = domain.journal, j.step == .detachPending, domain.nic(alias: j.oldAlias) != nil { continue }
       let identity = VMIdentity(uuid: domain.uuid, name: domain.name, label: domain.qosLabel)
       // A journal is vfshift's own: finishing it is never touching an
       // unmanaged VM, even if the policy no longer matches the VM.
