@@ -132,11 +132,11 @@ final class TrafficSource {
         try:
             s = socket.create_connection((ip, port), timeout=2)
             s.settimeout(2)
-            t0, sent = time.time(), 0
+            t0, sent = time.monotonic(), 0
             while True:
                 s.sendall(chunk)
                 sent += len(chunk)
-                ahead = sent / rate - (time.time() - t0)
+                ahead = sent / rate - (time.monotonic() - t0)
                 if ahead > 0:
                     time.sleep(ahead)
         except Exception:
