@@ -77,6 +77,11 @@ public final class Agent: @unchecked Sendable {
                           detachDeadline: config.detachDeadline,
                           stepHook: { name in
                             if ProcessInfo.processInfo.environment["VFSHIFT_CRASH_AT_STEP"] == name { kill(getpid(), SIGKILL) }
+                            // Fault tests: stop here (once) so the test can break something mid-swap, then SIGCONT.
+                            if let v = getenv("VFSHIFT_PAUSE_AT_STEP"), String(cString: v) == name {
+                              unsetenv("VFSHIFT_PAUSE_AT_STEP")
+                              kill(getpid(), SIGSTOP)
+                            }
                           })
     var listener: MetricsListener?
     if let address = config.metricsListen {

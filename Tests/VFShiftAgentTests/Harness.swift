@@ -5,6 +5,14 @@ import VFShiftLibvirt
 /// The built `vfshift` binary: the tests run the agent as operators do, as a
 /// process, so signals, crashes and restarts are real.
 let vfshiftBinary: String = {
+  // The binary built with these tests (any --scratch-path), before a shared .build.
+  if let path = ProcessInfo.processInfo.environment["VFSHIFT_BINARY"], !path.isEmpty { return path }
+  if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+    if dir.lastPathComponent == "MacOS" || dir.path.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
+    let sibling = dir.appendingPathComponent("vfshift").path
+    if FileManager.default.isExecutableFile(atPath: sibling) { return sibling }
+  }
   for dir in [".build/debug", ".build/x86_64-unknown-linux-gnu/debug", ".build/release"] {
     let path = TestBed.packageRoot.appendingPathComponent("\(dir)/vfshift").path
     if FileManager.default.isExecutableFile(atPath: path) { return path }
