@@ -34,12 +34,13 @@ let package = Package(
     .executableTarget(name: "bench-libvirt", dependencies: ["VFShiftLibvirt", "VFShiftHost"], path: "Benchmarks/bench-libvirt"),
     .executableTarget(name: "bench-agent", dependencies: ["VFShiftAgent"], path: "Benchmarks/bench-agent"),
     // libFuzzer targets, one per parser; Benchmarks/fuzz/run builds them with the sanitizers.
-    .executableTarget(name: "fuzz-policy", dependencies: ["VFShiftCore"], path: "Benchmarks/fuzz-policy"),
-    .executableTarget(name: "fuzz-trace", dependencies: ["VFShiftCore"], path: "Benchmarks/fuzz-trace"),
-    .executableTarget(name: "fuzz-gwa", dependencies: ["VFShiftCore"], path: "Benchmarks/fuzz-gwa"),
-    .executableTarget(name: "fuzz-procnetdev", dependencies: ["VFShiftHost"], path: "Benchmarks/fuzz-procnetdev"),
-    .executableTarget(name: "fuzz-netlink", dependencies: ["VFShiftHost"], path: "Benchmarks/fuzz-netlink"),
-    .executableTarget(name: "fuzz-domainxml", dependencies: ["VFShiftLibvirt"], path: "Benchmarks/fuzz-domainxml"),
+    .target(name: "FuzzSupport", path: "Benchmarks/FuzzSupport"),
+    .executableTarget(name: "fuzz-policy", dependencies: ["FuzzSupport", "VFShiftCore"], path: "Benchmarks/fuzz-policy"),
+    .executableTarget(name: "fuzz-trace", dependencies: ["FuzzSupport", "VFShiftCore"], path: "Benchmarks/fuzz-trace"),
+    .executableTarget(name: "fuzz-gwa", dependencies: ["FuzzSupport", "VFShiftCore"], path: "Benchmarks/fuzz-gwa"),
+    .executableTarget(name: "fuzz-procnetdev", dependencies: ["FuzzSupport", "VFShiftHost"], path: "Benchmarks/fuzz-procnetdev"),
+    .executableTarget(name: "fuzz-netlink", dependencies: ["FuzzSupport", "VFShiftHost"], path: "Benchmarks/fuzz-netlink"),
+    .executableTarget(name: "fuzz-domainxml", dependencies: ["FuzzSupport", "VFShiftLibvirt"], path: "Benchmarks/fuzz-domainxml"),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -133,31 +133,6 @@ let floorBuffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment
 
 // MARK: - libvirt's per-interface lookup
 
-/// What libvirt's virNetDevTapInterfaceStats does for one interface: fopen
-/// /proc/net/dev, fgets line by line until "NAME:", parse that line, fclose.
-func perInterfaceLookup(_ name: String) -> InterfaceCounters? {
-  guard let fp = fopen("/proc/net/dev", "r") else { return nil }
-  defer { fclose(fp) }
-  var line = [CChar](repeating: 0, count: 256)
-  while fgets(&line, 256, fp) != nil {
-    guard let colon = strchr(line, 0x3A) else { continue }
-    colon.pointee = 0
-    var start = line.withUnsafeBufferPointer { $0.baseAddress! }
-    while start.pointee == 0x20 { start += 1 }
-    if strcmp(start, name) == 0 {
-      var fields = [UInt64](repeating: 0, count: 16)
-      var p = colon + 1
-      for i in 0..<16 {
-        var end: UnsafeMutablePointer<CChar>? = nil
-        fields[i] = strtoull(p, &end, 10)
-        p = end!
-      }
-      return InterfaceCounters(rxBytes: fields[0], rxPackets: fields[1], rxErrors: fields[2], rxDrops: fields[3],
-                               txBytes: fields[8], txPackets: fields[9], txErrors: fields[10], txDrops: fields[11])
-    }
-  }
-  return nil
-}
 
 // MARK: - Tools users have
 

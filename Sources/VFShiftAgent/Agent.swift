@@ -288,17 +288,13 @@ public final class Agent: @unchecked Sendable {
     // are built only for the cycles that write it.
     let writeStatus = news || cycle % 10 == 0
     var used: [String: Int] = [:]
-    var vms: [String: Metrics.VMGauge] = [:]
-    vms.reserveCapacity(observation.vms.count)
     var rows: [StatusRow] = []
     if writeStatus { rows.reserveCapacity(observation.vms.count) }
     for vm in observation.vms {
-      var onVF = false
-      if case .vf(let p) = vm.placement { used[p, default: 0] += 1; onVF = true }
+      if case .vf(let p) = vm.placement { used[p, default: 0] += 1 }
+      guard writeStatus else { continue }
       let rate = state.rate(of: vm.identity.uuid)
       let cls = className(vm.identity)
-      vms[vm.identity.name] = .init(className: cls, bytesPerSecond: rate?.bytesPerSecond, packetsPerSecond: rate?.packetsPerSecond, onVF: onVF)
-      guard writeStatus else { continue }
       let placement: String = switch vm.placement {
       case .virtio: "virtio"
       case .vf(let p): "vf:\(p)"
@@ -319,7 +315,7 @@ public final class Agent: @unchecked Sendable {
       pools[pool.name] = (total, used[pool.name] ?? 0, min(pool.maxInUse ?? total, total))
     }
     metrics.observePools(pools)
-    metrics.observeVMs(vms)
+    metrics.observeEngine(state, classNames: policy.classes.map(\.name))
     if let path = config.metricsTextfile { writeAtomically(metrics.render(), to: path) }
     if writeStatus {
       let status = AgentStatus(policy: policy.name, dryRun: config.dryRun, pid: Int(getpid()), cycle: cycle,

@@ -13,7 +13,11 @@ public final class Metrics: Sendable {
     var swapDurations: [Double] = []        // bucket counts
     var swapDurationSum = 0.0
     var swapDurationCount = 0
-    var vms: [String: VMGauge] = [:]
+    /// The engine's state as of the last cycle (a copy-on-write value, so
+    /// handing it over costs nothing) and the class names its indexes mean;
+    /// per-VM gauges are computed from it only when someone scrapes.
+    var engine = EngineState()
+    var classNames: [String] = []
     var cycleSeconds = 0.0
     var cycles = 0
     var errors: [String: Int] = [:]
@@ -34,7 +38,9 @@ public final class Metrics: Sendable {
     }
   }
 
-  func observeVMs(_ vms: [String: VMGauge]) { state.withLock { $0.vms = vms } }
+  func observeEngine(_ engine: EngineState, classNames: [String]) {
+    state.withLock { $0.engine = engine; $0.classNames = classNames }
+  }
 
   func swapFinished(verb: String, outcome: String, seconds: Double) {
     state.withLock { s in
@@ -54,6 +60,12 @@ public final class Metrics: Sendable {
   /// The whole registry, as Prometheus scrapes it.
   public func render() -> String {
     let s = state.withLock { $0 }
+    var vmRows: [(name: String, gauge: VMGauge)] = []
+    s.engine.forEachVM { vm, c, bytes, packets, _, onVF in
+      guard c >= 0, c < s.classNames.count else { return }
+      vmRows.append((vm.name, VMGauge(className: s.classNames[c], bytesPerSecond: bytes, packetsPerSecond: packets, onVF: onVF)))
+    }
+    vmRows.sort { $0.name < $1.name }
     var out = ""
     func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
     func label(_ v: String) -> String { v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n") }
@@ -74,15 +86,15 @@ public final class Metrics: Sendable {
     out += "vfshift_swap_duration_seconds_bucket{le=\"+Inf\"} \(s.swapDurationCount)\n"
     out += "vfshift_swap_duration_seconds_sum \(s.swapDurationSum)\nvfshift_swap_duration_seconds_count \(s.swapDurationCount)\n"
     family("vfshift_vm_receive_transmit_bytes_per_second", "gauge", "Measured rate of each managed VM (rx + tx), when known.")
-    for (vm, g) in s.vms.sorted(by: { $0.key < $1.key }) {
+    for (vm, g) in vmRows {
       if let b = g.bytesPerSecond { out += "vfshift_vm_receive_transmit_bytes_per_second{vm=\"\(label(vm))\",class=\"\(label(g.className))\"} \(b)\n" }
     }
     family("vfshift_vm_packets_per_second", "gauge", "Measured packet rate of each managed VM, when known.")
-    for (vm, g) in s.vms.sorted(by: { $0.key < $1.key }) {
+    for (vm, g) in vmRows {
       if let p = g.packetsPerSecond { out += "vfshift_vm_packets_per_second{vm=\"\(label(vm))\",class=\"\(label(g.className))\"} \(p)\n" }
     }
     family("vfshift_vm_on_vf", "gauge", "1 when the VM's network is on a VF, 0 on virtio.")
-    for (vm, g) in s.vms.sorted(by: { $0.key < $1.key }) { out += "vfshift_vm_on_vf{vm=\"\(label(vm))\",class=\"\(label(g.className))\"} \(g.onVF ? 1 : 0)\n" }
+    for (vm, g) in vmRows { out += "vfshift_vm_on_vf{vm=\"\(label(vm))\",class=\"\(label(g.className))\"} \(g.onVF ? 1 : 0)\n" }
     family("vfshift_cycle_duration_seconds", "gauge", "Wall time of the last observe-decide-act cycle.")
     out += "vfshift_cycle_duration_seconds \(s.cycleSeconds)\n"
     family("vfshift_cycles_total", "counter", "Cycles run.")

@@ -39,8 +39,11 @@ public func observe(domains: [DomainInventory], counters: CounterSnapshot, polic
   for domain in domains {
     let identity = VMIdentity(uuid: domain.uuid, name: domain.name, label: domain.qosLabel)
     let nics = managedNICs(domain, policy: policy)
-    guard case .managed = policy.resolveClass(of: identity) else {
-      if let pool = nics.pool { heldByOthers[pool, default: 0] += 1 }
+    // Class matching is the engine's (it caches it per VM); here it only
+    // matters for a VM holding a pool VF, which counts against the cap when no
+    // class manages it.
+    if let pool = nics.pool, policy.resolveClass(of: identity).classIndex == nil {
+      heldByOthers[pool, default: 0] += 1
       continue
     }
     let placement: Placement

@@ -36,21 +36,6 @@ public struct ParkedNIC: Sendable, Equatable {
   }
 }
 
-func xmlEscape(_ s: String) -> String {
-  var out = ""
-  for c in s {
-    switch c {
-    case "&": out += "&amp;"
-    case "<": out += "&lt;"
-    case ">": out += "&gt;"
-    case "\"": out += "&quot;"
-    case "'": out += "&apos;"
-    default: out.append(c)
-    }
-  }
-  return out
-}
-
 /// How a swap ended, for the log, the metrics and the tests.
 public enum SwapOutcome: String, Sendable, Equatable {
   case done

@@ -14,6 +14,14 @@ public struct EngineState: Sendable, Equatable {
 
   public init() {}
 
+  /// Every VM the engine tracks, in its own order, without hashing or class
+  /// matching: for metrics rendered on a scrape, not every cycle.
+  /// `classIndex` is -1 for a VM no class manages.
+  public func forEachVM(_ body: (_ vm: VMIdentity, _ classIndex: Int, _ bytesPerSecond: Double?,
+                                 _ packetsPerSecond: Double?, _ intensive: Bool, _ onVF: Bool) -> Void) {
+    for t in tracks { body(t.identity, t.classIndex, t.smoothedBytes, t.smoothedPackets, t.intensive, t.vfSince != nil) }
+  }
+
   /// Per-VM view for status output and tests.
   public func rate(of uuid: String) -> (bytesPerSecond: Double?, packetsPerSecond: Double?, intensive: Bool)? {
     guard let i = index[uuid] else { return nil }

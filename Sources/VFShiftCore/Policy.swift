@@ -131,6 +131,8 @@ public enum ClassResolution: Sendable, Equatable {
   case managed(classIndex: Int)
   /// Two classes claim the VM: an operator error, so the VM is left alone.
   case ambiguous([String])
+
+  public var classIndex: Int? { if case .managed(let c) = self { c } else { nil } }
 }
 
 extension Policy {

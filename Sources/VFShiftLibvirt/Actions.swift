@@ -239,7 +239,7 @@ extension LibvirtConnection {
   /// Labels (or, with nil, unlabels) a domain's QoS class in its live metadata.
   public func setQoSLabel(uuid: String, className: String?) throws(LibvirtError) {
     try setMetadata(uuid: uuid, namespaceURI: VFShiftNamespace.qos, prefix: VFShiftNamespace.qosPrefix,
-                    xml: className.map { "<qos class=\"\(escape($0))\"/>" })
+                    xml: className.map { "<qos class=\"\(xmlEscape($0))\"/>" })
   }
 }
 

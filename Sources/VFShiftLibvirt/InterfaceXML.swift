@@ -12,10 +12,10 @@ public enum InterfaceXML {
   /// tell the two NICs apart while both exist).
   public static func poolInterface(network: String, mac: String?, alias: String) -> String {
     var s = "<interface type='network'>"
-    s += "<source network='\(escape(network))'/>"
-    if let mac { s += "<mac address='\(escape(mac))'/>" }
+    s += "<source network='\(xmlEscape(network))'/>"
+    if let mac { s += "<mac address='\(xmlEscape(mac))'/>" }
     s += "<model type='virtio'/>"
-    s += "<alias name='\(escape(alias))'/>"
+    s += "<alias name='\(xmlEscape(alias))'/>"
     s += "</interface>"
     return s
   }
@@ -46,19 +46,19 @@ public enum InterfaceXML {
       s += "<source><address type='pci' domain='0x\(parts[0])' bus='0x\(parts[1])' slot='0x\(parts[2])' function='0x\(parts[3])'/></source>"
     case .hostdevNetwork(let network):
       s = "<interface type='network'>"
-      s += "<source network='\(escape(network))'/>"
+      s += "<source network='\(xmlEscape(network))'/>"
     }
-    s += "<mac address='\(escape(mac))'/>"
-    s += "<teaming type='transient' persistent='\(escape(persistentAlias))'/>"
-    s += "<alias name='\(escape(alias))'/>"
+    s += "<mac address='\(xmlEscape(mac))'/>"
+    s += "<teaming type='transient' persistent='\(xmlEscape(persistentAlias))'/>"
+    s += "<alias name='\(xmlEscape(alias))'/>"
     s += "</interface>"
     return s
   }
 
   /// The virtio half of a failover pair, as an operator defines it in the domain.
   public static func failoverPersistent(bridge: String, mac: String, alias: String) -> String {
-    "<interface type='bridge'><source bridge='\(escape(bridge))'/><mac address='\(escape(mac))'/>"
-      + "<model type='virtio'/><teaming type='persistent'/><alias name='\(escape(alias))'/></interface>"
+    "<interface type='bridge'><source bridge='\(xmlEscape(bridge))'/><mac address='\(xmlEscape(mac))'/>"
+      + "<model type='virtio'/><teaming type='persistent'/><alias name='\(xmlEscape(alias))'/></interface>"
   }
 
   /// Turns an `<interface>` from a live XML back into something libvirt

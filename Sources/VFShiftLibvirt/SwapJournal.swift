@@ -61,10 +61,10 @@ public struct SwapJournal: Sendable, Equatable, Hashable {
   /// The element to hand to virDomainSetMetadata (unprefixed; libvirt adds
   /// the namespace). Attribute values and the saved XML are escaped.
   public func xmlElement() -> String {
-    var s = "<journal op=\"\(operation.rawValue)\" pool=\"\(escape(pool))\" oldAlias=\"\(escape(oldAlias))\""
-    s += " newAlias=\"\(escape(newAlias))\" step=\"\(step.rawValue)\" startedAtMs=\"\(startedAtUnixMilliseconds)\""
+    var s = "<journal op=\"\(operation.rawValue)\" pool=\"\(xmlEscape(pool))\" oldAlias=\"\(xmlEscape(oldAlias))\""
+    s += " newAlias=\"\(xmlEscape(newAlias))\" step=\"\(step.rawValue)\" startedAtMs=\"\(startedAtUnixMilliseconds)\""
     if let saved = savedInterfaceXML {
-      s += "><saved>\(escape(saved))</saved></journal>"
+      s += "><saved>\(xmlEscape(saved))</saved></journal>"
     } else {
       s += "/>"
     }
@@ -107,7 +107,8 @@ public struct SwapJournal: Sendable, Equatable, Hashable {
   }
 }
 
-func escape(_ s: String) -> String {
+/// XML text and attribute escaping, for metadata elements written by hand.
+public func xmlEscape(_ s: String) -> String {
   var out = ""
   out.reserveCapacity(s.utf8.count)
   for c in s {

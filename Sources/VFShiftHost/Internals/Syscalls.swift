@@ -8,6 +8,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import VFShiftCore
 
 /// A failed system call: which call, on what, and the errno it returned.
 public struct SystemCallError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -392,4 +393,34 @@ public final class BareNetlinkDump {
       if done { return total }
     }
   }
+}
+
+// MARK: - libvirt's way of reading one interface
+
+/// What libvirt's virNetDevTapInterfaceStats does for one interface: fopen
+/// /proc/net/dev, fgets line by line until "NAME:", parse that line, fclose.
+/// Kept as the alternative the benchmarks compare against: one open and scan
+/// per interface is what polling VMs one by one costs.
+public func perInterfaceLookup(_ name: String, path: String = "/proc/net/dev") -> InterfaceCounters? {
+  guard let fp = fopen(path, "r") else { return nil }
+  defer { fclose(fp) }
+  var line = [CChar](repeating: 0, count: 256)
+  while fgets(&line, 256, fp) != nil {
+    guard let colon = strchr(line, 0x3A) else { continue }
+    colon.pointee = 0
+    var start = line.withUnsafeBufferPointer { $0.baseAddress! }
+    while start.pointee == 0x20 { start += 1 }
+    if strcmp(start, name) == 0 {
+      var fields = [UInt64](repeating: 0, count: 16)
+      var p = colon + 1
+      for i in 0..<16 {
+        var end: UnsafeMutablePointer<CChar>? = nil
+        fields[i] = strtoull(p, &end, 10)
+        p = end!
+      }
+      return InterfaceCounters(rxBytes: fields[0], rxPackets: fields[1], rxErrors: fields[2], rxDrops: fields[3],
+                               txBytes: fields[8], txPackets: fields[9], txErrors: fields[10], txDrops: fields[11])
+    }
+  }
+  return nil
 }
