@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import VFShiftCore
-import VFShiftAgent
+@testable import VFShiftAgent
 import VFShiftLibvirt
 import VFShiftTestSupport
 
@@ -127,4 +127,23 @@ func unitHardening() throws {
   let score = try #require(Double(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces).split(separator: " ")[0]))
   print("systemd-analyze: \(line)")
   #expect(score <= 3.0)
+}
+
+@Test("the metrics endpoint binds loopback by default and serves /metrics only: any other path or method is a 404")
+func metricsOnlyOnLoopback() throws {
+  #expect(AgentConfig(policyPath: "p").metricsListen == "127.0.0.1:9479")
+  let listener = try MetricsListener(address: ":0") { "vfshift_up 1\n" }
+  #expect(listener.boundAddress.hasPrefix("127.0.0.1:"), "an empty host is loopback: \(listener.boundAddress)")
+  let port = String(listener.boundAddress.split(separator: ":")[1])
+  let out = try TestBed.run(["python3", "-c", """
+    import http.client, sys
+    for method, path in [('GET', '/metrics'), ('GET', '/'), ('GET', '/metrics/../etc/passwd'), ('POST', '/metrics'), ('GET', '/status')]:
+        c = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]), timeout=5)
+        c.request(method, path)
+        r = c.getresponse()
+        print(method, path, r.status, repr(r.read().decode()))
+    """, port])
+  let lines = out.split(separator: "\n").map(String.init)
+  #expect(lines.first == "GET /metrics 200 'vfshift_up 1\\n'", "\(lines)")
+  #expect(lines.dropFirst().count == 4 && lines.dropFirst().allSatisfy { $0.contains(" 404 'vfshift serves only /metrics\\n'") }, "\(lines)")
 }

@@ -367,7 +367,7 @@ struct FaultTests {
   func killLoop() async throws {
     let f = try FaultBed("kill-loop")
     let policyPath = try f.policy(faultPolicy())
-    var kills = 0, iteration = 0
+    var kills = 0, iteration = 0, midSwap = 0
     let steps = ["journal", "attached", "detach-requested"]
     var rng = SystemRandomNumberGenerator()
     let began = ContinuousClock.now
@@ -386,7 +386,12 @@ struct FaultTests {
       }
       if agent.process.isRunning { kill(agent.pid, SIGKILL) }
       agent.process.waitUntilExit()
-      if agent.process.terminationReason == .uncaughtSignal && agent.process.terminationStatus == SIGKILL { kills += 1 }
+      if agent.process.terminationReason == .uncaughtSignal && agent.process.terminationStatus == SIGKILL {
+        kills += 1
+        // Mid-swap: a journal was written and the swap had not ended when it died.
+        let steps = agent.events("swap-step").compactMap { $0["step"] as? String }
+        if let last = steps.last, !["done", "attach-failed", "rolled-back", "refused", "detach-pending"].contains(last) { midSwap += 1 }
+      }
       iteration += 1
       #expect(ContinuousClock.now - began < .seconds(240), "the loop stays under 4 minutes")
       if ContinuousClock.now - began > .seconds(240) { break }
@@ -398,7 +403,7 @@ struct FaultTests {
     let (inv, rec) = try await f.settle(since: t0)
     f.record("agent SIGKILL at random points and at each swap step (\(kills) kills)", inv, recovery: rec,
              agent: agent.process.isRunning ? "restarted, running" : "exited",
-             note: "\(iteration) starts in \(String(format: "%.0f", (t0 - began).secondsValue)) s; recovery = last restart to settled")
+             note: "\(iteration) starts in \(String(format: "%.0f", (t0 - began).secondsValue)) s, \(midSwap) kills mid-swap (a journal written, the swap not ended), half of them at an exact step; recovery = last restart to settled")
     #expect(kills >= 50)
   }
 
@@ -472,14 +477,17 @@ struct FaultTests {
     try await agent.waitFor("a steady rate", seconds: 20) { (agent.metric(address, rateKey) ?? 0) > 5e5 }
     let before = try liveInventory("vfs-g3").nics[0]
     let xml = f.scratch.file("nic.xml")
-    try InterfaceXML.restorable(before.xml).write(toFile: xml, atomically: true, encoding: .utf8)
-    let t0 = ContinuousClock.now
+    // A fixed tap name, so the second round re-creates the device under the same name (counters back at 0).
+    try InterfaceXML.restorable(before.xml).replacingOccurrences(of: "</interface>", with: "<target dev='vfsg3tap'/></interface>")
+      .write(toFile: xml, atomically: true, encoding: .utf8)
+    var t0 = ContinuousClock.now
     var rates: [Double] = []
     for _ in 0..<2 {
       _ = try virsh("detach-device-alias", "vfs-g3", before.alias ?? "ua-net0", "--live")
       try await TestBed.waitUntil(deadlineSeconds: 10, "NIC gone") { (try? liveInventory("vfs-g3").nics.isEmpty) == true }
       _ = try virsh("attach-device", "vfs-g3", xml, "--live")
       try await TestBed.waitUntil(deadlineSeconds: 10, "NIC back") { (try? liveInventory("vfs-g3").nics.count) == 1 }
+      t0 = ContinuousClock.now
       let end = ContinuousClock.now + .seconds(4)
       while ContinuousClock.now < end {
         if let r = agent.metric(address, rateKey) { rates.append(r) }
@@ -488,12 +496,13 @@ struct FaultTests {
     }
     let after = try liveInventory("vfs-g3").nics[0]
     traffic.stop()
+    #expect(after.hostDevice == "vfsg3tap")
     #expect(rates.allSatisfy { $0 >= 0 && $0 < 2e6 }, "no negative or spiked rate: \(rates)")
     #expect(agent.events("swap-step").isEmpty, "no swap from a counter reset")
     let (inv, rec) = try await f.settle(since: t0)
-    f.record("interface re-created (virtio NIC detached + re-attached by hand, twice)", inv, recovery: rec,
+    f.record("interface re-created with the same name (virtio NIC detached + re-attached by hand, twice)", inv, recovery: rec,
              agent: agent.process.isRunning ? "running" : "exited",
-             note: String(format: "tap %@ → %@; rate %.2f–%.2f MB/s at 1 MB/s; 0 swaps", before.hostDevice ?? "-", after.hostDevice ?? "-",
+             note: String(format: "tap %@ → %@ → the same name again; rate %.2f–%.2f MB/s at 1 MB/s; 0 swaps; recovery includes 4 s of rate sampling after the re-attach", before.hostDevice ?? "-", after.hostDevice ?? "-",
                           (rates.min() ?? 0) / 1e6, (rates.max() ?? 0) / 1e6))
   }
 
@@ -503,7 +512,7 @@ struct FaultTests {
     let agent = try AgentProcess(scratch: f.scratch, policy: try f.policy(faultPolicy()))
     defer { _ = agent.stop() }
     try await agent.waitFor("a promotion", seconds: 40) { agent.swaps.contains { $0.direction == "promote" && $0.outcome == "done" } }
-    let t0 = ContinuousClock.now
+    var t0 = ContinuousClock.now
     var human = 0
     for round in 1...3 {
       try await agent.waitFor("promoted (round \(round))", seconds: 30) {
@@ -519,14 +528,15 @@ struct FaultTests {
       human += 1
       try await TestBed.waitUntil(deadlineSeconds: 10, "VF out") { poolNICCount(vm) == 0 }
       try TestBed.poolMembersUp()
+      t0 = ContinuousClock.now
     }
-    try await Task.sleep(for: .seconds(8))
+    let (inv, rec) = try await f.settle(since: t0)
+    try await Task.sleep(for: .seconds(5))
     let promotes = agent.swaps.filter { $0.direction == "promote" }.count
     #expect(promotes <= human + 1, "at most one re-promotion per human change: \(promotes) promotions for \(human) changes")
-    let (inv, rec) = try await f.settle(since: t0)
     f.record("someone else hot-plugs a virtio NIC and unplugs the VF (3 times)", inv, recovery: rec,
              agent: agent.process.isRunning ? "running" : "exited",
-             note: "\(promotes) promotions for \(human) human changes")
+             note: "\(promotes) promotions for \(human) human changes (each time the human's NIC is parked in place of the old one); recovery from the last change")
   }
 }
 
