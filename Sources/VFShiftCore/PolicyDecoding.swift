@@ -96,7 +96,10 @@ private struct PolicyDecoder {
 
   mutating func stringList(_ o: [String: JSONNode], _ key: String, _ path: String) -> [String] {
     guard let n = o[key] else { return [] }
-    if case .string(let s) = n.value { return [s] }
+    if case .string(let s) = n.value {
+      if s.isEmpty { fail(n, join(path, key), "must not be empty") ; return [] }
+      return [s]
+    }
     guard case .array(let items) = n.value else {
       fail(n, join(path, key), "must be a string or an array of strings, found \(n.value.typeName)")
       return []
@@ -194,9 +197,13 @@ private struct PolicyDecoder {
     let name = string(o, "name", path, required: true)
     let priority = number(o, "priority", path, min: -1_000_000, integer: true).map { Int($0) } ?? 0
     var vf = VFEligibility.eligible
+    // What depends on vf (pool, promote, demote) is not judged when vf
+    // itself is wrong: one mistake, one message.
+    var vfKnown = true
     if let v = string(o, "vf", path, required: true) {
       if let parsed = VFEligibility(rawValue: v) { vf = parsed } else {
         fail(o["vf"], join(path, "vf"), "must be one of never, eligible, always, got '\(v)'")
+        vfKnown = false
       }
     }
     var match = ClassMatch()
@@ -214,13 +221,15 @@ private struct PolicyDecoder {
     if let p = pool, !pools.contains(where: { $0.name == p }) {
       fail(o["pool"], join(path, "pool"), "no pool named '\(p)' (pools: \(pools.map(\.name).joined(separator: ", ")))")
     }
-    if pool == nil && vf != .never {
+    if pool == nil && vf != .never && vfKnown {
       if pools.count == 1 { pool = pools[0].name } else {
         fail(node, join(path, "pool"), "is required when vf is '\(vf.rawValue)' and the policy has \(pools.count) pools")
       }
     }
     var promote = RateThreshold(), demote = RateThreshold()
-    if vf == .eligible {
+    if !vfKnown {
+      // Skipped: see above.
+    } else if vf == .eligible {
       if let p = o["promote"] { promote = threshold(p, join(path, "promote")) ?? promote } else {
         fail(node, join(path, "promote"), "is required when vf is 'eligible'")
       }

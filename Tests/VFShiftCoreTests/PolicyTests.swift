@@ -32,6 +32,8 @@ struct BadPolicy: Sendable, CustomTestStringConvertible {
   var text: String
   /// Each expected problem as "line: path: fragment of the reason".
   var expect: [String]
+  /// How many problems in all, where the row says.
+  var exactly: Int? = nil
   var testDescription: String { what }
 }
 
@@ -111,6 +113,13 @@ let badPolicies: [BadPolicy] = [
       classes: [ { name: "h", match: { names: "*" }, vf: "sometimes" } ],
     }
     """, expect: ["3: classes[0].vf: must be one of never, eligible, always"]),
+  BadPolicy(what: "a bad vf value is one message, not a cascade; an empty name is reported too", text: """
+    {
+      pools: [ { name: "p", network: "n" }, { name: "q", network: "m" } ],
+      classes: [ { name: "h", match: { names: "" }, vf: "sometimes" } ],
+    }
+    """, expect: ["3: classes[0].vf: must be one of never, eligible, always", "3: classes[0].match.names: must not be empty"],
+    exactly: 3),
   BadPolicy(what: "several errors are all reported", text: """
     {
       pools: [ { name: "p" } ],
@@ -131,6 +140,7 @@ func badPolicyIsReported(_ row: BadPolicy) {
       #expect(lines.contains { $0.hasPrefix(fragment) || ($0.contains(fragment) && fragment.hasPrefix(":")) },
               "\(row.what): expected «\(fragment)» in \(lines)")
     }
+    if let n = row.exactly { #expect(error.issues.count == n, "\(row.what): \(lines)") }
     #expect(error.issues.allSatisfy { $0.file == "bad.json" })
     #expect(error.description.hasPrefix("bad.json"))
   }
