@@ -79,7 +79,14 @@ final class FaultBed {
     let connections = net.range(of: "connections='(\\d+)'", options: .regularExpression)
       .flatMap { Int(net[$0].filter(\.isNumber)) } ?? 0
     if connections != onPool { out.leakedVFs += abs(connections - onPool); out.detail.append("pool connections \(connections), pool NICs \(onPool)") }
-    out.unmanagedTouched = try virsh("dumpxml", unmanaged) != unmanagedBefore
+    let now = try virsh("dumpxml", unmanaged)
+    if now != unmanagedBefore {
+      out.unmanagedTouched = true
+      let a = unmanagedBefore.split(separator: "\n"), b = now.split(separator: "\n")
+      if let i = a.indices.first(where: { $0 < b.count && a[$0] != b[$0] }) ?? (a.count != b.count ? min(a.count, b.count) : nil) {
+        out.detail.append("\(unmanaged) XML line \(i + 1): \(i < a.count ? String(a[i]) : "-") → \(i < b.count ? String(b[i]) : "-")")
+      }
+    }
     return out
   }
 
@@ -113,6 +120,13 @@ final class FaultBed {
       try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
       if !FileManager.default.fileExists(atPath: faultsResultsPath) { FileManager.default.createFile(atPath: faultsResultsPath, contents: nil) }
       if let h = FileHandle(forWritingAtPath: faultsResultsPath) { h.seekToEndOfFile(); h.write(data + Data("\n".utf8)); try? h.close() }
+    }
+    if !inv.clean || recovery == nil {
+      // Keep the agent's logs of a failed row for whoever looks into it.
+      let kept = "/tmp/vfshift-faults-kept/\(URL(fileURLWithPath: scratch.path).lastPathComponent)"
+      try? FileManager.default.createDirectory(atPath: "/tmp/vfshift-faults-kept", withIntermediateDirectories: true)
+      try? FileManager.default.copyItem(atPath: scratch.path, toPath: kept)
+      print("fault row kept logs: \(kept)")
     }
     print("fault row: \(fault): \(inv) recovery \(recovery.map { String(format: "%.2f s", $0) } ?? "never")")
     #expect(inv.clean, "\(fault): \(inv)", sourceLocation: sourceLocation)
@@ -224,7 +238,7 @@ struct FaultTests {
     let (inv, rec) = try await f.settle(since: t0)
     f.record("libvirtd restarted mid-swap (between attach and detach)", inv, recovery: rec,
              agent: agent.process.isRunning ? "running" : "exited", note: "swapping \(vm)")
-    #expect(agent.process.isRunning, "the agent rides out the restart: \(agent.tail(5))")
+    #expect(agent.process.isRunning, "the agent rides out the restart; it exited \(agent.process.isRunning ? -1 : agent.process.terminationStatus) (\(agent.process.isRunning ? "" : "\(agent.process.terminationReason)")): \(agent.tail(5))")
 
     let t1 = ContinuousClock.now
     try await restartLibvirtd()
