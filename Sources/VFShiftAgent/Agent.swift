@@ -63,6 +63,10 @@ public final class Agent: @unchecked Sendable {
   /// Runs until SIGTERM/SIGINT (or `maxCycles`). Throws only for what stops
   /// it from starting: a held lock, no libvirt, a policy that does not fit.
   public func run() async throws {
+    // libvirt's client writes to its socket with write(2): when libvirtd goes
+    // away mid-call, SIGPIPE would kill the agent (seen: exit by signal 13
+    // mid-swap) instead of the call failing and the connection reconnecting.
+    signal(SIGPIPE, SIG_IGN)
     let lock = try AgentLock(path: config.lockPath)
     defer { withExtendedLifetime(lock) {} }
     let connection = try LibvirtConnection(uri: config.uri)
