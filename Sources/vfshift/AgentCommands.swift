@@ -118,7 +118,10 @@ func runAgent(_ command: String, _ argv: [String]) async throws -> ExitCode {
     printError("error: \(error)")
     return .failure
   }
-  // Signals arrive on a queue, never interrupting a swap half-way.
+  // Signals arrive on a queue, never interrupting a swap half-way. SIGPIPE
+  // is ignored as libvirt asks of its clients: a write to the socket of a
+  // libvirtd that just died must be an error to recover from, not our death.
+  signal(SIGPIPE, SIG_IGN)
   for s in [SIGHUP, SIGTERM, SIGINT] { signal(s, SIG_IGN) }
   var sources: [DispatchSourceSignal] = []
   for (sig, action) in [(SIGHUP, { agent.requestReload() }), (SIGTERM, { agent.requestStop() }), (SIGINT, { agent.requestStop() })] {
