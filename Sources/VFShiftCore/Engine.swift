@@ -344,6 +344,8 @@ private func allocate(pool: VFPool, contenders: PoolContenders, policy: Policy, 
     inUse -= 1
   }
 
+  // The steady state: nobody wants in, nobody over the cap — nothing to rank.
+  if challengers.isEmpty && inUse <= usable { return }
   incumbents.sort { $0.outranks($1) }
   // A cap lowered under the running system: shed the weakest incumbents.
   while inUse > usable, let weakest = incumbents.last, budget > 0 {
