@@ -80,7 +80,10 @@ final class FaultBed {
       .flatMap { Int(net[$0].filter(\.isNumber)) } ?? 0
     if connections != onPool { out.leakedVFs += abs(connections - onPool); out.detail.append("pool connections \(connections), pool NICs \(onPool)") }
     let now = try virsh("dumpxml", unmanaged)
-    if now != unmanagedBefore {
+    // What vfshift could touch — the NICs and the metadata — compared as
+    // values: a restarted libvirtd re-serialises the rest of the live XML
+    // (controller aliases come and go) without anyone touching the domain.
+    if touchable(now) != touchable(unmanagedBefore) {
       out.unmanagedTouched = true
       let a = unmanagedBefore.split(separator: "\n"), b = now.split(separator: "\n")
       if let i = a.indices.first(where: { $0 < b.count && a[$0] != b[$0] }) ?? (a.count != b.count ? min(a.count, b.count) : nil) {
@@ -580,4 +583,13 @@ func counterWrapEngine() throws {
   for _ in 0..<3 { step(t); rx += 1_000_000; t += 1 }
   #expect(rates.allSatisfy { $0 >= 0 && $0 <= 1_001_000 }, "rates \(rates)")
   #expect(actions == 0, "no promotion from a wrap or a reset")
+}
+
+/// The parts of a domain's live XML that vfshift acts on: each NIC's kind,
+/// MAC, alias and model, the QoS label, the journal, and the metadata element.
+func touchable(_ xml: String) -> String {
+  guard let inv = try? parseDomainXML(xml) else { return xml }
+  let nics = inv.nics.map { "\($0.kind) \($0.mac) \($0.alias ?? "-") \($0.model ?? "-")" }.joined(separator: "; ")
+  let metadata = xml.range(of: "<metadata>[\\s\\S]*</metadata>", options: .regularExpression).map { String(xml[$0]) } ?? ""
+  return "\(nics) | \(inv.qosLabel ?? "-") | \(String(describing: inv.journal)) | \(metadata)"
 }
