@@ -302,3 +302,38 @@ public final class TestBedLease: @unchecked Sendable {
   }
   deinit { if fd >= 0 { close(fd) } }
 }
+
+extension TestBed {
+  /// Starts a daemon with a clean signal mask and no pipes. A child started with
+  /// Foundation's Process from a test inherits the calling thread's mask, in
+  /// which libdispatch blocks nearly every signal: a libvirtd started that way
+  /// ignores SIGTERM (seen: `pkill -x libvirtd` left it running).
+  public static func startDaemon(_ path: String, _ arguments: [String], environment: [String] = []) throws {
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    posix_spawnattr_setsigmask(&attributes, &empty)
+    var defaults = sigset_t()
+    sigfillset(&defaults)
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    for fd in Int32(0)...2 {
+      posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
+    }
+    let env = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" } + environment
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
+    let envp = env.map { strdup($0) } + [nil]
+    defer { (argv + envp).forEach { free($0) } }
+    var pid = pid_t()
+    let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
+    guard rc == 0 else { throw TestBedError(location: "posix_spawn \(path)", what: "failed", why: String(cString: strerror(rc))) }
+    // `-d` forks the daemon and its first process exits once it is ready.
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+  }
+}

@@ -190,39 +190,12 @@ func restartLibvirtd() async throws {
   try await TestBed.waitUntil(deadlineSeconds: 20, poll: 0.1, "old libvirtd gone") {
     pids.allSatisfy { kill($0, 0) != 0 }
   }
-  try spawnDaemon("/usr/sbin/libvirtd", ["-d"])
+  try TestBed.startDaemon("/usr/sbin/libvirtd", ["-d"])
   try await TestBed.waitUntil(deadlineSeconds: 30, poll: 0.2, "libvirtd answers again") {
     (try? virsh("list")) != nil
   }
 }
 
-/// A daemon with a clean signal mask and no pipes (see TestBedTests' startDaemon:
-/// a child of a test thread inherits libdispatch's blocked signals).
-func spawnDaemon(_ path: String, _ arguments: [String]) throws {
-  var attributes = posix_spawnattr_t()
-  posix_spawnattr_init(&attributes)
-  defer { posix_spawnattr_destroy(&attributes) }
-  var empty = sigset_t()
-  sigemptyset(&empty)
-  posix_spawnattr_setsigmask(&attributes, &empty)
-  var defaults = sigset_t()
-  sigfillset(&defaults)
-  posix_spawnattr_setsigdefault(&attributes, &defaults)
-  posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-  var actions = posix_spawn_file_actions_t()
-  posix_spawn_file_actions_init(&actions)
-  defer { posix_spawn_file_actions_destroy(&actions) }
-  for fd in Int32(0)...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
-  let env = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
-  let argv = ([path] + arguments).map { strdup($0) } + [nil]
-  let envp = env.map { strdup($0) } + [nil]
-  defer { (argv + envp).forEach { free($0) } }
-  var pid = pid_t()
-  let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
-  guard rc == 0 else { throw TestBedError(location: "posix_spawn \(path)", what: "failed", why: String(cString: strerror(rc))) }
-  var status: Int32 = 0
-  while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-}
 
 func poolNICCount(_ vm: String) -> Int { (try? liveInventory(vm).nics.filter { $0.poolNetwork != nil }.count) ?? 0 }
 

@@ -224,7 +224,7 @@ import VFShiftTestSupport
     #expect(!c.isConnected)
     #expect(throws: LibvirtError.self) { try c.runningDomains() }
     try await waitFor("old libvirtd gone", seconds: 20) { try sh("pgrep -x libvirtd").status != 0 }
-    try startDaemon("/usr/sbin/libvirtd", ["-d"], environment: ["LIBVIRT_LOG_OUTPUTS=3:file:/var/log/libvirt/libvirtd.log"])
+    try TestBed.startDaemon("/usr/sbin/libvirtd", ["-d"], environment: ["LIBVIRT_LOG_OUTPUTS=3:file:/var/log/libvirt/libvirtd.log"])
     try await waitFor("libvirtd answers again", seconds: 30) { try sh("virsh -q list").status == 0 }
     let back = await firstEvent(events, within: 30) { $0 == .reconnected }
     #expect(back != nil, "reconnected reported")
@@ -409,35 +409,3 @@ final class ContinuousPing {
   }
 }
 
-/// Starts a daemon with a clean signal mask and no pipes. A child started with
-/// Foundation's Process from a test inherits the calling thread's mask, in
-/// which libdispatch blocks nearly every signal: a libvirtd started that way
-/// ignores SIGTERM (seen: `pkill -x libvirtd` left it running).
-func startDaemon(_ path: String, _ arguments: [String], environment: [String]) throws {
-  var attributes = posix_spawnattr_t()
-  posix_spawnattr_init(&attributes)
-  defer { posix_spawnattr_destroy(&attributes) }
-  var empty = sigset_t()
-  sigemptyset(&empty)
-  posix_spawnattr_setsigmask(&attributes, &empty)
-  var defaults = sigset_t()
-  sigfillset(&defaults)
-  posix_spawnattr_setsigdefault(&attributes, &defaults)
-  posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-  var actions = posix_spawn_file_actions_t()
-  posix_spawn_file_actions_init(&actions)
-  defer { posix_spawn_file_actions_destroy(&actions) }
-  for fd in Int32(0)...2 {
-    posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
-  }
-  let env = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" } + environment
-  let argv = ([path] + arguments).map { strdup($0) } + [nil]
-  let envp = env.map { strdup($0) } + [nil]
-  defer { (argv + envp).forEach { free($0) } }
-  var pid = pid_t()
-  let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
-  guard rc == 0 else { throw TestBedCommandError(command: path, status: rc, output: String(cString: strerror(rc))) }
-  // `-d` forks the daemon and its first process exits once it is ready.
-  var status: Int32 = 0
-  while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-}
