@@ -112,13 +112,15 @@ public final class Agent: @unchecked Sendable {
         if let totals = try? checkPools(connection) { poolTotals = totals }
         notifySystemd("READY=1\nSTATUS=running policy \(policy.name)")
       }
-      if reconcileNeeded.exchange(false, ordering: .sequentiallyConsistent), !config.dryRun, !config.recordOnly {
-        await reconcileAll(inventory, swapper)
-      } else if !config.dryRun, !config.recordOnly {
-        await reconcileAll(inventory, swapper, waitingOnGuests: false)
+      // One snapshot per cycle, shared by reconcile and the cycle; taken
+      // again only when reconcile changed something.
+      var domains = inventory.snapshot()
+      if !config.dryRun, !config.recordOnly {
+        let full = reconcileNeeded.exchange(false, ordering: .sequentiallyConsistent)
+        if await reconcileAll(domains, inventory, swapper, waitingOnGuests: full) { domains = inventory.snapshot() }
       }
       let began = ContinuousClock.now
-      await runCycle(inventory: inventory, reader: &reader, swapper: swapper, poolTotals: poolTotals)
+      await runCycle(domains: domains, inventory: inventory, reader: &reader, swapper: swapper, poolTotals: poolTotals)
       metrics.cycleFinished(seconds: (ContinuousClock.now - began).seconds)
       notifySystemd("WATCHDOG=1")
       cycle += 1
@@ -178,8 +180,12 @@ public final class Agent: @unchecked Sendable {
   /// a detach still pending in a guest that holds on to its old NIC (paused,
   /// hung) is left to libvirt — asking again would block the loop for the
   /// detach deadline each cycle — and is finished once the NIC is gone.
-  func reconcileAll(_ inventory: Inventory, _ swapper: Swapper, waitingOnGuests: Bool = true) async {
-    for domain in inventory.snapshot() where domain.journal != nil {
+  /// True when it reconciled anything.
+  @discardableResult
+  func reconcileAll(_ domains: [DomainInventory], _ inventory: Inventory, _ swapper: Swapper,
+                    waitingOnGuests: Bool = true) async -> Bool {
+    var acted = false
+    for domain in domains where domain.journal != nil {
       if !waitingOnGuests, let j = domain.journal, j.step == .detachPending, domain.nic(alias: j.oldAlias) != nil { continue }
       let identity = VMIdentity(uuid: domain.uuid, name: domain.name, label: domain.qosLabel)
       // A journal is vfshift's own: finishing it is never touching an
@@ -187,12 +193,14 @@ public final class Agent: @unchecked Sendable {
       let outcome = await swapper.reconcile(domain)
       log.emit("reconcile", ["vm": .string(identity.name), "outcome": .string(outcome?.rawValue ?? "none")])
       try? inventory.refresh(uuid: domain.uuid)
+      acted = true
     }
+    return acted
   }
 
-  func runCycle(inventory: Inventory, reader: inout HostCounterReader, swapper: Swapper, poolTotals: [String: Int]) async {
+  func runCycle(domains: [DomainInventory], inventory: Inventory, reader: inout HostCounterReader, swapper: Swapper,
+                poolTotals: [String: Int]) async {
     let now = Instant(seconds: (ContinuousClock.now - startedAt).seconds)
-    let domains = inventory.snapshot()
     let counters: CounterSnapshot
     do { counters = try reader.read() } catch {
       metrics.error("counters")
