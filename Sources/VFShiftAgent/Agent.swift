@@ -43,6 +43,7 @@ public final class Agent: @unchecked Sendable {
   let reconcileNeeded = Atomic<Bool>(true)
   var lastHold: [String: String] = [:]
   var recorder: TraceRecorder?
+  var devicePositions = DevicePositions()
   var cycle = 0
   let startedAt = ContinuousClock.now
   /// Decisions this process made, for tests comparing with a replay.
@@ -55,8 +56,30 @@ public final class Agent: @unchecked Sendable {
     metrics.setDryRun(config.dryRun)
   }
 
-  public func requestStop() { stop.store(true, ordering: .sequentiallyConsistent) }
-  public func requestReload() { reload.store(true, ordering: .sequentiallyConsistent) }
+  public func requestStop() {
+    stop.store(true, ordering: .sequentiallyConsistent)
+    napping.withLock { $0?.cancel() }
+  }
+
+  public func requestReload() {
+    reload.store(true, ordering: .sequentiallyConsistent)
+    napping.withLock { $0?.cancel() }
+  }
+
+  /// The sleep between cycles, which a stop or reload request cuts short.
+  let napping = Mutex<Task<Void, Never>?>(nil)
+
+  /// Sleeps until the next tick in one go, one wake-up per cycle instead of
+  /// one every 200 ms to look at the flags. A request sets its flag before
+  /// cancelling, and the nap is published before the flags are read, so none
+  /// is missed.
+  func nap(until deadline: ContinuousClock.Instant) async {
+    let nap = Task<Void, Never> { _ = try? await Task.sleep(until: deadline, clock: .continuous) }
+    napping.withLock { $0 = nap }
+    if stop.load(ordering: .sequentiallyConsistent) || reload.load(ordering: .sequentiallyConsistent) { nap.cancel() }
+    await nap.value
+    napping.withLock { $0 = nil }
+  }
 
   var interval: Double { config.intervalSeconds ?? policy.intervalSeconds }
 
@@ -130,10 +153,7 @@ public final class Agent: @unchecked Sendable {
       next = next + .seconds(interval)
       let now = ContinuousClock.now
       if next < now { next = now + .seconds(interval) }
-      while ContinuousClock.now < next && !stop.load(ordering: .sequentiallyConsistent)
-              && !reload.load(ordering: .sequentiallyConsistent) {
-        try? await Task.sleep(until: min(next, ContinuousClock.now + .milliseconds(200)), clock: .continuous)
-      }
+      await nap(until: next)
     }
     notifySystemd("STOPPING=1")
     log.emit("stop", ["cycles": .number(Double(cycle))])
@@ -238,7 +258,7 @@ public final class Agent: @unchecked Sendable {
   package func observeAndDecide(domains: [DomainInventory], counters: CounterSnapshot, poolTotals: [String: Int],
                                 now: Instant, vfSince: [String: Instant] = [:]) -> Plan? {
     let observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now,
-                              vfSince: vfSince)
+                              vfSince: vfSince, positions: &devicePositions)
     recorder?.record(observation, now: now)
     if config.recordOnly { return nil }
     let plan = decide(&state, policy: policy, observation: observation, now: now)
@@ -302,23 +322,30 @@ public final class Agent: @unchecked Sendable {
     var used: [String: Int] = [:]
     var rows: [StatusRow] = []
     if writeStatus { rows.reserveCapacity(observation.vms.count) }
-    for vm in observation.vms {
-      if case .vf(let p) = vm.placement { used[p, default: 0] += 1 }
+    // What the plan says of the few VMs it names, looked up per row instead
+    // of searching the plan's lists once per VM.
+    var decisions: [String: String] = [:]
+    if writeStatus {
+      for action in plan.actions where decisions[action.vm.uuid] == nil {
+        decisions[action.vm.uuid] = "\(action.verb): \(action.reason)"
+      }
+      for hold in plan.holds where decisions[hold.vm.uuid] == nil { decisions[hold.vm.uuid] = "hold: \(hold.reason)" }
+    }
+    for i in observation.vms.indices {
+      if case .vf(let p) = observation.vms[i].placement { used[p, default: 0] += 1 }
       guard writeStatus else { continue }
-      let rate = state.rate(of: vm.identity.uuid)
-      let cls = className(vm.identity)
-      let placement: String = switch vm.placement {
+      let identity = observation.vms[i].identity
+      let rate = state.rate(of: identity.uuid)
+      let placement: String = switch observation.vms[i].placement {
       case .virtio: "virtio"
       case .vf(let p): "vf:\(p)"
       case .transitioning: "swapping"
       case .none: "none"
       }
-      let action = plan.actions.first { $0.vm.uuid == vm.identity.uuid }
-      let hold = plan.holds.first { $0.vm.uuid == vm.identity.uuid }
-      rows.append(StatusRow(vm: vm.identity.name, className: cls, placement: placement,
+      rows.append(StatusRow(vm: identity.name, className: className(identity), placement: placement,
                             bytesPerSecond: rate?.bytesPerSecond, packetsPerSecond: rate?.packetsPerSecond,
                             intensive: rate?.intensive ?? false,
-                            decision: action.map { "\($0.verb): \($0.reason)" } ?? hold.map { "hold: \($0.reason)" } ?? "keep"))
+                            decision: decisions.isEmpty ? "keep" : decisions[identity.uuid] ?? "keep"))
     }
     for (p, n) in observation.pools { used[p, default: 0] += n.heldByOthers }
     var pools: [String: (capacity: Int, used: Int, cap: Int)] = [:]
@@ -331,7 +358,7 @@ public final class Agent: @unchecked Sendable {
     if let path = config.metricsTextfile { writeAtomically(metrics.render(), to: path) }
     if writeStatus {
       let status = AgentStatus(policy: policy.name, dryRun: config.dryRun, pid: Int(getpid()), cycle: cycle,
-                               intervalSeconds: interval, updatedAt: ISO8601DateFormatter.logTimestamp.string(from: Date()),
+                               intervalSeconds: interval, updatedAt: logTimestamp(),
                                pools: pools.map { .init(name: $0.key, vfs: $0.value.capacity, used: $0.value.used, cap: $0.value.cap) }
                                  .sorted { $0.name < $1.name },
                                vms: rows)
@@ -375,41 +402,51 @@ extension AgentStatus {
   /// The status as JSON that `JSONDecoder` reads back into the same value
   /// (nil rates left out, as JSONEncoder does). Written by hand: at 1,000 VMs
   /// JSONEncoder took ~60 ms per write, most of the agent's steady CPU (bench-agent).
-  package var json: String {
-    var out = "{\"policy\":\(jsonString(policy)),\"dryRun\":\(dryRun),\"pid\":\(pid),\"cycle\":\(cycle),"
-    out += "\"intervalSeconds\":\(jsonNumber(intervalSeconds) ?? "0"),\"updatedAt\":\(jsonString(updatedAt)),\"pools\":["
+  package var json: [UInt8] {
+    var out = JSONOutput(capacity: 256 + vms.count * 192)
+    out.raw("{\"policy\":"); out.string(policy)
+    out.raw(",\"dryRun\":"); out.bool(dryRun)
+    out.raw(",\"pid\":"); out.int(pid)
+    out.raw(",\"cycle\":"); out.int(cycle)
+    out.raw(",\"intervalSeconds\":")
+    if intervalSeconds.isFinite { out.number(intervalSeconds) } else { out.raw("0") }
+    out.raw(",\"updatedAt\":"); out.string(updatedAt)
+    out.raw(",\"pools\":[")
     for (i, p) in pools.enumerated() {
-      if i > 0 { out += "," }
-      out += "{\"name\":\(jsonString(p.name)),\"vfs\":\(p.vfs),\"used\":\(p.used),\"cap\":\(p.cap)}"
+      if i > 0 { out.raw(",") }
+      out.raw("{\"name\":"); out.string(p.name)
+      out.raw(",\"vfs\":"); out.int(p.vfs)
+      out.raw(",\"used\":"); out.int(p.used)
+      out.raw(",\"cap\":"); out.int(p.cap)
+      out.raw("}")
     }
-    out += "],\"vms\":["
-    out.reserveCapacity(out.utf8.count + vms.count * 160)
-    for (i, r) in vms.enumerated() {
-      if i > 0 { out += "," }
-      out += "{\"vm\":\(jsonString(r.vm)),\"className\":\(jsonString(r.className)),\"placement\":\(jsonString(r.placement)),"
-      if let b = r.bytesPerSecond.flatMap(jsonNumber) { out += "\"bytesPerSecond\":\(b)," }
-      if let p = r.packetsPerSecond.flatMap(jsonNumber) { out += "\"packetsPerSecond\":\(p)," }
-      out += "\"intensive\":\(r.intensive),\"decision\":\(jsonString(r.decision))}"
+    out.raw("],\"vms\":[")
+    for i in vms.indices {
+      if i > 0 { out.raw(",") }
+      out.raw("{\"vm\":"); out.string(vms[i].vm)
+      out.raw(",\"className\":"); out.string(vms[i].className)
+      out.raw(",\"placement\":"); out.string(vms[i].placement)
+      if let b = vms[i].bytesPerSecond, b.isFinite { out.raw(",\"bytesPerSecond\":"); out.number(b) }
+      if let p = vms[i].packetsPerSecond, p.isFinite { out.raw(",\"packetsPerSecond\":"); out.number(p) }
+      out.raw(",\"intensive\":"); out.bool(vms[i].intensive)
+      out.raw(",\"decision\":"); out.string(vms[i].decision)
+      out.raw("}")
     }
-    out += "]}"
-    return out
+    out.raw("]}")
+    return out.bytes
   }
-}
-
-private func jsonString(_ s: String) -> String { "\"" + jsonEscape(s) + "\"" }
-
-/// Shortest round-trip form, as JSONEncoder writes it; nil for NaN and infinities, which JSON cannot hold.
-private func jsonNumber(_ d: Double) -> String? {
-  guard d.isFinite else { return nil }
-  return d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : "\(d)"
 }
 
 /// Write-then-rename, so a reader never sees half a file.
 func writeAtomically(_ text: String, to path: String) {
+  writeAtomically(Array(text.utf8), to: path)
+}
+
+func writeAtomically(_ bytes: [UInt8], to path: String) {
   let dir = (path as NSString).deletingLastPathComponent
   try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
   let tmp = path + ".tmp"
-  guard FileManager.default.createFile(atPath: tmp, contents: text.data(using: .utf8)) else { return }
+  guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)) else { return }
   _ = rename(tmp, path)
 }
 

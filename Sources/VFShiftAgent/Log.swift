@@ -14,7 +14,7 @@ public struct EventLog: Sendable {
   public func emit(_ event: String, _ fields: [String: LogValue]) {
     var all = fields
     all["event"] = .string(event)
-    all["ts"] = .string(ISO8601DateFormatter.logTimestamp.string(from: Date()))
+    all["ts"] = .string(logTimestamp())
     write(LogValue.object(all).json)
   }
 }
@@ -64,16 +64,39 @@ func jsonEscape(_ s: String) -> String {
     case "\r": out += "\\r"
     case "\t": out += "\\t"
     default:
-      if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+      if u.value < 0x20 { out += "\\u00" + hexDigits(UInt8(u.value)) } else { out.unicodeScalars.append(u) }
     }
   }
   return out
 }
 
-extension ISO8601DateFormatter {
-  nonisolated(unsafe) static let logTimestamp: ISO8601DateFormatter = {
-    let f = ISO8601DateFormatter()
-    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    return f
-  }()
+private func hexDigits(_ b: UInt8) -> String {
+  let digits = Array("0123456789abcdef".utf8)
+  return String(decoding: [digits[Int(b >> 4)], digits[Int(b & 0xf)]], as: UTF8.self)
+}
+
+/// Now as ISO 8601 in UTC with milliseconds, as ISO8601DateFormatter writes
+/// it with `.withInternetDateTime, .withFractionalSeconds` (rounded to the
+/// millisecond): "2026-11-25T07:55:22.124Z". By hand, because the formatter
+/// loads ICU's calendar data on first use, ~4 MB of the agent's resident
+/// memory for one string per log line (bench-agent).
+func logTimestamp() -> String {
+  var now = timespec()
+  clock_gettime(CLOCK_REALTIME, &now)
+  let milliseconds = Int(now.tv_sec) * 1000 + (Int(now.tv_nsec) + 500_000) / 1_000_000
+  var seconds = time_t(milliseconds / 1000)
+  var t = tm()
+  gmtime_r(&seconds, &t)
+  var out: [UInt8] = []
+  out.reserveCapacity(24)
+  func digits(_ n: Int32, _ width: Int) {
+    var n = n, d = [UInt8](repeating: UInt8(ascii: "0"), count: width)
+    for i in stride(from: width - 1, through: 0, by: -1) { d[i] += UInt8(n % 10); n /= 10 }
+    out += d
+  }
+  digits(t.tm_year + 1900, 4); out.append(UInt8(ascii: "-")); digits(t.tm_mon + 1, 2); out.append(UInt8(ascii: "-"))
+  digits(t.tm_mday, 2); out.append(UInt8(ascii: "T")); digits(t.tm_hour, 2); out.append(UInt8(ascii: ":"))
+  digits(t.tm_min, 2); out.append(UInt8(ascii: ":")); digits(t.tm_sec, 2); out.append(UInt8(ascii: "."))
+  digits(Int32(milliseconds % 1000), 3); out.append(UInt8(ascii: "Z"))
+  return String(decoding: out, as: UTF8.self)
 }

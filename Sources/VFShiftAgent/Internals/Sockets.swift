@@ -16,7 +16,11 @@ struct SystemCallError: Error, CustomStringConvertible {
 /// Sends `state` (e.g. "READY=1", "WATCHDOG=1") to systemd's notify socket,
 /// if the service manager gave one. Done by hand: no libsystemd needed.
 func notifySystemd(_ state: String) {
-  guard let path = ProcessInfo.processInfo.environment["NOTIFY_SOCKET"], !path.isEmpty else { return }
+  // getenv, not ProcessInfo's environment: that copies every variable into a
+  // dictionary, and this runs each cycle for the watchdog.
+  guard let value = getenv("NOTIFY_SOCKET") else { return }
+  let path = String(cString: value)
+  guard !path.isEmpty else { return }
   let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
   guard fd >= 0 else { return }
   defer { close(fd) }
