@@ -104,7 +104,7 @@ public struct DomainInventory: Sendable, Equatable, Hashable {
 public func parseDomainXML(_ xml: String) throws(DomainXMLError) -> DomainInventory {
   let root = try parseRoot(xml, path: "domain")
   guard root.name == "domain" else {
-    throw DomainXMLError(path: root.name ?? "?", problem: "root element is <\(root.name ?? "")>, not <domain>")
+    throw DomainXMLError(path: root.name, problem: "root element is <\(root.name)>, not <domain>")
   }
   let uuid = try requiredText(root, "uuid", path: "domain")
   let name = try requiredText(root, "name", path: "domain")
@@ -112,11 +112,10 @@ public func parseDomainXML(_ xml: String) throws(DomainXMLError) -> DomainInvent
   var qosLabel: String?
   var journal: SwapJournal?
   if let metadata = root.elements(forName: "metadata").first {
-    for child in metadata.children ?? [] {
-      guard let e = child as? XMLElement else { continue }
+    for e in metadata.childElements {
       switch (e.uri, e.localName) {
       case (VFShiftNamespace.qos, "qos"):
-        guard let c = e.attribute(forName: "class")?.stringValue, !c.isEmpty else {
+        guard let c = e.attribute(forName: "class"), !c.isEmpty else {
           throw DomainXMLError(path: "domain/metadata/qos@class", problem: "QoS label without a class attribute")
         }
         qosLabel = c
@@ -144,12 +143,12 @@ public func parseDomainXML(_ xml: String) throws(DomainXMLError) -> DomainInvent
 public func parseInterfaceXML(_ xml: String) throws(DomainXMLError) -> NIC {
   let root = try parseRoot(xml, path: "interface")
   guard root.name == "interface" else {
-    throw DomainXMLError(path: root.name ?? "?", problem: "expected <interface>, found <\(root.name ?? "")>")
+    throw DomainXMLError(path: root.name, problem: "expected <interface>, found <\(root.name)>")
   }
   return try parseInterface(root, path: "interface")
 }
 
-func parseRoot(_ xml: String, path: String) throws(DomainXMLError) -> XMLElement {
+func parseRoot(_ xml: String, path: String) throws(DomainXMLError) -> XMLTreeElement {
   // FoundationXML on Linux dereferences the NULL document libxml2 returns for
   // an empty string or one holding a NUL byte instead of throwing (found by
   // Benchmarks/fuzz-domainxml). XML 1.0 allows no NUL anywhere, so refusing
@@ -163,32 +162,26 @@ func parseRoot(_ xml: String, path: String) throws(DomainXMLError) -> XMLElement
   if xml.contains("<!DOCTYPE") {
     throw DomainXMLError(path: path, problem: "a DTD (<!DOCTYPE>) is refused: libvirt never writes one, and its entities can read host files")
   }
-  let document: XMLDocument
-  do {
-    document = try XMLDocument(xmlString: xml, options: [])
-  } catch {
-    throw DomainXMLError(path: path, problem: "not well-formed XML: \(error.localizedDescription)")
-  }
-  guard let root = document.rootElement() else {
+  guard let root = parseXMLTree(xml) else {
     throw DomainXMLError(path: path, problem: "document has no root element")
   }
   return root
 }
 
-private func requiredText(_ parent: XMLElement, _ name: String, path: String) throws(DomainXMLError) -> String {
-  guard let s = parent.elements(forName: name).first?.stringValue?.trimmingCharacters(in: .whitespacesAndNewlines),
+private func requiredText(_ parent: XMLTreeElement, _ name: String, path: String) throws(DomainXMLError) -> String {
+  guard let s = parent.elements(forName: name).first?.stringValue.trimmingCharacters(in: .whitespacesAndNewlines),
         !s.isEmpty else {
     throw DomainXMLError(path: "\(path)/\(name)", problem: "missing or empty")
   }
   return s
 }
 
-private func attribute(_ e: XMLElement?, _ name: String) -> String? {
-  guard let v = e?.attribute(forName: name)?.stringValue, !v.isEmpty else { return nil }
+private func attribute(_ e: XMLTreeElement?, _ name: String) -> String? {
+  guard let v = e?.attribute(forName: name), !v.isEmpty else { return nil }
   return v
 }
 
-private func parseInterface(_ e: XMLElement, path: String) throws(DomainXMLError) -> NIC {
+private func parseInterface(_ e: XMLTreeElement, path: String) throws(DomainXMLError) -> NIC {
   guard let type = attribute(e, "type") else {
     throw DomainXMLError(path: "\(path)@type", problem: "interface without a type")
   }
@@ -257,7 +250,7 @@ private func parseInterface(_ e: XMLElement, path: String) throws(DomainXMLError
 }
 
 /// `<address type='pci' domain='0x0000' bus='0x03' slot='0x10' function='0x2'/>` → `0000:03:10.2`.
-private func pciAddress(_ e: XMLElement, path: String) throws(DomainXMLError) -> String {
+private func pciAddress(_ e: XMLTreeElement, path: String) throws(DomainXMLError) -> String {
   func field(_ name: String, digits: Int) throws(DomainXMLError) -> String {
     guard let raw = attribute(e, name) else {
       throw DomainXMLError(path: "\(path)@\(name)", problem: "PCI address without \(name)")

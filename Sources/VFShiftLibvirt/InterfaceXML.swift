@@ -69,28 +69,19 @@ public enum InterfaceXML {
   /// Keeps the MAC, model, driver options, a user alias and, with
   /// `keepPCIAddress`, the guest's PCI slot (and so its interface name).
   public static func restorable(_ liveInterfaceXML: String, keepPCIAddress: Bool = true) throws(ActionError) -> String {
-    let e: XMLElement
+    let e: XMLTreeElement
     do throws(DomainXMLError) {
       e = try parseRoot(liveInterfaceXML, path: "interface")
     } catch {
       throw .xml(error)
     }
-    guard e.name == "interface" else { throw .invalidInput("saved XML is <\(e.name ?? "")>, not <interface>") }
-    for name in ["target", "backenddomain"] {
-      for child in e.elements(forName: name) { child.detach() }
-    }
-    for child in e.elements(forName: "alias") where !(child.attribute(forName: "name")?.stringValue ?? "").hasPrefix("ua-") {
-      child.detach()
-    }
-    if !keepPCIAddress {
-      for child in e.elements(forName: "address") { child.detach() }
-    }
-    if let source = e.elements(forName: "source").first, let network = source.attribute(forName: "network")?.stringValue {
-      e.attribute(forName: "type")?.stringValue = "network"
-      for attribute in source.attributes ?? [] where attribute.name != "network" {
-        source.removeAttribute(forName: attribute.name ?? "")
-      }
-      _ = network
+    guard e.name == "interface" else { throw .invalidInput("saved XML is <\(e.name)>, not <interface>") }
+    e.removeChildElements { $0.name == "target" || $0.name == "backenddomain" }
+    e.removeChildElements { $0.name == "alias" && !($0.attribute(forName: "name") ?? "").hasPrefix("ua-") }
+    if !keepPCIAddress { e.removeChildElements { $0.name == "address" } }
+    if let source = e.elements(forName: "source").first, source.attribute(forName: "network") != nil {
+      e.replaceAttribute("type", with: "network")
+      source.removeAttributes { $0 != "network" }
     }
     return e.xmlString
   }

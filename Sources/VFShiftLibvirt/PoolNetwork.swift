@@ -17,28 +17,24 @@ public struct PoolNetwork: Sendable, Equatable {
   public var connections: Int
 
   public init(xml: String) throws(DomainXMLError) {
-    let doc: XMLDocument
-    do { doc = try XMLDocument(xmlString: xml, options: []) } catch {
-      throw DomainXMLError(path: "network", problem: "not XML: \(error)")
-    }
-    guard let root = doc.rootElement(), root.name == "network" else {
+    guard let root = parseXMLTree(xml), root.name == "network" else {
       throw DomainXMLError(path: "network", problem: "no <network> element")
     }
     name = root.elements(forName: "name").first?.stringValue ?? "?"
     guard let forward = root.elements(forName: "forward").first,
-          let mode = forward.attribute(forName: "mode")?.stringValue else {
+          let mode = forward.attribute(forName: "mode") else {
       throw DomainXMLError(path: "network[\(name)]/forward", problem: "has no <forward mode=…>: not a pool network")
     }
     guard ["hostdev", "passthrough"].contains(mode) else {
       throw DomainXMLError(path: "network[\(name)]/forward@mode", problem: "is '\(mode)'; a VF pool is 'hostdev' (or 'passthrough' standing in for one)")
     }
     self.mode = mode
-    pf = forward.elements(forName: "pf").first?.attribute(forName: "dev")?.stringValue
-    members = forward.elements(forName: "interface").compactMap { $0.attribute(forName: "dev")?.stringValue }
+    pf = forward.elements(forName: "pf").first?.attribute(forName: "dev")
+    members = forward.elements(forName: "interface").compactMap { $0.attribute(forName: "dev") }
       + forward.elements(forName: "address").map { a in
-        ["domain", "bus", "slot", "function"].compactMap { a.attribute(forName: $0)?.stringValue }.joined(separator: ":")
+        ["domain", "bus", "slot", "function"].compactMap { a.attribute(forName: $0) }.joined(separator: ":")
       }
-    connections = Int(forward.attribute(forName: "connections")?.stringValue ?? "0") ?? 0
+    connections = Int(forward.attribute(forName: "connections") ?? "0") ?? 0
   }
 }
 

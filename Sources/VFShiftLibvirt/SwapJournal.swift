@@ -78,12 +78,12 @@ public struct SwapJournal: Sendable, Equatable, Hashable {
     try self.init(element: root)
   }
 
-  init(element e: XMLElement) throws(DomainXMLError) {
+  init(element e: XMLTreeElement) throws(DomainXMLError) {
     guard e.localName == "journal" else {
-      throw DomainXMLError(path: e.name ?? "?", problem: "expected a <journal> element")
+      throw DomainXMLError(path: e.name, problem: "expected a <journal> element")
     }
     func required(_ name: String) throws(DomainXMLError) -> String {
-      guard let v = e.attribute(forName: name)?.stringValue, !v.isEmpty else {
+      guard let v = e.attribute(forName: name), !v.isEmpty else {
         throw DomainXMLError(path: "journal@\(name)", problem: "missing")
       }
       return v
@@ -100,7 +100,7 @@ public struct SwapJournal: Sendable, Equatable, Hashable {
     guard let startedAt = Int64(started) else {
       throw DomainXMLError(path: "journal@startedAtMs", problem: "'\(started)' is not a whole number of milliseconds")
     }
-    let saved = (e.children ?? []).compactMap { $0 as? XMLElement }.first { $0.localName == "saved" }
+    let saved = e.childElements.first { $0.localName == "saved" }
     self.init(operation: operation, pool: try required("pool"), oldAlias: try required("oldAlias"),
               newAlias: try required("newAlias"), step: step, startedAtUnixMilliseconds: startedAt,
               savedInterfaceXML: saved?.stringValue)
