@@ -1,6 +1,16 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
+/// The Swift runtime and Foundation linked into the binaries whose memory is
+/// measured (bench-agent: RSS), as `swift build --static-swift-stdlib` would,
+/// but without compiling every module for it (the test targets link the same
+/// modules against the shared runtime). Linking alone leaves out what the
+/// static archives need of each other, hence the list, and lld, which does not
+/// care about archive order. libvirt and glibc stay shared.
+let staticSwift: [LinkerSetting] = [
+  .unsafeFlags(["-static-stdlib", "-use-ld=lld", "-lCoreFoundation", "-lFoundation", "-lFoundationEssentials", "-lFoundationInternationalization", "-lFoundationXML", "-l_CFXMLInterface", "-l_FoundationCShims", "-l_FoundationCollections", "-l_FoundationICU", "-lswiftDispatch", "-lswiftGlibc", "-lswiftSynchronization", "-lswift_Concurrency", "-lswift_RegexParser", "-lswift_StringProcessing", "-lxml2", "-lutil"], .when(platforms: [.linux])),
+]
+
 // Modules are split by effect (see docs/architecture.md): VFShiftCore is pure,
 // the adapters hold all I/O, and only VFShiftLibvirt imports the C library.
 let package = Package(
@@ -19,7 +29,8 @@ let package = Package(
     .target(name: "VFShiftHost", dependencies: ["VFShiftCore"]),
     .target(name: "VFShiftLibvirt", dependencies: ["VFShiftCore", "CLibvirt"]),
     .target(name: "VFShiftAgent", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt"]),
-    .executableTarget(name: "vfshift", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "VFShiftAgent"]),
+    .executableTarget(name: "vfshift", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "VFShiftAgent"],
+                      linkerSettings: staticSwift),
     // Shared by the test targets: brings up the real test bed and decides,
     // loudly, whether a test that needs it runs, fails (CI) or skips (locally).
     .target(name: "VFShiftTestSupport", path: "Tests/Support"),
@@ -32,7 +43,8 @@ let package = Package(
     .executableTarget(name: "bench-engine", dependencies: ["VFShiftCore", "VFShiftAgent"], path: "Benchmarks/bench-engine"),
     .executableTarget(name: "bench-counters", dependencies: ["VFShiftHost"], path: "Benchmarks/bench-counters"),
     .executableTarget(name: "bench-libvirt", dependencies: ["VFShiftLibvirt", "VFShiftHost"], path: "Benchmarks/bench-libvirt"),
-    .executableTarget(name: "bench-agent", dependencies: ["VFShiftAgent"], path: "Benchmarks/bench-agent"),
+    .executableTarget(name: "bench-agent", dependencies: ["VFShiftAgent"], path: "Benchmarks/bench-agent",
+                      linkerSettings: staticSwift),
     // libFuzzer targets, one per parser; Benchmarks/fuzz/run builds them with the sanitizers.
     .target(name: "FuzzSupport", path: "Benchmarks/FuzzSupport"),
     .executableTarget(name: "fuzz-policy", dependencies: ["FuzzSupport", "VFShiftCore"], path: "Benchmarks/fuzz-policy"),
