@@ -8,7 +8,7 @@ import PackageDescription
 /// static archives need of each other, hence the list, and lld, which does not
 /// care about archive order. libvirt and glibc stay shared.
 let staticSwift: [LinkerSetting] = [
-  .unsafeFlags(["-static-stdlib", "-use-ld=lld", "-lCoreFoundation", "-lFoundation", "-lFoundationEssentials", "-lFoundationInternationalization", "-lFoundationXML", "-l_CFXMLInterface", "-l_FoundationCShims", "-l_FoundationCollections", "-l_FoundationICU", "-lswiftDispatch", "-lswiftGlibc", "-lswiftSynchronization", "-lswift_Concurrency", "-lswift_RegexParser", "-lswift_StringProcessing", "-lxml2", "-lutil"], .when(platforms: [.linux])),
+  .unsafeFlags(["-static-stdlib", "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-lCoreFoundation", "-lFoundation", "-lFoundationEssentials", "-lFoundationInternationalization", "-lFoundationXML", "-l_CFXMLInterface", "-l_FoundationCShims", "-l_FoundationCollections", "-l_FoundationICU", "-lswiftDispatch", "-lswiftGlibc", "-lswiftSynchronization", "-lswift_Concurrency", "-lswift_RegexParser", "-lswift_StringProcessing", "-lxml2", "-lutil"], .when(platforms: [.linux])),
 ]
 
 // Modules are split by effect (see docs/architecture.md): VFShiftCore is pure,

@@ -39,7 +39,7 @@ public final class NetlinkStatsReader: CounterReader {
     self.request = request
     // Dump datagrams are at most ~32 KB (the kernel caps netlink_dump's skb),
     // but a single RTM_NEWLINK with many VFs can be larger: 1 MiB, kept.
-    self.buffer = [UInt8](repeating: 0, count: 1 << 20)
+    self.buffer = receiveBuffer(count: 1 << 20)
     do {
       socket = try NetlinkSocket()
       notifications = request == .getStats ? try NetlinkSocket(groups: Netlink.RTMGRP_LINK, nonBlocking: true) : nil
@@ -262,7 +262,7 @@ public final class NetlinkStatsReader: CounterReader {
       case .nothing: continue
       case .truncated(let needed):
         // The datagram is lost; grow for the retry and report it.
-        buffer = [UInt8](repeating: 0, count: needed * 2)
+        buffer = receiveBuffer(count: needed * 2)
         throw .malformed(offset: 0, reason: "\(name): datagram of \(needed) bytes exceeded the receive buffer")
       case .bytes(let n):
         try withByteView(buffer, count: n) { view throws(NetlinkError) in

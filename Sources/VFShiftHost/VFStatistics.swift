@@ -21,7 +21,7 @@ public func vfStatistics(pf: String) throws(NetlinkError) -> [Int: InterfaceCoun
     attributes: [(Netlink.IFLA_IFNAME, Netlink.cString(pf)),
                  (Netlink.IFLA_EXT_MASK, Netlink.u32(Netlink.RTEXT_FILTER_VF))])
   do { try socket.send(request) } catch { throw .system(error) }
-  var buffer = [UInt8](repeating: 0, count: 1 << 20)
+  var buffer = receiveBuffer(count: 1 << 20)
   while true {
     let received: NetlinkSocket.Received
     do { received = try socket.receive(into: &buffer) } catch { throw .system(error) }
