@@ -6,9 +6,17 @@ import PackageDescription
 /// but without compiling every module for it (the test targets link the same
 /// modules against the shared runtime). Linking alone leaves out what the
 /// static archives need of each other, hence the list, and lld, which does not
-/// care about archive order. libvirt and glibc stay shared.
+/// care about archive order. Relative relocations packed (DT_RELR, glibc 2.36):
+/// the loader then reads ~14 KB of them instead of 1.7 MB. libvirt and glibc
+/// stay shared.
 let staticSwift: [LinkerSetting] = [
-  .unsafeFlags(["-static-stdlib", "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-lCoreFoundation", "-lFoundation", "-lFoundationEssentials", "-lFoundationInternationalization", "-lFoundationXML", "-l_CFXMLInterface", "-l_FoundationCShims", "-l_FoundationCollections", "-l_FoundationICU", "-lswiftDispatch", "-lswiftGlibc", "-lswiftSynchronization", "-lswift_Concurrency", "-lswift_RegexParser", "-lswift_StringProcessing", "-lxml2", "-lutil"], .when(platforms: [.linux])),
+  .unsafeFlags([
+    "-static-stdlib", "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
+    "-lCoreFoundation", "-lFoundation", "-lFoundationEssentials", "-lFoundationInternationalization", "-lFoundationXML",
+    "-l_CFXMLInterface", "-l_FoundationCShims", "-l_FoundationCollections", "-l_FoundationICU", "-lswiftDispatch",
+    "-lswiftGlibc", "-lswiftSynchronization", "-lswift_Concurrency", "-lswift_RegexParser", "-lswift_StringProcessing",
+    "-lxml2", "-lutil",
+  ], .when(platforms: [.linux])),
 ]
 
 // Modules are split by effect (see docs/architecture.md): VFShiftCore is pure,

@@ -1,6 +1,6 @@
 // bench-agent: the CPU cost of one agent cycle (observe + decide, no swaps)
 // for 1,000 VMs over 4,000 interfaces, against the kernel's own cost to hand
-// over the counters, in the same run:
+// over the counters, in the same run; then the agent process itself.
 //
 //   agent cycle  = HostCounterReader.read() (netlink RTM_GETSTATS)
 //                  + Agent.observeAndDecide (observe → decide → log → metrics → status
@@ -10,11 +10,21 @@
 //                  NLMSG_DONE, no decoding (the same floor bench-counters uses)
 //   naive agent  = libvirt's per-interface way, once per VM: fopen /proc/net/dev,
 //                  fgets until the VM's name, parse, fclose
+//   vfshift run  = the real agent binary (built next to this one), --dry-run, on
+//                  the same 1,000 domains given to libvirt's test driver through
+//                  libvirtd (test+unix://, so the driver's copy of the domains is
+//                  the daemon's, as in production; in-process test:// when no
+//                  daemon runs), in the benchmark's namespace, with the traffic
+//                  going on: its whole-process CPU clock (every thread) over
+//                  real seconds after its start-up, and its VmRSS at the end
 //
 // CPU time is user + system from getrusage(RUSAGE_THREAD) around each cycle
 // and each floor dump, interleaved so both see the same machine. Steady CPU %
-// at a 1 s interval is given twice: cycle CPU / 1 s, and getrusage(RUSAGE_SELF)
-// over real seconds of cycles with the loop sleeping between them as the agent does.
+// at a 1 s interval is given three times: cycle CPU / 1 s; getrusage(RUSAGE_SELF)
+// over real seconds of cycles with this loop sleeping to the next tick between
+// them; and the vfshift run process's CPU clock. RSS: the target is judged on
+// vfshift run (this process's own VmRSS is printed too; it holds the same
+// agent code plus the benchmark's own state).
 //
 // The benchmark makes its own namespace with N/2 veth pairs, enters it on the
 // main thread, and deletes it at the end, also on failure. The inventory is
@@ -22,8 +32,9 @@
 // XML). Counters move: before each cycle, untimed, a few Ethernet frames are
 // sent on the devices of the "hot" VMs (AF_PACKET, no IP, inside the namespace).
 //
+//   swift build --scratch-path .build-benchagent -c release --product vfshift
 //   swift run --scratch-path .build-benchagent -c release bench-agent \
-//     [--vms N] [--interfaces N] [--cycles N] [--steady-seconds N] [--hot N] [--policy FILE]
+//     [--vms N] [--interfaces N] [--cycles N] [--steady-seconds N] [--hot N] [--agent-seconds N] [--policy FILE]
 //
 // The last line of output is one JSON object with every figure; ratios end in
 // `_ratio` and say what over what.
