@@ -2,6 +2,9 @@
 // 1,000 VMs, each against its target, with the stable-order inventory (the
 // agent's case) side by side with a shuffled one (every VM found by hash).
 // Run: swift run -c release bench-engine
+//      bench-engine --replay-once [POLICY]   each replay once, no timing, nothing else:
+//                                   for valgrind --tool=callgrind, which counts
+//                                   instructions (repeatable on a busy machine)
 import Foundation
 import VFShiftCore
 import VFShiftAgent
@@ -16,6 +19,17 @@ guard let data = bundledDataDirectory() else { fatalError("bundled policies not 
 let policies = try ["paper-multinetwork", "all-sriov", "general"].map { try loadPolicy("\(data)/policies/\($0).json") }
 let traces = try ["bitbrains-8vm", "paper-8vm"].map { try loadTrace("\(data)/policies/traces/\($0).trace") }
   + [PaperScenario.trace(seconds: 20_000, seed: 7)]
+
+if CommandLine.arguments.dropFirst().first == "--replay-once" {
+  // An optional second argument keeps only the policy of that name.
+  let only = CommandLine.arguments.dropFirst(2).first
+  var samples = 0
+  for trace in traces {
+    for policy in policies where only == nil || policy.name == only { samples += replay(trace, policy: policy).vmSamples }
+  }
+  print("{\"replayedVMSamples\":\(samples)}")
+  exit(0)
+}
 
 print("replay throughput (release, one core)")
 print("trace                     policy                  VM-samples   seconds   M VM-samples/s")

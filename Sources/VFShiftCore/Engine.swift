@@ -45,13 +45,22 @@ struct ClassRule: Sendable, Equatable {
   }
 }
 
+struct SmoothingWeight: Sendable, Equatable {
+  var dt: Double
+  var halfLife: Double
+  var alpha: Double
+}
+
 struct VMTrack: Sendable, Equatable {
   var identity: VMIdentity
   var resolution: ClassResolution = .unmanaged {
     didSet { if case .managed(let c) = resolution { classIndex = c } else { classIndex = -1 } }
   }
   var classIndex = -1
-  var lastSource: String?
+  /// The device the baseline counters came from; meaningful only while
+  /// `lastCounters` is set (a plain String: an Optional one is compared
+  /// through the generic witness, every VM, every cycle).
+  var lastSource = ""
   var lastCounters: VMCounters?
   var lastAt: Instant?
   /// Rate over the last interval: thresholds are judged on it, so "sustained
@@ -70,13 +79,15 @@ struct VMTrack: Sendable, Equatable {
   var vfSince: Instant?
   var swaps: [Instant] = []
   var seen = true
+  /// The smoothing weight for the last interval length and half-life.
+  var smoothing: SmoothingWeight?
 
   init(identity: VMIdentity) { self.identity = identity }
 }
 
 /// One cycle of the engine: estimate, classify, allocate. Pure.
 public func decide(_ state: inout EngineState, policy: Policy, observation: Observation, now: Instant) -> Plan {
-  if state.policy != policy {
+  if !isSame(state.policy, policy) {
     // Classes may have changed: match again, keep rates and history.
     for i in state.tracks.indices { state.tracks[i].resolution = policy.resolveClass(of: state.tracks[i].identity) }
     state.policy = policy
@@ -88,24 +99,43 @@ public func decide(_ state: inout EngineState, policy: Policy, observation: Obse
   slots.append(contentsOf: repeatElement(0, count: observation.vms.count))
   defer { state.slots = slots }
   for i in state.tracks.indices { state.tracks[i].seen = false }
-  for (o, vm) in observation.vms.enumerated() {
-    let slot = trackSlot(&state, for: vm.identity, at: o, policy: policy)
-    slots[o] = slot
-    estimate(&state.tracks[slot], vm.reading, halfLife: policy.smoothingHalfLifeSeconds)
-    let c = state.tracks[slot].classIndex
-    if c >= 0 { classify(&state.tracks[slot], state.rules[c], now: now) }
-    if state.tracks[slot].vfSince == nil, case .vf = vm.placement { state.tracks[slot].vfSince = vm.vfSince ?? now }
-    if case .virtio = vm.placement { state.tracks[slot].vfSince = nil }
+  // Read in place: copying a VMObservation retains every string in it, and
+  // that was most of a small cycle's cost.
+  let vms = observation.vms.span
+  let halfLife = policy.smoothingHalfLifeSeconds
+  for o in vms.indices {
+    // Inventories arrive in the same order cycle after cycle: the track at
+    // the same position, compared whole and in place, before any lookup.
+    if o < state.tracks.count, state.tracks[o].identity == vms[o].identity {
+      state.tracks[o].seen = true
+      slots[o] = o
+    } else {
+      slots[o] = trackSlot(&state, for: vms[o].identity, at: o, policy: policy)
+    }
   }
   if forgetVanished(&state) {
     slots = observation.vms.map { state.index[$0.identity.uuid]! }
   }
+  // One uniqueness check for the lot, rather than one per field written.
+  let rules = state.rules
+  var tracks = state.tracks.mutableSpan
+  for o in vms.indices {
+    let slot = slots[o]
+    estimate(&tracks[slot], vms[o].reading, halfLife: halfLife)
+    let c = tracks[slot].classIndex
+    if c >= 0 { classify(&tracks[slot], rules[c], now: now) }
+    switch vms[o].placement {
+    case .vf: if tracks[slot].vfSince == nil { tracks[slot].vfSince = vms[o].vfSince ?? now }
+    case .virtio: tracks[slot].vfSince = nil
+    case .transitioning, .none: break
+    }
+  }
 
   var plan = Plan()
   var budget = policy.antiFlap.maxSwapsPerCycle
-  let contenders = gather(policy: policy, observation: observation, slots: slots, state: &state)
-  for (p, pool) in policy.pools.enumerated() where !contenders[p].isEmpty {
-    allocate(pool: pool, contenders: contenders[p], policy: policy, observation: observation, state: &state,
+  var contenders = gather(policy: policy, observation: observation, slots: slots, state: &state)
+  for p in policy.pools.indices where !contenders[p].isEmpty {
+    allocate(pool: p, contenders: &contenders[p], policy: policy, observation: observation, state: &state,
              now: now, budget: &budget, plan: &plan)
   }
   state.contenders = contenders
@@ -117,9 +147,14 @@ public func decide(_ state: inout EngineState, policy: Policy, observation: Obse
   return plan
 }
 
+/// Compares without wrapping `policy` in an Optional (a copy of the whole
+/// policy, every cycle).
+private func isSame(_ known: Policy?, _ policy: Policy) -> Bool {
+  guard let known else { return false }
+  return known == policy
+}
+
 private func trackSlot(_ state: inout EngineState, for id: VMIdentity, at position: Int, policy: Policy) -> Int {
-  // Inventories arrive in the same order cycle after cycle: check the slot at
-  // the same position before paying for a hash lookup.
   if position < state.tracks.count, state.tracks[position].identity.uuid == id.uuid {
     refresh(&state.tracks[position], id, policy)
     return position
@@ -156,16 +191,28 @@ private func forgetVanished(_ state: inout EngineState) -> Bool {
 /// Counter deltas over real elapsed time. A counter that goes backwards, a
 /// device that changed, or no reading at all is a gap: the previous rates
 /// stand and nothing new is learnt — never a negative or a zero rate.
+@inline(__always)
 func estimate(_ track: inout VMTrack, _ reading: CounterReading, halfLife: Double) {
-  if case .stale = reading { return }
-  guard case let .known(source, counters, at) = reading else {
-    track.intervalBytes = nil; track.intervalPackets = nil
-    track.lastSource = nil; track.lastCounters = nil; track.lastAt = nil
+  // Only the counters come out of the reading; the source name is compared
+  // where it lies and copied only when it changed, so a steady cycle neither
+  // retains nor releases it.
+  guard let (counters, at) = reading.counters else {
+    if reading.isUnknown {
+      track.intervalBytes = nil; track.intervalPackets = nil
+      track.lastCounters = nil; track.lastAt = nil
+    }
     return
   }
-  defer { track.lastSource = source; track.lastCounters = counters; track.lastAt = at }
+  let continuing = track.lastCounters != nil && reading.isFrom(track.lastSource)
+  if !continuing { reading.copySource(to: &track.lastSource) }
+  estimate(&track, counters, at: at, continuing: continuing, halfLife: halfLife)
+}
+
+private func estimate(_ track: inout VMTrack, _ counters: VMCounters, at: Instant, continuing: Bool, halfLife: Double) {
+  let last = track.lastCounters, lastAt = track.lastAt
+  track.lastCounters = counters; track.lastAt = at
   track.intervalBytes = nil; track.intervalPackets = nil
-  guard let last = track.lastCounters, let lastAt = track.lastAt, track.lastSource == source else { return }
+  guard continuing, let last, let lastAt else { return }
   let dt = at - lastAt
   guard dt > 0, counters.rxBytes >= last.rxBytes, counters.txBytes >= last.txBytes else { return }
   let bytes = Double((counters.rxBytes - last.rxBytes) + (counters.txBytes - last.txBytes)) / dt
@@ -178,7 +225,15 @@ func estimate(_ track: inout VMTrack, _ reading: CounterReading, halfLife: Doubl
   track.intervalPackets = packets
   track.intervalStart = lastAt
   // Weight by elapsed time, so an irregular interval does not skew the mean.
-  let alpha = halfLife <= 0 ? 1 : 1 - exp2(-dt / halfLife)
+  // Intervals repeat: the last one's weight is kept rather than recomputed
+  // (exp2 was a tenth of a small cycle's arithmetic).
+  let alpha: Double
+  if let w = track.smoothing, w.dt == dt, w.halfLife == halfLife {
+    alpha = w.alpha
+  } else {
+    alpha = halfLife <= 0 ? 1 : 1 - exp2(-dt / halfLife)
+    track.smoothing = SmoothingWeight(dt: dt, halfLife: halfLife, alpha: alpha)
+  }
   track.smoothedBytes = track.smoothedBytes.map { $0 + alpha * (bytes - $0) } ?? bytes
   if let p = packets { track.smoothedPackets = track.smoothedPackets.map { $0 + alpha * (p - $0) } ?? p }
 }
@@ -271,133 +326,151 @@ struct PoolContenders: Sendable, Equatable {
   /// a VF of this pool and nobody else may count on it.
   var transitioning = 0
   var isEmpty: Bool { incumbents.isEmpty && challengers.isEmpty && leaving.isEmpty }
+
+  /// Emptied for the next cycle, capacity kept; an empty list is left alone
+  /// (removeAll costs a replaceSubrange even then).
+  mutating func clear() {
+    if !incumbents.isEmpty { incumbents.removeAll(keepingCapacity: true) }
+    if !challengers.isEmpty { challengers.removeAll(keepingCapacity: true) }
+    if !leaving.isEmpty { leaving.removeAll(keepingCapacity: true) }
+    transitioning = 0
+  }
 }
 
 private func gather(policy: Policy, observation: Observation, slots: [Int], state: inout EngineState) -> [PoolContenders] {
   var byPool = state.contenders
   state.contenders = []
   if byPool.count != policy.pools.count { byPool = Array(repeating: PoolContenders(), count: policy.pools.count) }
-  for p in byPool.indices {
-    byPool[p].incumbents.removeAll(keepingCapacity: true)
-    byPool[p].challengers.removeAll(keepingCapacity: true)
-    byPool[p].leaving.removeAll(keepingCapacity: true)
-    byPool[p].transitioning = 0
-  }
-  for o in observation.vms.indices {
+  for p in byPool.indices { byPool[p].clear() }
+  // In place, as in decide: neither an observation nor a track is copied.
+  let vms = observation.vms.span
+  for o in vms.indices {
     let slot = slots[o]
     let c = state.tracks[slot].classIndex
     guard c >= 0 else { continue }
     let rule = state.rules[c]
     let pinned = rule.vf == .always
-    switch observation.vms[o].placement {
+    switch vms[o].placement {
     case .vf(let held):
-      guard let p = policy.pools.firstIndex(where: { $0.name == held }) else { continue }
-      let track = state.tracks[slot]
+      // Usually the class's own pool: one comparison, no search.
+      guard let p = rule.pool >= 0 && policy.pools[rule.pool].name == held ? rule.pool : policy.poolIndex(named: held)
+      else { continue }
+      let tracks = state.tracks.span
       if rule.vf == .never {
         byPool[p].leaving.append((slot, .classNever(className: policy.classes[c].name), true))
       } else if rule.pool != p {
         byPool[p].leaving.append((slot, .wrongPool(holds: held, classPool: policy.classes[c].pool), true))
-      } else if !pinned && !track.intensive && observation.vms[o].reading != .unknown {
-        byPool[p].leaving.append((slot, .sustainedBelow(bytesPerSecond: track.intervalBytes,
-                                                        packetsPerSecond: track.intervalPackets,
+      } else if !pinned && !tracks[slot].intensive && !vms[o].reading.isUnknown {
+        byPool[p].leaving.append((slot, .sustainedBelow(bytesPerSecond: tracks[slot].intervalBytes,
+                                                        packetsPerSecond: tracks[slot].intervalPackets,
                                                         threshold: rule.demote), false))
       } else {
         byPool[p].incumbents.append(Contender(slot: slot, pinned: pinned, priority: rule.priority,
-                                              intensity: intensity(track, rule), name: track.identity.name))
+                                              intensity: intensity(tracks[slot], rule), name: tracks[slot].identity.name))
       }
     case .transitioning(let held):
-      if let p = policy.pools.firstIndex(where: { $0.name == held }) { byPool[p].transitioning += 1 }
+      if let p = policy.poolIndex(named: held) { byPool[p].transitioning += 1 }
     case .virtio:
-      guard rule.pool >= 0, pinned || (rule.vf == .eligible && state.tracks[slot].intensive) else { continue }
-      let track = state.tracks[slot]
+      let tracks = state.tracks.span
+      guard rule.pool >= 0, pinned || (rule.vf == .eligible && tracks[slot].intensive) else { continue }
       byPool[rule.pool].challengers.append(Contender(slot: slot, pinned: pinned, priority: rule.priority,
-                                                     intensity: intensity(track, rule), name: track.identity.name))
-    default:
+                                                     intensity: intensity(tracks[slot], rule), name: tracks[slot].identity.name))
+    case .none:
       continue
     }
   }
   return byPool
 }
 
-private func allocate(pool: VFPool, contenders: PoolContenders, policy: Policy, observation: Observation,
+private func allocate(pool p: Int, contenders: inout PoolContenders, policy: Policy, observation: Observation,
                       state: inout EngineState, now: Instant, budget: inout Int, plan: inout Plan) {
   let flap = policy.antiFlap
-  let capacity = observation.pools[pool.name] ?? PoolCapacity(total: 0)
-  let usable = max(0, min(pool.maxInUse ?? capacity.total, capacity.total) - capacity.heldByOthers)
-  var incumbents = contenders.incumbents
-  var challengers = contenders.challengers
-  let leaving = contenders.leaving
+  let poolName = policy.pools[p].name
+  let capacity = observation.pools[poolName] ?? PoolCapacity(total: 0)
+  let usable = max(0, min(policy.pools[p].maxInUse ?? capacity.total, capacity.total) - capacity.heldByOthers)
 
-  var inUse = incumbents.count + leaving.count + contenders.transitioning
+  var inUse = contenders.incumbents.count + contenders.leaving.count + contenders.transitioning
+  // Whoever wants to move may be held: room for all of them at once (grown
+  // one by one, the holds were a tenth of a busy cycle).
+  if plan.holds.capacity == 0 { plan.holds.reserveCapacity(contenders.leaving.count + contenders.challengers.count) }
   // Leavers that may go now go; the rest stay counted as in use.
-  for leaver in leaving {
-    let track = state.tracks[leaver.slot]
-    if !leaver.force, let blocked = antiFlapBlock(track, flap, now: now, needsDwell: true) {
-      plan.holds.append(Hold(vm: track.identity, wants: "demote", reason: blocked))
+  for leaver in contenders.leaving {
+    if !leaver.force, let blocked = antiFlapBlock(state.tracks.span[leaver.slot], flap, now: now, needsDwell: true) {
+      plan.holds.append(Hold(vm: state.tracks[leaver.slot].identity, wants: "demote", reason: blocked))
       continue
     }
     guard budget > 0 else {
-      plan.holds.append(Hold(vm: track.identity, wants: "demote", reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
+      plan.holds.append(Hold(vm: state.tracks[leaver.slot].identity, wants: "demote",
+                             reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
       continue
     }
-    demote(&state, leaver.slot, pool: pool.name, reason: leaver.reason, now: now, budget: &budget, plan: &plan)
+    demote(&state, leaver.slot, pool: poolName, reason: leaver.reason, now: now, budget: &budget, plan: &plan)
     inUse -= 1
   }
 
   // The steady state: nobody wants in, nobody over the cap — nothing to rank.
-  if challengers.isEmpty && inUse <= usable { return }
-  incumbents.sort { $0.outranks($1) }
+  if contenders.challengers.isEmpty && inUse <= usable { return }
+  // Sorted where they lie: the contenders are this cycle's scratch space.
+  contenders.incumbents.sort { $0.outranks($1) }
   // A cap lowered under the running system: shed the weakest incumbents.
-  while inUse > usable, let weakest = incumbents.last, budget > 0 {
-    incumbents.removeLast()
-    demote(&state, weakest.slot, pool: pool.name, reason: .overCap(inUse: inUse, cap: usable), now: now,
+  while inUse > usable, let weakest = contenders.incumbents.last, budget > 0 {
+    contenders.incumbents.removeLast()
+    demote(&state, weakest.slot, pool: poolName, reason: .overCap(inUse: inUse, cap: usable), now: now,
            budget: &budget, plan: &plan)
     inUse -= 1
   }
 
-  challengers.sort { $0.outranks($1) }
-  for challenger in challengers {
-    let track = state.tracks[challenger.slot]
-    if let blocked = antiFlapBlock(track, flap, now: now, needsDwell: false) {
-      plan.holds.append(Hold(vm: track.identity, wants: "promote", reason: blocked))
+  contenders.challengers.sort { $0.outranks($1) }
+  for challenger in contenders.challengers {
+    if let blocked = antiFlapBlock(state.tracks.span[challenger.slot], flap, now: now, needsDwell: false) {
+      plan.holds.append(Hold(vm: state.tracks[challenger.slot].identity, wants: "promote", reason: blocked))
       continue
     }
     if inUse < usable {
       guard budget > 0 else {
-        plan.holds.append(Hold(vm: track.identity, wants: "promote", reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
+        plan.holds.append(Hold(vm: state.tracks[challenger.slot].identity, wants: "promote",
+                               reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
         continue
       }
-      promote(&state, challenger.slot, pool: pool.name, reason: promotionReason(track, policy), now: now,
-              budget: &budget, plan: &plan)
+      promote(&state, challenger.slot, pool: poolName, reason: promotionReason(state.tracks.span[challenger.slot], policy),
+              now: now, budget: &budget, plan: &plan)
       inUse += 1
       continue
     }
-    // Full: the weakest incumbent that may leave is the one to beat.
-    let movable = incumbents.lastIndex { inc in
-      antiFlapBlock(state.tracks[inc.slot], flap, now: now, needsDwell: true) == nil
-    }
-    guard let m = movable, challenger.beats(incumbents[m], margin: flap.challengerMargin) else {
-      let reason: Reason = incumbents.last.map {
-        .incumbentsHold(weakest: $0.name, weakestIntensity: $0.intensity, intensity: challenger.intensity,
-                        margin: flap.challengerMargin)
-      } ?? .poolFull(inUse: inUse, capacity: usable)
-      plan.holds.append(Hold(vm: track.identity, wants: "promote", reason: reason))
-      continue
-    }
-    guard budget >= 2 else {
-      plan.holds.append(Hold(vm: track.identity, wants: "promote", reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
-      continue
-    }
-    let loser = incumbents.remove(at: m)
-    demote(&state, loser.slot, pool: pool.name,
+    guard let m = incumbentToDisplace(by: challenger, contenders.incumbents, state.tracks.span, flap, now: now,
+                                      inUse: inUse, usable: usable, budget: budget, plan: &plan) else { continue }
+    let loser = contenders.incumbents.remove(at: m)
+    demote(&state, loser.slot, pool: poolName,
            reason: .displacedBy(challenger: challenger.name, challengerIntensity: challenger.intensity,
                                 intensity: loser.intensity, margin: flap.challengerMargin),
            now: now, budget: &budget, plan: &plan)
-    promote(&state, challenger.slot, pool: pool.name,
+    promote(&state, challenger.slot, pool: poolName,
             reason: .displaces(incumbent: loser.name, intensity: challenger.intensity,
                                incumbentIntensity: loser.intensity, margin: flap.challengerMargin),
             now: now, budget: &budget, plan: &plan)
   }
+}
+
+/// Full: the weakest incumbent that may leave is the one to beat. `nil`,
+/// with the hold that says why, when none is.
+private func incumbentToDisplace(by challenger: Contender, _ incumbents: [Contender], _ tracks: Span<VMTrack>,
+                                 _ flap: AntiFlap, now: Instant, inUse: Int, usable: Int, budget: Int,
+                                 plan: inout Plan) -> Int? {
+  let movable = incumbents.lastIndex { antiFlapBlock(tracks[$0.slot], flap, now: now, needsDwell: true) == nil }
+  guard let m = movable, challenger.beats(incumbents[m], margin: flap.challengerMargin) else {
+    let reason: Reason = incumbents.last.map {
+      .incumbentsHold(weakest: $0.name, weakestIntensity: $0.intensity, intensity: challenger.intensity,
+                      margin: flap.challengerMargin)
+    } ?? .poolFull(inUse: inUse, capacity: usable)
+    plan.holds.append(Hold(vm: tracks[challenger.slot].identity, wants: "promote", reason: reason))
+    return nil
+  }
+  guard budget >= 2 else {
+    plan.holds.append(Hold(vm: tracks[challenger.slot].identity, wants: "promote",
+                           reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
+    return nil
+  }
+  return m
 }
 
 private func promotionReason(_ track: VMTrack, _ policy: Policy) -> Reason {

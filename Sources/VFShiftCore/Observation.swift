@@ -31,6 +31,23 @@ public enum CounterReading: Sendable, Equatable {
   /// No fresh reading this cycle (a sample missed): nothing new is learnt and
   /// what was known stands.
   case stale
+
+  public var isUnknown: Bool { if case .unknown = self { true } else { false } }
+
+  /// The counters and their time of a known reading, without its source:
+  /// nothing to retain on the per-VM path.
+  @inline(__always) public var counters: (VMCounters, Instant)? { if case let .known(_, c, at) = self { (c, at) } else { nil } }
+
+  /// A known reading from `source`, compared where it lies.
+  @inline(__always) public func isFrom(_ source: String) -> Bool {
+    if case .known(let s, _, _) = self { s == source } else { false }
+  }
+
+  /// Out of line, so that the copy of the source it makes is not hoisted
+  /// onto the path that only compares.
+  @inline(never) public func copySource(to source: inout String) {
+    if case .known(let s, _, _) = self { source = s }
+  }
 }
 
 public struct VMObservation: Sendable, Equatable {

@@ -58,6 +58,15 @@ func percentile(_ xs: [Double], _ q: Double) -> Double? {
   return s[min(s.count - 1, Int((Double(s.count - 1) * q).rounded()))]
 }
 
+/// The sum of the `k` largest values (all of them when there are no more).
+private func sumOfLargest(_ xs: inout [Double], _ k: Int) -> Double {
+  guard k > 0, !xs.isEmpty else { return 0 }
+  if xs.count > k { xs.sort(by: >) }
+  var sum = 0.0
+  for x in xs.prefix(k) { sum += x }
+  return sum
+}
+
 public struct ReplayOptions: Sendable {
   /// VFs per pool where the trace does not say; `nil` = the trace's, else 8.
   public var vfsPerPool: Int?
@@ -75,7 +84,6 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
   let vmCount = trace.vms.count
   var state = EngineState()
   var placement = [Placement](repeating: .virtio, count: vmCount)
-  var lastReading = [CounterReading](repeating: .unknown, count: vmCount)
   var lastSwap = [(at: Instant, verb: String)?](repeating: nil, count: vmCount)
   var onset = [Instant?](repeating: nil, count: vmCount)
   let vmIndex = Dictionary(trace.vms.enumerated().map { ($1.uuid, Int32($0)) }, uniquingKeysWith: { a, _ in a })
@@ -108,56 +116,74 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
 
   var observation = Observation(vms: [], pools: pools)
   var presentKey: [Int32] = []
-  var oracleCandidates: [[(bytes: Double, pinned: Bool)]] = Array(repeating: [], count: policy.pools.count)
+  // This interval's bytes of each pool's eligible VMs, pinned ones apart.
+  var oraclePinned: [[Double]] = Array(repeating: [], count: policy.pools.count)
+  var oracleOthers: [[Double]] = Array(repeating: [], count: policy.pools.count)
   let progressEvery = max(1, trace.cycles.count / 10)
   var previousAt: Instant?
+  // Read in place (a copied sample retains its source name), and the last
+  // reading of each VM kept as an index into the trace rather than a copy.
+  let samples = trace.samples.span
+  var lastSample = [Int](repeating: -1, count: vmCount)
+  var vfsInUse = 0
+  var sampled: [Bool] = []
 
-  for (k, cycle) in trace.cycles.enumerated() {
+  for k in trace.cycles.indices {
     if k % progressEvery == 0, let progress = options.progress { progress(Double(k) / Double(trace.cycles.count)) }
-    let now = cycle.at
+    let now = trace.cycles[k].at
     if let p = previousAt {
       let dt = now - p
       report.durationSeconds += dt
-      report.vfSecondsInUse += dt * Double(placement.reduce(0) { if case .vf = $1 { $0 + 1 } else { $0 } })
+      report.vfSecondsInUse += dt * Double(vfsInUse)
     }
     previousAt = now
     // Rebuild the VM list only when who is present changes.
-    if cycle.present != presentKey {
+    if trace.cycles[k].present != presentKey {
       // A VM that leaves gives its VF back (its domain stopped).
-      let staying = Set(cycle.present)
-      for v in presentKey where !staying.contains(v) { placement[Int(v)] = .virtio }
-      presentKey = cycle.present
-      observation.vms = cycle.present.map {
+      let staying = Set(trace.cycles[k].present)
+      for v in presentKey where !staying.contains(v) {
+        if case .vf = placement[Int(v)] { vfsInUse -= 1 }
+        placement[Int(v)] = .virtio
+      }
+      presentKey = trace.cycles[k].present
+      observation.vms = presentKey.map {
         VMObservation(identity: trace.vms[Int($0)], placement: placement[Int($0)], reading: .stale)
       }
-    }
-    for i in observation.vms.indices {
-      observation.vms[i].reading = .stale
-      observation.vms[i].placement = placement[Int(presentKey[i])]
+      sampled = Array(repeating: false, count: presentKey.count)
     }
     var slotOf: [Int32: Int] = [:]
-    if cycle.samples.count < presentKey.count || presentKey.count > 64 {
+    if trace.cycles[k].samples.count < presentKey.count || presentKey.count > 64 {
       for (i, v) in presentKey.enumerated() { slotOf[v] = i }
     }
-    for c in oracleCandidates.indices { oracleCandidates[c].removeAll(keepingCapacity: true) }
+    for p in oraclePinned.indices {
+      if !oraclePinned[p].isEmpty { oraclePinned[p].removeAll(keepingCapacity: true) }
+      if !oracleOthers[p].isEmpty { oracleOthers[p].removeAll(keepingCapacity: true) }
+    }
 
-    for sample in trace.samples[cycle.samples] {
-      let v = Int(sample.vm)
+    var nextSlot = 0
+    for s in trace.cycles[k].samples {
+      let vm = samples[s].vm
+      let v = Int(vm)
       report.vmSamples += 1
-      let slot = slotOf.isEmpty ? presentKey.firstIndex(of: sample.vm) : slotOf[sample.vm]
-      if let slot { observation.vms[slot].reading = sample.reading }
-      let c = classOfVM[v]
-      guard c >= 0, case let .known(source, counters, at) = sample.reading else {
-        lastReading[v] = sample.reading
-        continue
+      // Samples come in the order the VMs are present: try the next slot first.
+      let slot = nextSlot < presentKey.count && presentKey[nextSlot] == vm ? nextSlot
+        : slotOf.isEmpty ? presentKey.firstIndex(of: vm) : slotOf[vm]
+      if let slot {
+        observation.vms[slot].reading = samples[s].reading
+        sampled[slot] = true
+        nextSlot = slot + 1
       }
-      defer { lastReading[v] = sample.reading }
-      guard case let .known(lastSource, last, lastAt) = lastReading[v], lastSource == source,
-            counters.rxBytes >= last.rxBytes, counters.txBytes >= last.txBytes, at > lastAt else { continue }
-      let bytes = Double((counters.rxBytes - last.rxBytes) + (counters.txBytes - last.txBytes))
+      let last = lastSample[v]
+      lastSample[v] = s
+      let c = classOfVM[v]
+      guard c >= 0, last >= 0, case let .known(source, counters, at) = samples[s].reading,
+            case let .known(lastSource, lastCounters, lastAt) = samples[last].reading, lastSource == source,
+            counters.rxBytes >= lastCounters.rxBytes, counters.txBytes >= lastCounters.txBytes, at > lastAt
+      else { continue }
+      let bytes = Double((counters.rxBytes - lastCounters.rxBytes) + (counters.txBytes - lastCounters.txBytes))
       var packets = 0.0
-      if let a = counters.rxPackets, let b = counters.txPackets, let la = last.rxPackets, let lb = last.txPackets,
-         a >= la, b >= lb { packets = Double((a - la) + (b - lb)) }
+      if let a = counters.rxPackets, let b = counters.txPackets, let la = lastCounters.rxPackets,
+         let lb = lastCounters.txPackets, a >= la, b >= lb { packets = Double((a - la) + (b - lb)) }
       let onVF: Bool = if case .vf = placement[v] { true } else { false }
       report.classes[c].bytes += bytes
       report.classes[c].packets += packets
@@ -166,7 +192,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       if p >= 0 {
         report.eligibleBytes += bytes
         if onVF { report.eligibleVFBytes += bytes }
-        oracleCandidates[p].append((bytes, classPinned[c]))
+        if classPinned[c] { oraclePinned[p].append(bytes) } else { oracleOthers[p].append(bytes) }
       }
       // Onset: the first sample over the promote threshold, for time-to-promote.
       let dt = at - lastAt
@@ -177,13 +203,16 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
         if over { if onset[v] == nil { onset[v] = now } } else if onset[v] != nil { onset[v] = nil; report.missedBursts += 1 }
       }
     }
+    // A present VM without a sample this cycle has no fresh reading.
+    for i in sampled.indices {
+      if sampled[i] { sampled[i] = false } else { observation.vms[i].reading = .stale }
+    }
     // The oracle puts the pool's busiest eligible VMs of this interval on its
     // VFs, pinned ones first, at no cost.
-    for p in oracleCandidates.indices where !oracleCandidates[p].isEmpty {
-      if oracleCandidates[p].count > usable[p] {
-        oracleCandidates[p].sort { ($0.pinned ? 1 : 0, $0.bytes) > ($1.pinned ? 1 : 0, $1.bytes) }
-      }
-      for candidate in oracleCandidates[p].prefix(usable[p]) { report.oracleEligibleVFBytes += candidate.bytes }
+    // (Bytes are whole numbers, so the sum is exact in any order.)
+    for p in oraclePinned.indices {
+      report.oracleEligibleVFBytes += sumOfLargest(&oraclePinned[p], usable[p])
+      report.oracleEligibleVFBytes += sumOfLargest(&oracleOthers[p], max(0, usable[p] - oraclePinned[p].count))
     }
 
     let plan = decide(&state, policy: policy, observation: observation, now: now)
@@ -194,12 +223,17 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       if let last = lastSwap[v], last.verb != verb, now - last.at < flapWindow { report.flaps += 1 }
       lastSwap[v] = (now, verb)
       report.swaps.append(.init(at: now, verb: verb, vm: action.vm.name, pool: action.pool))
+      let wasOnVF: Bool = if case .vf = placement[v] { true } else { false }
       if case .promote = action {
         placement[v] = .vf(pool: action.pool)
+        if !wasOnVF { vfsInUse += 1 }
         if let o = onset[v] { report.promoteDelays.append(now - o); onset[v] = nil }
       } else {
         placement[v] = .virtio
+        if wasOnVF { vfsInUse -= 1 }
       }
+      // The observation follows the placement only where it changed.
+      if let slot = presentKey.firstIndex(of: Int32(v)) { observation.vms[slot].placement = placement[v] }
     }
   }
   options.progress?(1)
