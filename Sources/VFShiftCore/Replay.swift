@@ -58,6 +58,12 @@ func percentile(_ xs: [Double], _ q: Double) -> Double? {
   return s[min(s.count - 1, Int((Double(s.count - 1) * q).rounded()))]
 }
 
+private struct OracleCandidate {
+  var pool = 0
+  var pinned = false
+  var bytes = 0.0
+}
+
 /// The sum of the `k` largest values (all of them when there are no more).
 private func sumOfLargest(_ xs: inout [Double], _ k: Int) -> Double {
   guard k > 0, !xs.isEmpty else { return 0 }
@@ -116,9 +122,10 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
 
   var observation = Observation(vms: [], pools: pools)
   var presentKey: [Int32] = []
-  // This interval's bytes of each pool's eligible VMs, pinned ones apart.
-  var oraclePinned: [[Double]] = Array(repeating: [], count: policy.pools.count)
-  var oracleOthers: [[Double]] = Array(repeating: [], count: policy.pools.count)
+  // This interval's bytes of each eligible VM, and per pool, pinned ones apart.
+  var oracleCandidates: [OracleCandidate] = []
+  var oraclePinned: [Double] = []
+  var oracleOthers: [Double] = []
   let progressEvery = max(1, trace.cycles.count / 10)
   var previousAt: Instant?
   // Read in place (a copied sample retains its source name), and the last
@@ -155,64 +162,86 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
     if trace.cycles[k].samples.count < presentKey.count || presentKey.count > 64 {
       for (i, v) in presentKey.enumerated() { slotOf[v] = i }
     }
-    for p in oraclePinned.indices {
-      if !oraclePinned[p].isEmpty { oraclePinned[p].removeAll(keepingCapacity: true) }
-      if !oracleOthers[p].isEmpty { oracleOthers[p].removeAll(keepingCapacity: true) }
-    }
 
-    var nextSlot = 0
-    for s in trace.cycles[k].samples {
-      let vm = samples[s].vm
-      let v = Int(vm)
-      report.vmSamples += 1
-      // Samples come in the order the VMs are present: try the next slot first.
-      let slot = nextSlot < presentKey.count && presentKey[nextSlot] == vm ? nextSlot
-        : slotOf.isEmpty ? presentKey.firstIndex(of: vm) : slotOf[vm]
-      if let slot {
-        observation.vms[slot].reading = samples[s].reading
-        sampled[slot] = true
-        nextSlot = slot + 1
+    // The cycle's samples, with the arrays they write to taken as spans:
+    // one uniqueness check each per cycle instead of one per write.
+    let sampleRange = trace.cycles[k].samples
+    if oracleCandidates.count < sampleRange.count {
+      oracleCandidates = Array(repeating: OracleCandidate(), count: sampleRange.count)
+    }
+    var candidateCount = 0
+    var eligibleBytes = 0.0, eligibleVFBytes = 0.0, missedBursts = 0
+    do {
+      var vms = observation.vms.mutableSpan
+      var fresh = sampled.mutableSpan
+      var last = lastSample.mutableSpan
+      var shares = report.classes.mutableSpan
+      var onsets = onset.mutableSpan
+      var candidates = oracleCandidates.mutableSpan
+      var nextSlot = 0
+      for s in sampleRange {
+        let vm = samples[s].vm
+        let v = Int(vm)
+        // Samples come in the order the VMs are present: try the next slot first.
+        let slot = nextSlot < presentKey.count && presentKey[nextSlot] == vm ? nextSlot
+          : slotOf.isEmpty ? presentKey.firstIndex(of: vm) : slotOf[vm]
+        if let slot {
+          vms[slot].reading = samples[s].reading
+          fresh[slot] = true
+          nextSlot = slot + 1
+        }
+        let previous = last[v]
+        last[v] = s
+        let c = classOfVM[v]
+        guard c >= 0, previous >= 0, let (counters, at) = samples[s].reading.counters,
+              case let .known(lastSource, lastCounters, lastAt) = samples[previous].reading,
+              samples[s].reading.isFrom(lastSource),
+              counters.rxBytes >= lastCounters.rxBytes, counters.txBytes >= lastCounters.txBytes, at > lastAt
+        else { continue }
+        let bytes = Double((counters.rxBytes - lastCounters.rxBytes) + (counters.txBytes - lastCounters.txBytes))
+        var packets = 0.0
+        if let a = counters.rxPackets, let b = counters.txPackets, let la = lastCounters.rxPackets,
+           let lb = lastCounters.txPackets, a >= la, b >= lb { packets = Double((a - la) + (b - lb)) }
+        let onVF: Bool = if case .vf = placement[v] { true } else { false }
+        shares[c].bytes += bytes
+        shares[c].packets += packets
+        if onVF { shares[c].vfBytes += bytes; shares[c].vfPackets += packets }
+        let p = classPool[c]
+        if p >= 0 {
+          eligibleBytes += bytes
+          if onVF { eligibleVFBytes += bytes }
+          candidates[candidateCount] = OracleCandidate(pool: p, pinned: classPinned[c], bytes: bytes)
+          candidateCount += 1
+        }
+        // Onset: the first sample over the promote threshold, for time-to-promote.
+        let dt = at - lastAt
+        let promote = classPromote[c]
+        let over = (promote.bytesPerSecond.map { bytes / dt >= $0 } ?? false)
+          || (promote.packetsPerSecond.map { packets / dt >= $0 && packets > 0 } ?? false)
+        if classEligible[c] && !onVF {
+          if over { if onsets[v] == nil { onsets[v] = now } } else if onsets[v] != nil { onsets[v] = nil; missedBursts += 1 }
+        }
       }
-      let last = lastSample[v]
-      lastSample[v] = s
-      let c = classOfVM[v]
-      guard c >= 0, last >= 0, case let .known(source, counters, at) = samples[s].reading,
-            case let .known(lastSource, lastCounters, lastAt) = samples[last].reading, lastSource == source,
-            counters.rxBytes >= lastCounters.rxBytes, counters.txBytes >= lastCounters.txBytes, at > lastAt
-      else { continue }
-      let bytes = Double((counters.rxBytes - lastCounters.rxBytes) + (counters.txBytes - lastCounters.txBytes))
-      var packets = 0.0
-      if let a = counters.rxPackets, let b = counters.txPackets, let la = lastCounters.rxPackets,
-         let lb = lastCounters.txPackets, a >= la, b >= lb { packets = Double((a - la) + (b - lb)) }
-      let onVF: Bool = if case .vf = placement[v] { true } else { false }
-      report.classes[c].bytes += bytes
-      report.classes[c].packets += packets
-      if onVF { report.classes[c].vfBytes += bytes; report.classes[c].vfPackets += packets }
-      let p = classPool[c]
-      if p >= 0 {
-        report.eligibleBytes += bytes
-        if onVF { report.eligibleVFBytes += bytes }
-        if classPinned[c] { oraclePinned[p].append(bytes) } else { oracleOthers[p].append(bytes) }
-      }
-      // Onset: the first sample over the promote threshold, for time-to-promote.
-      let dt = at - lastAt
-      let promote = classPromote[c]
-      let over = (promote.bytesPerSecond.map { bytes / dt >= $0 } ?? false)
-        || (promote.packetsPerSecond.map { packets / dt >= $0 && packets > 0 } ?? false)
-      if classEligible[c] && !onVF {
-        if over { if onset[v] == nil { onset[v] = now } } else if onset[v] != nil { onset[v] = nil; report.missedBursts += 1 }
+      // A present VM without a sample this cycle has no fresh reading.
+      for i in fresh.indices {
+        if fresh[i] { fresh[i] = false } else { vms[i].reading = .stale }
       }
     }
-    // A present VM without a sample this cycle has no fresh reading.
-    for i in sampled.indices {
-      if sampled[i] { sampled[i] = false } else { observation.vms[i].reading = .stale }
-    }
+    report.vmSamples += sampleRange.count
+    report.eligibleBytes += eligibleBytes
+    report.eligibleVFBytes += eligibleVFBytes
+    report.missedBursts += missedBursts
     // The oracle puts the pool's busiest eligible VMs of this interval on its
-    // VFs, pinned ones first, at no cost.
-    // (Bytes are whole numbers, so the sum is exact in any order.)
-    for p in oraclePinned.indices {
-      report.oracleEligibleVFBytes += sumOfLargest(&oraclePinned[p], usable[p])
-      report.oracleEligibleVFBytes += sumOfLargest(&oracleOthers[p], max(0, usable[p] - oraclePinned[p].count))
+    // VFs, pinned ones first, at no cost. (Bytes are whole numbers, so the
+    // sum is exact in any order.)
+    for p in usable.indices where candidateCount > 0 {
+      if !oraclePinned.isEmpty { oraclePinned.removeAll(keepingCapacity: true) }
+      if !oracleOthers.isEmpty { oracleOthers.removeAll(keepingCapacity: true) }
+      for i in 0..<candidateCount where oracleCandidates[i].pool == p {
+        if oracleCandidates[i].pinned { oraclePinned.append(oracleCandidates[i].bytes) } else { oracleOthers.append(oracleCandidates[i].bytes) }
+      }
+      report.oracleEligibleVFBytes += sumOfLargest(&oraclePinned, usable[p])
+      report.oracleEligibleVFBytes += sumOfLargest(&oracleOthers, max(0, usable[p] - oraclePinned.count))
     }
 
     let plan = decide(&state, policy: policy, observation: observation, now: now)
