@@ -386,7 +386,7 @@ private func allocate(pool p: Int, contenders: inout PoolContenders, policy: Pol
                       state: inout EngineState, now: Instant, budget: inout Int, plan: inout Plan) {
   let flap = policy.antiFlap
   let poolName = policy.pools[p].name
-  let capacity = observation.pools[poolName] ?? PoolCapacity(total: 0)
+  let capacity = observation.capacity(of: poolName)
   let usable = max(0, min(policy.pools[p].maxInUse ?? capacity.total, capacity.total) - capacity.heldByOthers)
 
   var inUse = contenders.incumbents.count + contenders.leaving.count + contenders.transitioning

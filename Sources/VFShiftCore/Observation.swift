@@ -76,4 +76,15 @@ public struct Observation: Sendable, Equatable {
   public var vms: [VMObservation]
   public var pools: [String: PoolCapacity]
   public init(vms: [VMObservation], pools: [String: PoolCapacity]) { self.vms = vms; self.pools = pools }
+
+  /// A pool's capacity (none when the observation does not list it). Hosts
+  /// have a pool or two, named by the same policy strings: comparing those
+  /// beats hashing the name every cycle.
+  public func capacity(of pool: String) -> PoolCapacity {
+    if pools.count <= 4 {
+      for (name, capacity) in pools where name == pool { return capacity }
+      return PoolCapacity(total: 0)
+    }
+    return pools[pool] ?? PoolCapacity(total: 0)
+  }
 }
