@@ -123,26 +123,34 @@ private struct PolicyDecoder {
     if let s = o["smoothing"], let so = object(s, "smoothing", known: ["halfLifeSeconds"]) {
       halfLife = number(so, "halfLifeSeconds", "smoothing") ?? halfLife
     }
+    // Entries that failed are left out of these lists, so each kept one
+    // carries its position in the file: messages name the entry as written.
     var pools: [VFPool] = []
+    var poolPositions: [Int] = []
     if let p = o["pools"] {
       if case .array(let items) = p.value {
-        for (i, item) in items.enumerated() { if let pool = self.pool(item, "pools[\(i)]") { pools.append(pool) } }
+        for (i, item) in items.enumerated() {
+          if let pool = self.pool(item, "pools[\(i)]") { pools.append(pool); poolPositions.append(i) }
+        }
       } else { fail(p, "pools", "must be an array of pools, found \(p.value.typeName)") }
     }
     for (i, pool) in pools.enumerated() where pools[..<i].contains(where: { $0.name == pool.name }) {
-      fail(poolNode(o, i), "pools[\(i)].name", "pool '\(pool.name)' is defined twice")
+      fail(poolNode(o, poolPositions[i]), "pools[\(poolPositions[i])].name", "pool '\(pool.name)' is defined twice")
     }
     var classes: [QoSClass] = []
     var classNodes: [JSONNode] = []
+    var classPositions: [Int] = []
     if let c = o["classes"] {
       if case .array(let items) = c.value {
         if items.isEmpty { fail(c, "classes", "must list at least one class") }
         for (i, item) in items.enumerated() {
-          if let qc = qosClass(item, "classes[\(i)]", pools: pools) { classes.append(qc); classNodes.append(item) }
+          if let qc = qosClass(item, "classes[\(i)]", pools: pools) {
+            classes.append(qc); classNodes.append(item); classPositions.append(i)
+          }
         }
       } else { fail(c, "classes", "must be an array of classes, found \(c.value.typeName)") }
     } else { fail(root, "classes", "is required") }
-    checkOverlaps(classes, classNodes)
+    checkOverlaps(classes, classNodes, classPositions)
     var antiFlap = AntiFlap()
     if let a = o["antiFlap"], let ao = object(a, "antiFlap", known: ["minDwellSeconds", "cooldownSeconds",
         "challengerMargin", "maxSwapsPerCycle", "maxSwapsPerVMPerHour"]) {
@@ -262,22 +270,24 @@ private struct PolicyDecoder {
 
   /// Literal overlaps are caught here; glob overlaps show when a VM is
   /// classified (it is then left alone, and the report names both classes).
-  mutating func checkOverlaps(_ classes: [QoSClass], _ nodes: [JSONNode]) {
+  /// `positions[i]` is where `classes[i]` stands in the file.
+  mutating func checkOverlaps(_ classes: [QoSClass], _ nodes: [JSONNode], _ positions: [Int]) {
     for (i, c) in classes.enumerated() {
+      let at = "classes[\(positions[i])]"
       if classes[..<i].contains(where: { $0.name == c.name }) {
-        fail(nodes[i], "classes[\(i)].name", "class '\(c.name)' is defined twice")
+        fail(nodes[i], "\(at).name", "class '\(c.name)' is defined twice")
       }
       for (j, other) in classes[..<i].enumerated() {
         for m in c.match.metadata where other.match.metadata.contains(m) {
-          fail(nodes[i], "classes[\(i)].match.metadata", "label '\(m)' is also matched by class '\(other.name)' (classes[\(j)]): a VM would be matched by two classes")
+          fail(nodes[i], "\(at).match.metadata", "label '\(m)' is also matched by class '\(other.name)' (classes[\(positions[j])]): a VM would be matched by two classes")
         }
         for u in c.match.uuids where other.match.uuids.contains(u) {
-          fail(nodes[i], "classes[\(i)].match.uuids", "UUID \(u) is also matched by class '\(other.name)' (classes[\(j)]): a VM would be matched by two classes")
+          fail(nodes[i], "\(at).match.uuids", "UUID \(u) is also matched by class '\(other.name)' (classes[\(positions[j])]): a VM would be matched by two classes")
         }
         // A literal name matched by the other class's glob, either way round.
         for n in c.match.names where other.match.names.contains(n) || (!isGlob(n) && other.match.names.contains { globMatch($0, n) })
           || other.match.names.contains(where: { !isGlob($0) && globMatch(n, $0) }) {
-          fail(nodes[i], "classes[\(i)].match.names", "'\(n)' is also matched by class '\(other.name)' (classes[\(j)]): a VM would be matched by two classes")
+          fail(nodes[i], "\(at).match.names", "'\(n)' is also matched by class '\(other.name)' (classes[\(positions[j])]): a VM would be matched by two classes")
         }
       }
     }

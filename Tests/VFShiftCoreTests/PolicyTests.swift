@@ -76,6 +76,18 @@ let badPolicies: [BadPolicy] = [
       ],
     }
     """, expect: ["5: classes[1].name: class 'a' is defined twice"]),
+  BadPolicy(what: "after an entry that failed, duplicates and overlaps name the entries as written", text: """
+    {
+      pools: [ { name: "p" }, { name: "q", network: "n" }, { name: "q", network: "m" } ],
+      classes: [
+        { name: "broken", vf: "never" },
+        { name: "a", match: { names: "vm[1-5]" }, vf: "never" },
+        { name: "a", match: { names: ["vm3"] }, vf: "never" },
+      ],
+    }
+    """, expect: [": pools[0].network: is required", "2: pools[2].name: pool 'q' is defined twice",
+                  "4: classes[0].match: is required", "6: classes[2].name: class 'a' is defined twice",
+                  "6: classes[2].match.names: 'vm3' is also matched by class 'a' (classes[1])"], exactly: 5),
   BadPolicy(what: "a VM matched by two classes", text: """
     {
       pools: [ { name: "p", network: "n" } ],
