@@ -454,6 +454,8 @@ func writeAtomically(_ bytes: [UInt8], to path: String) {
 final class TraceRecorder {
   let handle: FileHandle
   var keys: [String: String] = [:]   // uuid → key
+  /// Keys handed out so far: a domain re-created under an old name gets its own.
+  var takenKeys = Set<String>()
   var present = Set<String>()
 
   init(path: String, interval: Double, pools: [String: Int]) throws {
@@ -474,9 +476,9 @@ final class TraceRecorder {
       if let key = keys[vm.identity.uuid] {
         out += "back \(key)\n"
       } else {
-        let key = encodeField(vm.identity.name)
+        let key = Trace.uniqueKey(for: vm.identity.name, taken: &takenKeys)
         keys[vm.identity.uuid] = key
-        out += "vm \(key) uuid=\(encodeField(vm.identity.uuid))" + (vm.identity.label.map { " label=\(encodeField($0))" } ?? "") + "\n"
+        out += Trace.vmLine(key: key, vm.identity)
       }
       present.insert(vm.identity.uuid)
     }

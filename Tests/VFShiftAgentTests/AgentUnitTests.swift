@@ -147,3 +147,23 @@ func metricsOnlyOnLoopback() throws {
   #expect(lines.first == "GET /metrics 200 'vfshift_up 1\\n'", "\(lines)")
   #expect(lines.dropFirst().count == 4 && lines.dropFirst().allSatisfy { $0.contains(" 404 'vfshift serves only /metrics\\n'") }, "\(lines)")
 }
+
+@Test("record: a domain re-created under its old name with a new UUID is a second VM, and the trace still parses")
+func recordSameNameNewUUID() throws {
+  let path = NSTemporaryDirectory() + "vfshift-record-\(getpid()).trace"
+  defer { try? FileManager.default.removeItem(atPath: path) }
+  let recorder = try TraceRecorder(path: path, interval: 1, pools: ["p": 2])
+  let counters = VMCounters(rxBytes: 1, txBytes: 1, rxPackets: 1, txPackets: 1)
+  func observation(_ uuid: String, _ t: Double) -> Observation {
+    Observation(vms: [VMObservation(identity: VMIdentity(uuid: uuid, name: "web"), placement: .virtio,
+                                    reading: .known(source: "vnet0", counters: counters, at: Instant(seconds: t)))],
+                pools: [:])
+  }
+  recorder.record(observation("uuid-old", 1), now: Instant(seconds: 1))
+  recorder.record(observation("uuid-new", 2), now: Instant(seconds: 2))
+  try recorder.handle.synchronize()
+  let trace = try Trace.parse(String(contentsOfFile: path, encoding: .utf8), file: path)
+  #expect(trace.vms.map(\.uuid) == ["uuid-old", "uuid-new"])
+  #expect(trace.vms.map(\.name) == ["web", "web"])
+  #expect(trace.cycles.map(\.present) == [[0], [1]])
+}

@@ -121,3 +121,13 @@ func gwaPublishedDirectory() throws {
   // The timestamps are Unix seconds despite the "[ms]" header: July 2013.
   #expect(trace.cycles.first!.at.seconds > 1_372_000_000 && trace.cycles.first!.at.seconds < 1_373_000_000)
 }
+
+@Test("two VMs of one name (a domain re-created with a new UUID) render under distinct keys and parse back")
+func traceRoundTripSameName() throws {
+  var trace = PaperScenario.trace(seconds: 10)
+  trace.vms[1].name = trace.vms[0].name
+  let text = trace.render()
+  #expect(text.contains("vm \(trace.vms[0].name) uuid="))
+  #expect(text.contains("vm \(trace.vms[0].name)~2 uuid=\(trace.vms[1].uuid) name=\(trace.vms[0].name)"))
+  #expect(try Trace.parse(text, file: "t") == trace)
+}
