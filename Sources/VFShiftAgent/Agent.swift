@@ -37,13 +37,14 @@ public final class Agent: @unchecked Sendable {
   let log: EventLog
   public let metrics = Metrics()
   var policy: Policy
-  var state = EngineState()
   let stop = Atomic<Bool>(false)
   let reload = Atomic<Bool>(false)
   let reconcileNeeded = Atomic<Bool>(true)
   var lastHold: [String: String] = [:]
   var recorder: TraceRecorder?
   var devicePositions = DevicePositions()
+  /// The class names last given to the metrics (they change only with the policy).
+  var classNames: [String] = []
   var cycle = 0
   let startedAt = ContinuousClock.now
   /// Decisions this process made, for tests comparing with a replay.
@@ -261,7 +262,8 @@ public final class Agent: @unchecked Sendable {
                               vfSince: vfSince, positions: &devicePositions)
     recorder?.record(observation, now: now)
     if config.recordOnly { return nil }
-    let plan = decide(&state, policy: policy, observation: observation, now: now)
+    let policy = self.policy
+    let plan = metrics.withEngine { decide(&$0, policy: policy, observation: observation, now: now) }
     let news = report(plan, observation: observation, now: now)
     publish(observation, plan: plan, poolTotals: poolTotals, now: now, news: news)
     return plan
@@ -289,7 +291,7 @@ public final class Agent: @unchecked Sendable {
   func report(_ plan: Plan, observation: Observation, now: Instant) -> Bool {
     var news = !plan.actions.isEmpty
     for action in plan.actions {
-      let rate = state.rate(of: action.vm.uuid)
+      let rate = metrics.withEngine { $0.rate(of: action.vm.uuid) }
       log.emit("decision", ["vm": .string(action.vm.name), "class": .string(className(action.vm)),
                             "decision": .string(action.verb), "pool": .string(action.pool), "rule": .string(action.reason.rule),
                             "reason": .string("\(action.reason)"), "bytesPerSecond": .optional(rate?.bytesPerSecond),
@@ -333,19 +335,24 @@ public final class Agent: @unchecked Sendable {
     }
     for i in observation.vms.indices {
       if case .vf(let p) = observation.vms[i].placement { used[p, default: 0] += 1 }
-      guard writeStatus else { continue }
-      let identity = observation.vms[i].identity
-      let rate = state.rate(of: identity.uuid)
-      let placement: String = switch observation.vms[i].placement {
-      case .virtio: "virtio"
-      case .vf(let p): "vf:\(p)"
-      case .transitioning: "swapping"
-      case .none: "none"
+    }
+    if writeStatus {
+      metrics.withEngine { state in
+        for i in observation.vms.indices {
+          let identity = observation.vms[i].identity
+          let rate = state.rate(of: identity.uuid)
+          let placement: String = switch observation.vms[i].placement {
+          case .virtio: "virtio"
+          case .vf(let p): "vf:\(p)"
+          case .transitioning: "swapping"
+          case .none: "none"
+          }
+          rows.append(StatusRow(vm: identity.name, className: className(identity), placement: placement,
+                                bytesPerSecond: rate?.bytesPerSecond, packetsPerSecond: rate?.packetsPerSecond,
+                                intensive: rate?.intensive ?? false,
+                                decision: decisions.isEmpty ? "keep" : decisions[identity.uuid] ?? "keep"))
+        }
       }
-      rows.append(StatusRow(vm: identity.name, className: className(identity), placement: placement,
-                            bytesPerSecond: rate?.bytesPerSecond, packetsPerSecond: rate?.packetsPerSecond,
-                            intensive: rate?.intensive ?? false,
-                            decision: decisions.isEmpty ? "keep" : decisions[identity.uuid] ?? "keep"))
     }
     for (p, n) in observation.pools { used[p, default: 0] += n.heldByOthers }
     var pools: [String: (capacity: Int, used: Int, cap: Int)] = [:]
@@ -354,7 +361,10 @@ public final class Agent: @unchecked Sendable {
       pools[pool.name] = (total, used[pool.name] ?? 0, min(pool.maxInUse ?? total, total))
     }
     metrics.observePools(pools)
-    metrics.observeEngine(state, classNames: policy.classes.map(\.name))
+    if classNames.count != policy.classes.count || !zip(classNames, policy.classes).allSatisfy({ $0 == $1.name }) {
+      classNames = policy.classes.map(\.name)
+      metrics.setClassNames(classNames)
+    }
     if let path = config.metricsTextfile { writeAtomically(metrics.render(), to: path) }
     if writeStatus {
       let status = AgentStatus(policy: policy.name, dryRun: config.dryRun, pid: Int(getpid()), cycle: cycle,
