@@ -39,11 +39,13 @@ let package = Package(
       pkgConfig: "libvirt",
       providers: [.apt(["libvirt-dev"])]
     ),
+    // glibc's mallopt and malloc_trim, for the agent's memory (bench-agent: RSS).
+    .systemLibrary(name: "CMalloc"),
     .target(name: "VFShiftCore"),
     .target(name: "VFShiftHost", dependencies: ["VFShiftCore"]),
     .target(name: "VFShiftLibvirt", dependencies: ["VFShiftCore", "CLibvirt"]),
-    .target(name: "VFShiftAgent", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt"]),
-    .executableTarget(name: "vfshift", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "VFShiftAgent"],
+    .target(name: "VFShiftAgent", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "CMalloc"]),
+    .executableTarget(name: "vfshift", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "VFShiftAgent", "CMalloc"],
                       linkerSettings: staticSwift),
     // Shared by the test targets: brings up the real test bed and decides,
     // loudly, whether a test that needs it runs, fails (CI) or skips (locally).
