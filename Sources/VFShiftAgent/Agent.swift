@@ -470,10 +470,29 @@ func writeAtomically(_ text: String, to path: String) {
 }
 
 func writeAtomically(_ bytes: [UInt8], to path: String) {
-  let dir = (path as NSString).deletingLastPathComponent
-  try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+  // open/write/rename, not FileManager + Data: this runs every tenth cycle
+  // with ~140 KB of status at 1,000 VMs, and Foundation's file code copied
+  // the bytes and kept its own pages of the binary resident (bench-agent).
   let tmp = path + ".tmp"
-  guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)) else { return }
+  let flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC
+  var fd = open(tmp, flags, 0o666)
+  if fd < 0 && errno == ENOENT {
+    // The directory is made on first use (/run/vfshift after a boot).
+    let dir = (path as NSString).deletingLastPathComponent
+    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    fd = open(tmp, flags, 0o666)
+  }
+  guard fd >= 0 else { return }
+  let complete = bytes.withUnsafeBytes { raw -> Bool in
+    var done = 0
+    while done < raw.count {
+      let n = write(fd, raw.baseAddress! + done, raw.count - done)
+      if n < 0 { if errno == EINTR { continue }; return false }
+      done += n
+    }
+    return true
+  }
+  guard close(fd) == 0, complete else { unlink(tmp); return }
   _ = rename(tmp, path)
 }
 
