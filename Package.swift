@@ -12,7 +12,8 @@ import PackageDescription
 /// the start of .text (`link/hot-functions.order`, from
 /// `link/update-hot-functions`): the kernel maps text 64 KB around each page
 /// fault, so scattered over 15 MB they kept 7.8 MB of it resident, together
-/// ~4 MB (bench-agent: RSS). Order only; a name not found is skipped.
+/// ~4 MB (bench-agent: RSS). Order only; a name not found is skipped. SwiftPM
+/// does not track the file: the script removes the binaries so they relink.
 let staticSwift: [LinkerSetting] = [
   .unsafeFlags([
     "-static-stdlib", "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
