@@ -5,9 +5,7 @@ import Foundation
 public struct EventLog: Sendable {
   public var write: @Sendable (String) -> Void
 
-  public init(write: @escaping @Sendable (String) -> Void = { line in
-    FileHandle.standardError.write((line + "\n").data(using: .utf8)!)
-  }) {
+  public init(write: @escaping @Sendable (String) -> Void = { line in writeLine(line, to: STDERR_FILENO) }) {
     self.write = write
   }
 
@@ -16,6 +14,20 @@ public struct EventLog: Sendable {
     all["event"] = .string(event)
     all["ts"] = .string(logTimestamp())
     write(LogValue.object(all).json)
+  }
+}
+
+/// One line in one write(2) (so lines of two threads never interleave), without Foundation.
+@usableFromInline func writeLine(_ line: String, to fd: Int32) {
+  var bytes = Array(line.utf8)
+  bytes.append(UInt8(ascii: "\n"))
+  bytes.withUnsafeBytes { raw in
+    var done = 0
+    while done < raw.count {
+      let n = write(fd, raw.baseAddress! + done, raw.count - done)
+      if n < 0 { if errno == EINTR { continue }; return }
+      done += n
+    }
   }
 }
 

@@ -60,13 +60,36 @@ public func observe(domains: [DomainInventory], counters: CounterSnapshot, polic
                  vfSince: vfSince, positions: &positions)
 }
 
-/// Where each VM's device sat in the last snapshot, by the VM's place in the
-/// inventory. A guess checked by comparing one name, so it is never wrong,
-/// only sometimes useless: the kernel lists links in the same order cycle
-/// after cycle, and the name compare costs a tenth of hashing the name into
-/// the snapshot's table (1,000 lookups per cycle, bench-agent).
+/// What `observe` keeps from one cycle to the next. Where each VM's device
+/// sat in the last snapshot, by the VM's place in the inventory: a guess
+/// checked by comparing one name, so it is never wrong, only sometimes
+/// useless: the kernel lists links in the same order cycle after cycle, and
+/// the name compare costs a tenth of hashing the name into the snapshot's
+/// table (1,000 lookups per cycle, bench-agent).
+///
+/// And the last observation itself, with where each VM's reading comes from:
+/// while the inventory is the very same snapshot (the same array storage,
+/// which `Inventory.snapshot()` hands out until something changes; kept
+/// here, so it cannot be freed and reused) under the same policy, everything
+/// but the readings is what it was, and only the readings are written, in
+/// place. Building the 1,000 observations anew each cycle (identities,
+/// placements, NIC positions, class matching for pool holders) was most of
+/// `observe`'s instructions (bench-agent under callgrind).
 package struct DevicePositions: Sendable {
   var guesses: [Int] = []
+
+  enum Source: Sendable {
+    /// Nothing to read: the reading stays as it was built (`.stale`, `.unknown`).
+    case fixed
+    /// The host device to read, and the index of the domain it belongs to (for the guess).
+    case device(String, HostDeviceKind, domain: Int)
+  }
+  var domains: [DomainInventory]? = nil
+  var policy: Policy? = nil
+  var vms: [VMObservation] = []
+  var sources: [Source] = []
+  var heldByOthers: [Int] = []
+
   package init() {}
 
   mutating func position(of device: String, vm: Int, in names: InterfaceNames) -> Int? {
@@ -80,57 +103,106 @@ package struct DevicePositions: Sendable {
     guesses[vm] = found ?? -1
     return found
   }
+
+  /// Whether `domains` is the snapshot the kept observation was built from.
+  func sameInventory(_ domains: [DomainInventory], policy: Policy) -> Bool {
+    guard let kept = self.domains, kept.count == domains.count, self.policy == policy else { return false }
+    return kept.withUnsafeBufferPointer { a in domains.withUnsafeBufferPointer { b in a.baseAddress == b.baseAddress } }
+  }
 }
 
-/// `observe`, remembering where the devices were for the next cycle.
+/// `observe`, remembering where the devices were and what the inventory
+/// gave for the next cycle.
 package func observe(domains: [DomainInventory], counters: CounterSnapshot, policy: Policy,
                      poolTotals: [String: Int], now: Instant, vfSince: [String: Instant] = [:],
                      positions: inout DevicePositions) -> Observation {
+  // `vfSince` is given on an agent's first cycle only: build that one afresh.
+  if vfSince.isEmpty, positions.sameInventory(domains, policy: policy) {
+    var vms: [VMObservation] = []
+    var sources: [DevicePositions.Source] = []
+    // Out of the cache while written, so the writes are in place (unique storage).
+    swap(&vms, &positions.vms)
+    swap(&sources, &positions.sources)
+    for k in vms.indices {
+      guard case .device(let device, let kind, let d) = sources[k] else { continue }
+      vms[k].reading = positions.position(of: device, vm: d, in: counters.interfaces)
+        .map { .known(source: device, counters: kind.vmCounters(counters.counters[$0]), at: now) } ?? .stale
+    }
+    swap(&vms, &positions.vms)
+    swap(&sources, &positions.sources)
+    return Observation(vms: positions.vms, pools: poolCapacities(policy, poolTotals, positions.heldByOthers))
+  }
   var vms: [VMObservation] = []
   vms.reserveCapacity(domains.count)
+  var sources: [DevicePositions.Source] = []
+  sources.reserveCapacity(domains.count)
   var heldByOthers: [Int] = Array(repeating: 0, count: policy.pools.count)
-  // By index, not `for domain in domains`: binding each element copies it,
-  // a retain and release of every string it holds.
-  for d in domains.indices {
-    let identity = VMIdentity(uuid: domains[d].uuid, name: domains[d].name, label: domains[d].qosLabel)
-    let at = managedNICPositions(domains[d], policy: policy)
-    // Class matching is the engine's (it caches it per VM); here it only
-    // matters for a VM holding a pool VF, which counts against the cap when no
-    // class manages it.
-    if let pool = at.pool, policy.resolveClass(of: identity).classIndex == nil {
-      heldByOthers[pool] += 1
-      continue
-    }
-    let inSwap = domains[d].journal != nil
-    let placement: Placement
-    switch (at.virtio, at.vf) {
-    case (_, .some) where inSwap, (.some, .some): placement = .transitioning(pool: policy.pools[at.pool!].name)
-    case (nil, .some): placement = .vf(pool: policy.pools[at.pool!].name)
-    case (.some, nil): placement = inSwap ? .transitioning(pool: "") : .virtio
-    case (nil, nil): placement = .none
-    }
-    let active: Int? = if case .vf = placement { at.vf } else if case .virtio = placement { at.virtio } else { nil }
-    // The NIC's counters from the VM's side. A NIC the host cannot see (a VF
-    // without per-VF statistics) is unknown; one whose device is missing from
-    // this snapshot (re-created between reads) is stale, never zero.
-    let reading: CounterReading
-    if let active {
-      if let device = domains[d].nics[active].hostDevice, let kind = domains[d].nics[active].hostDeviceKind,
-         kind != .virtualFunction {
-        reading = positions.position(of: device, vm: d, in: counters.interfaces)
-          .map { .known(source: device, counters: kind.vmCounters(counters.counters[$0]), at: now) } ?? .stale
-      } else {
-        reading = .unknown
+  // Through a buffer, not `for domain in domains` nor `domains[d]`: binding
+  // or passing an array's element copies it, a retain and release of every
+  // string it holds.
+  domains.withUnsafeBufferPointer { domains in
+    for d in domains.indices {
+      let identity = VMIdentity(uuid: domains[d].uuid, name: domains[d].name, label: domains[d].qosLabel)
+      let at = managedNICPositions(domains[d], policy: policy)
+      // Class matching is the engine's (it caches it per VM); here it only
+      // matters for a VM holding a pool VF, which counts against the cap when no
+      // class manages it.
+      if let pool = at.pool, policy.resolveClass(of: identity).classIndex == nil {
+        heldByOthers[pool] += 1
+        continue
       }
-    } else {
-      reading = .stale
+      let inSwap = domains[d].journal != nil
+      let placement: Placement
+      switch (at.virtio, at.vf) {
+      case (_, .some) where inSwap, (.some, .some): placement = .transitioning(pool: policy.pools[at.pool!].name)
+      case (nil, .some): placement = .vf(pool: policy.pools[at.pool!].name)
+      case (.some, nil): placement = inSwap ? .transitioning(pool: "") : .virtio
+      case (nil, nil): placement = .none
+      }
+      let active: Int? = if case .vf = placement { at.vf } else if case .virtio = placement { at.virtio } else { nil }
+      // The NIC's counters from the VM's side. A NIC the host cannot see (a VF
+      // without per-VF statistics) is unknown; one whose device is missing from
+      // this snapshot (re-created between reads) is stale, never zero.
+      let reading: CounterReading
+      let source: DevicePositions.Source
+      if let active {
+        if let device = domains[d].nics[active].hostDevice, let kind = domains[d].nics[active].hostDeviceKind,
+           kind != .virtualFunction {
+          source = .device(device, kind, domain: d)
+          reading = positions.position(of: device, vm: d, in: counters.interfaces)
+            .map { .known(source: device, counters: kind.vmCounters(counters.counters[$0]), at: now) } ?? .stale
+        } else {
+          source = .fixed
+          reading = .unknown
+        }
+      } else {
+        source = .fixed
+        reading = .stale
+      }
+      vms.append(VMObservation(identity: identity, placement: placement, reading: reading,
+                               vfSince: vfSince.isEmpty ? nil : vfSince[domains[d].uuid]))
+      sources.append(source)
     }
-    vms.append(VMObservation(identity: identity, placement: placement, reading: reading,
-                             vfSince: vfSince.isEmpty ? nil : vfSince[domains[d].uuid]))
   }
+  if vfSince.isEmpty {
+    positions.domains = domains
+    positions.policy = policy
+    positions.vms = vms
+    positions.sources = sources
+    positions.heldByOthers = heldByOthers
+  } else {
+    positions.domains = nil
+    positions.policy = nil
+    positions.vms = []
+    positions.sources = []
+  }
+  return Observation(vms: vms, pools: poolCapacities(policy, poolTotals, heldByOthers))
+}
+
+private func poolCapacities(_ policy: Policy, _ poolTotals: [String: Int], _ heldByOthers: [Int]) -> [String: PoolCapacity] {
   var pools: [String: PoolCapacity] = [:]
   for (i, pool) in policy.pools.enumerated() {
     pools[pool.name] = PoolCapacity(total: poolTotals[pool.name] ?? 0, heldByOthers: heldByOthers[i])
   }
-  return Observation(vms: vms, pools: pools)
+  return pools
 }

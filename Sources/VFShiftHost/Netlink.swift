@@ -204,11 +204,12 @@ func interfaceCounters(stats64 bytes: ByteView, at p: Int, length: Int) throws(N
   guard length >= 64 else {
     throw .malformed(offset: p, reason: "rtnl_link_stats64 of \(length) bytes, need at least 64")
   }
-  let missed = length >= 128 ? bytes.u64(p + 120) : 0
-  return InterfaceCounters(rxBytes: bytes.u64(p + 16), rxPackets: bytes.u64(p + 0),
-                           rxErrors: bytes.u64(p + 32), rxDrops: bytes.u64(p + 48) &+ missed,
-                           txBytes: bytes.u64(p + 24), txPackets: bytes.u64(p + 8),
-                           txErrors: bytes.u64(p + 40), txDrops: bytes.u64(p + 56))
+  bytes.check(p, length: length >= 128 ? 128 : 64)
+  let missed = length >= 128 ? bytes.u64(inChecked: p + 120) : 0
+  return InterfaceCounters(rxBytes: bytes.u64(inChecked: p + 16), rxPackets: bytes.u64(inChecked: p + 0),
+                           rxErrors: bytes.u64(inChecked: p + 32), rxDrops: bytes.u64(inChecked: p + 48) &+ missed,
+                           txBytes: bytes.u64(inChecked: p + 24), txPackets: bytes.u64(inChecked: p + 8),
+                           txErrors: bytes.u64(inChecked: p + 40), txDrops: bytes.u64(inChecked: p + 56))
 }
 
 // MARK: - Pure parsers, public for fuzzing

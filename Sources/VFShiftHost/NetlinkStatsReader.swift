@@ -79,8 +79,21 @@ public final class NetlinkStatsReader: CounterReader {
           throw .malformed(offset: m.offset, reason: "RTM_NEWSTATS of \(m.length) bytes, shorter than nlmsghdr + if_stats_msg")
         }
         var found: InterfaceCounters? = nil
-        try forEachAttribute(view, from: m.payload + Netlink.ifStatsMsgSize, to: m.end) { type, p, len throws(NetlinkError) in
-          if type == Netlink.IFLA_STATS_LINK_64 { found = try interfaceCounters(stats64: view, at: p, length: len) }
+        // What the kernel sends for this filter: one IFLA_STATS_LINK_64
+        // filling the rest of the message. Read it straight; anything else
+        // takes the general walk, which gives the same for this case and the
+        // errors for the others (the walk per link was ~40 % of the reader's
+        // own instructions, bench-agent under callgrind).
+        let start = m.payload + Netlink.ifStatsMsgSize, end = m.end
+        let first = end - start >= Netlink.attributeHeaderSize ? Int(view.u16(start)) : 0
+        if first >= Netlink.attributeHeaderSize, first <= end - start, Netlink.align(first) >= end - start,
+           view.u16(start + 2) & Netlink.attributeTypeMask == Netlink.IFLA_STATS_LINK_64 {
+          found = try interfaceCounters(stats64: view, at: start + Netlink.attributeHeaderSize,
+                                        length: first - Netlink.attributeHeaderSize)
+        } else {
+          try forEachAttribute(view, from: start, to: end) { type, p, len throws(NetlinkError) in
+            if type == Netlink.IFLA_STATS_LINK_64 { found = try interfaceCounters(stats64: view, at: p, length: len) }
+          }
         }
         guard let c = found else { return }  // a link without 64-bit stats is not reported
         indexes.append(Int32(bitPattern: view.u32(m.payload + 4)))

@@ -44,6 +44,69 @@ func observeDirections() throws {
   #expect(gone.reading == .stale, "a device missing from the snapshot is stale, not zero")
 }
 
+@Test("observe with its cache gives what a fresh observe gives, cycle after cycle, as inventory, counters, policy and pools change")
+func observeCacheAgrees() throws {
+  let paper = try loadPolicy("\(TestBed.packageRoot.path)/policies/paper-multinetwork.json")
+  let general = try loadPolicy("\(TestBed.packageRoot.path)/policies/general.json")
+  let onlyTap = try domain(twoNICDomainXML.replacingOccurrences(of: #"<interface type='direct'>.*</interface>"#, with: "", options: .regularExpression))
+  let onlyVF = try domain(twoNICDomainXML.replacingOccurrences(of: #"<interface type='bridge'>.*?</interface>"#, with: "", options: .regularExpression))
+  let both = try domain(twoNICDomainXML)
+  let stranger = try domain(twoNICDomainXML
+    .replacingOccurrences(of: #"<metadata>.*</metadata>"#, with: "", options: .regularExpression)
+    .replacingOccurrences(of: "<name>vm7</name>", with: "<name>db1</name>")
+    .replacingOccurrences(of: "00000000-0000-4000-8000-000000000007", with: "00000000-0000-4000-8000-000000000008")
+    .replacingOccurrences(of: #"<interface type='bridge'>.*?</interface>"#, with: "", options: .regularExpression))
+  var other = onlyTap
+  other.uuid = "00000000-0000-4000-8000-000000000009"
+  other.name = "vm9"
+  other.nics[0].hostDevice = "vnet9"
+  func counters(_ n: UInt64, without: String? = nil) -> CounterSnapshot {
+    var all = ["vnet3": InterfaceCounters(rxBytes: 10 * n, rxPackets: n, txBytes: 900 * n, txPackets: 9 * n),
+               "vnet9": InterfaceCounters(rxBytes: 3 * n, rxPackets: n, txBytes: 5 * n, txPackets: 2 * n),
+               "macvtap2": InterfaceCounters(rxBytes: 700 * n, rxPackets: 7 * n, txBytes: 30 * n, txPackets: 3 * n)]
+    if let without { all[without] = nil }
+    return CounterSnapshot(all)
+  }
+  let inventoryA = [onlyTap, stranger, other]
+  let inventoryB = [both, other, stranger]
+  let inventoryC = [onlyVF, other]
+  // (inventory, policy, pools, counters): the same inventory array several
+  // cycles running, as Inventory.snapshot() hands it out, then changes.
+  let steps: [([DomainInventory], Policy, [String: Int], CounterSnapshot)] = [
+    (inventoryA, paper, ["x540": 2], counters(1)),
+    (inventoryA, paper, ["x540": 2], counters(2)),
+    (inventoryA, paper, ["x540": 3], counters(3, without: "vnet9")),
+    (inventoryA, paper, ["x540": 3], counters(4)),
+    (inventoryB, paper, ["x540": 3], counters(5)),
+    (inventoryB, paper, ["x540": 3], counters(6)),
+    (inventoryB, general, ["default": 4], counters(7)),
+    (inventoryB, general, ["default": 4], counters(8, without: "vnet3")),
+    (inventoryC, general, ["default": 4], counters(9)),
+    (inventoryC, paper, ["x540": 2], counters(10)),
+    (inventoryC, paper, ["x540": 2], counters(11)),
+  ]
+  var cache = DevicePositions()
+  var kept: [Observation] = []
+  for (i, (domains, policy, pools, snapshot)) in steps.enumerated() {
+    let now = Instant(seconds: Double(i))
+    let cached = observe(domains: domains, counters: snapshot, policy: policy, poolTotals: pools, now: now, positions: &cache)
+    let fresh = observe(domains: domains, counters: snapshot, policy: policy, poolTotals: pools, now: now)
+    #expect(cached == fresh, "step \(i)")
+    kept.append(cached)
+  }
+  // An observation handed out earlier is a value: later cycles do not change it.
+  #expect(kept[0] == observe(domains: inventoryA, counters: counters(1), policy: paper, poolTotals: ["x540": 2], now: Instant(seconds: 0)))
+  // vfSince (an agent's first cycle) is honoured, and the next cycle has none.
+  let since = ["00000000-0000-4000-8000-000000000007": Instant(seconds: -30)]
+  let first = observe(domains: inventoryC, counters: counters(12), policy: paper, poolTotals: ["x540": 2], now: Instant(seconds: 12),
+                      vfSince: since, positions: &cache)
+  #expect(first.vms[0].vfSince == Instant(seconds: -30))
+  let next = observe(domains: inventoryC, counters: counters(13), policy: paper, poolTotals: ["x540": 2], now: Instant(seconds: 13),
+                     positions: &cache)
+  #expect(next == observe(domains: inventoryC, counters: counters(13), policy: paper, poolTotals: ["x540": 2], now: Instant(seconds: 13)))
+  #expect(next.vms[0].vfSince == nil)
+}
+
 @Test("observe: an unmanaged VM holding a pool VF counts against the cap and is not in the engine's view")
 func observeUnmanaged() throws {
   let policy = try loadPolicy("\(TestBed.packageRoot.path)/policies/paper-multinetwork.json")

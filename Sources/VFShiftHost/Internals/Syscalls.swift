@@ -87,6 +87,17 @@ struct ByteView {
     return base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
   }
 
+  /// Checks `offset..<offset+length` once for the `u64(inChecked:)` loads
+  /// that follow (a link's counters: 4,000 links a cycle, bench-agent).
+  @inline(__always) func check(_ offset: Int, length: Int) {
+    precondition(offset >= 0 && length >= 0 && offset + length <= base.count, "ByteView: \(length) bytes at \(offset) outside \(base.count)")
+  }
+
+  /// A u64 inside a range `check` passed.
+  @inline(__always) func u64(inChecked offset: Int) -> UInt64 {
+    base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+  }
+
   /// Bytes `offset..<offset+length` as UTF-8, stopping at the first NUL.
   func string(_ offset: Int, length: Int) -> String {
     precondition(offset >= 0 && length >= 0 && offset + length <= base.count)
