@@ -9,8 +9,8 @@ import PackageDescription
 /// care about archive order. Relative relocations packed (DT_RELR, glibc 2.36):
 /// the loader then reads ~14 KB of them instead of 1.7 MB. libvirt and glibc
 /// stay shared. The functions `vfshift run` executes are placed together at
-/// the start of .text (`link/hot-functions.order`, from
-/// `link/update-hot-functions`): the kernel maps text 64 KB around each page
+/// the start of .text (`Sources/vfshift/hot-functions.order`, from
+/// `Benchmarks/hot-functions/update`): the kernel maps text 64 KB around each page
 /// fault, so scattered over 15 MB they kept 7.8 MB of it resident, together
 /// ~4 MB (bench-agent: RSS). Order only; a name not found is skipped. SwiftPM
 /// does not track the file: the script removes the binaries so they relink.
@@ -21,12 +21,12 @@ let staticSwift: [LinkerSetting] = [
     "-l_CFXMLInterface", "-l_FoundationCShims", "-l_FoundationCollections", "-l_FoundationICU", "-lswiftDispatch",
     "-lswiftGlibc", "-lswiftSynchronization", "-lswift_Concurrency", "-lswift_RegexParser", "-lswift_StringProcessing",
     "-lxml2", "-lutil",
-    "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/link/hot-functions.order",
+    "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/Sources/vfshift/hot-functions.order",
     "-Xlinker", "--no-warn-symbol-ordering",
   ], .when(platforms: [.linux])),
 ]
 
-// Modules are split by effect (see docs/architecture.md): VFShiftCore is pure,
+// Modules are split by effect (README: Layout): VFShiftCore is pure,
 // the adapters hold all I/O, and only VFShiftLibvirt imports the C library.
 let package = Package(
   name: "vfshift",
@@ -47,7 +47,7 @@ let package = Package(
     .target(name: "VFShiftLibvirt", dependencies: ["VFShiftCore", "CLibvirt"]),
     .target(name: "VFShiftAgent", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "CMalloc"]),
     .executableTarget(name: "vfshift", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "VFShiftAgent", "CMalloc"],
-                      linkerSettings: staticSwift),
+                      exclude: ["hot-functions.order"], linkerSettings: staticSwift),
     // Shared by the test targets: brings up the real test bed and decides,
     // loudly, whether a test that needs it runs, fails (CI) or skips (locally).
     .target(name: "VFShiftTestSupport", path: "Tests/Support"),

@@ -483,15 +483,7 @@ func writeAtomically(_ bytes: [UInt8], to path: String) {
     fd = open(tmp, flags, 0o666)
   }
   guard fd >= 0 else { return }
-  let complete = bytes.withUnsafeBytes { raw -> Bool in
-    var done = 0
-    while done < raw.count {
-      let n = write(fd, raw.baseAddress! + done, raw.count - done)
-      if n < 0 { if errno == EINTR { continue }; return false }
-      done += n
-    }
-    return true
-  }
+  let complete = writeAll(fd, bytes)
   guard close(fd) == 0, complete else { unlink(tmp); return }
   _ = rename(tmp, path)
 }

@@ -21,14 +21,7 @@ public struct EventLog: Sendable {
 @usableFromInline func writeLine(_ line: String, to fd: Int32) {
   var bytes = Array(line.utf8)
   bytes.append(UInt8(ascii: "\n"))
-  bytes.withUnsafeBytes { raw in
-    var done = 0
-    while done < raw.count {
-      let n = write(fd, raw.baseAddress! + done, raw.count - done)
-      if n < 0 { if errno == EINTR { continue }; return }
-      done += n
-    }
-  }
+  _ = writeAll(fd, bytes)
 }
 
 public enum LogValue: Sendable, Equatable, ExpressibleByStringLiteral, ExpressibleByFloatLiteral, ExpressibleByIntegerLiteral {

@@ -107,7 +107,7 @@ package struct DevicePositions: Sendable {
   /// Whether `domains` is the snapshot the kept observation was built from.
   func sameInventory(_ domains: [DomainInventory], policy: Policy) -> Bool {
     guard let kept = self.domains, kept.count == domains.count, self.policy == policy else { return false }
-    return kept.withUnsafeBufferPointer { a in domains.withUnsafeBufferPointer { b in a.baseAddress == b.baseAddress } }
+    return kept.span.isIdentical(to: domains.span)
   }
 }
 
@@ -137,10 +137,11 @@ package func observe(domains: [DomainInventory], counters: CounterSnapshot, poli
   var sources: [DevicePositions.Source] = []
   sources.reserveCapacity(domains.count)
   var heldByOthers: [Int] = Array(repeating: 0, count: policy.pools.count)
-  // Through a buffer, not `for domain in domains` nor `domains[d]`: binding
+  // Through a span, not `for domain in domains` nor `domains[d]`: binding
   // or passing an array's element copies it, a retain and release of every
   // string it holds.
-  domains.withUnsafeBufferPointer { domains in
+  do {
+    let domains = domains.span
     for d in domains.indices {
       let identity = VMIdentity(uuid: domains[d].uuid, name: domains[d].name, label: domains[d].qosLabel)
       let at = managedNICPositions(domains[d], policy: policy)

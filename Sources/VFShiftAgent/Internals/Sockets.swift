@@ -1,6 +1,6 @@
 // The only file of VFShiftAgent that touches sockets, file locks and raw
-// pointers: the metrics listener, systemd's notify socket and the
-// one-agent-per-host lock.
+// pointers: the metrics listener, systemd's notify socket, the
+// one-agent-per-host lock and whole-buffer writes to a descriptor.
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -11,6 +11,20 @@ struct SystemCallError: Error, CustomStringConvertible {
   var detail: String
   var errno: Int32
   var description: String { "\(call)(\(detail)): \(String(cString: strerror(errno)))" }
+}
+
+/// Writes all of `bytes` to `fd`, through short writes and EINTR; false on
+/// any other error.
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+  bytes.withUnsafeBytes { raw -> Bool in
+    var done = 0
+    while done < raw.count {
+      let n = write(fd, raw.baseAddress! + done, raw.count - done)
+      if n < 0 { if errno == EINTR { continue }; return false }
+      done += n
+    }
+    return true
+  }
 }
 
 /// Sends `state` (e.g. "READY=1", "WATCHDOG=1") to systemd's notify socket,
