@@ -109,6 +109,11 @@ public func decide(_ state: inout EngineState, policy: Policy, observation: Obse
     if o < state.tracks.count, state.tracks[o].identity == vms[o].identity {
       state.tracks[o].seen = true
       slots[o] = o
+    } else if let slot = state.index[vms[o].identity.uuid], state.tracks[slot].identity == vms[o].identity {
+      // Moved in the inventory, otherwise the same: found by hash, still
+      // compared in place.
+      state.tracks[slot].seen = true
+      slots[o] = slot
     } else {
       slots[o] = trackSlot(&state, for: vms[o].identity, at: o, policy: policy)
     }
