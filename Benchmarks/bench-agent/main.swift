@@ -22,10 +22,12 @@
 // and each floor dump, interleaved so both see the same machine. Steady CPU %
 // at a 1 s interval is given three times: cycle CPU / 1 s; getrusage(RUSAGE_SELF)
 // over real seconds of cycles with this loop sleeping to the next tick between
-// them; and the vfshift run process's CPU clock. Next to them, the floor's
-// own CPU / 1 s: what one RTM_GETSTATS dump a second costs the kernel alone. RSS: the target is judged on
-// vfshift run (this process's own VmRSS is printed too; it holds the same
-// agent code plus the benchmark's own state).
+// them; and the vfshift run process's CPU clock (also per thread). Next to
+// them, what one RTM_GETSTATS dump a second costs the kernel alone: back to
+// back, and once a tick half-way between the sleeping loop's cycles, after
+// the same pause the agent has. RSS: the target is judged on vfshift run
+// (this process's own VmRSS is printed too; it holds the same agent code
+// plus the benchmark's own state).
 //
 // The benchmark makes its own namespace with N/2 veth pairs, enters it on the
 // main thread, and deletes it at the end, also on failure. The inventory is
@@ -562,7 +564,7 @@ final class NullLog: Sendable {
     note(String(format: "  process CPU %.1f ms over %.2f s (traffic's %.2f ms and the cold floor dumps taken out; the cycles' own %.1f ms): %.3f %% of a core",
                 used, steadyWall, trafficCost, steadyCycleCPU, steadyPercent!))
     note(String(format: "  bare dump between the cycles, after a pause: %.3f ms (%.3f %% of a core at this interval); the cycle after a pause %.3f ms, %.2fx it",
-                coldFloorCPU, coldFloorCPU / (policy.intervalSeconds * 10), steadyCycleCPU / Double(max(1, rounds)),
+                coldFloorCPU, coldFloorCPU / (policy.intervalSeconds * 1000) * 100, steadyCycleCPU / Double(max(1, rounds)),
                 steadyCycleCPU / Double(max(1, rounds)) / coldFloorCPU))
   }
   let mem = memory()
@@ -591,6 +593,7 @@ final class NullLog: Sendable {
   let fromCycle = cycleUsage / (policy.intervalSeconds * 1000) * 100
   // What reading the counters costs the kernel alone at this interval: no agent goes below it.
   let floorPercent = floorUsage / (policy.intervalSeconds * 1000) * 100
+  let floorAfterPausePercent = coldFloorCPU / (policy.intervalSeconds * 1000) * 100
 
   result["traffic"] = "\(hotCount) hot VMs get 1-8 frames of 1000 bytes per cycle (AF_PACKET on their veth, untimed); \(trafficFrames) frames in all; the other VMs' counters idle"
   result["cycle_cpu_ms"] = cycleUsage
@@ -609,7 +612,7 @@ final class NullLog: Sendable {
   result["log_metrics_status_cpu_ms"] = restMean
   result["steady_cpu_percent_from_cycle"] = fromCycle
   result["steady_cpu_percent_bare_dump"] = floorPercent
-  result["steady_cpu_percent_bare_dump_after_pause"] = coldFloorCPU / (policy.intervalSeconds * 10)
+  result["steady_cpu_percent_bare_dump_after_pause"] = floorAfterPausePercent
   result["bare_dump_after_pause_cpu_ms"] = coldFloorCPU
   result["steady_cpu_percent_measured"] = steadyPercent ?? NSNull()
   result["steady_seconds"] = steadyWall
@@ -664,7 +667,7 @@ final class NullLog: Sendable {
   row("naive: per-VM /proc/net/dev lookup x \(vmCount)", naive, String(format: "%.0fx the agent cycle", naive.mean / cycleUsage))
   print(String(format: "steady CPU at a %.0f s interval: %.3f %% of a core from the cycle, %.3f %% measured over %.1f s; the bare dump alone %.3f %% back to back, %.3f %% once a tick after a pause (target <= 0.3 %%: %@)",
                policy.intervalSeconds, fromCycle, steadyPercent ?? .nan, steadyWall, floorPercent,
-               coldFloorCPU / (policy.intervalSeconds * 10), yes(steadyWorst <= 0.3)))
+               floorAfterPausePercent, yes(steadyWorst <= 0.3)))
   if let a = agentProcess {
     print(String(format: "vfshift run (%@): %.3f %% of a core over %.1f s, %d threads (target <= 0.3 %%: %@)",
                  a.what, a.cpuPercent, a.seconds, a.threads, yes(a.cpuPercent <= 0.3)))

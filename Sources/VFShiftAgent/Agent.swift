@@ -44,8 +44,6 @@ public final class Agent: @unchecked Sendable {
   var lastHold: [String: String] = [:]
   var recorder: TraceRecorder?
   var devicePositions = DevicePositions()
-  /// The class names last given to the metrics (they change only with the policy).
-  var classNames: [String] = []
   var cycle = 0
   let startedAt = ContinuousClock.now
   /// Decisions this process made, for tests comparing with a replay.
@@ -372,10 +370,6 @@ public final class Agent: @unchecked Sendable {
       pools[pool.name] = (total, used[pool.name] ?? 0, min(pool.maxInUse ?? total, total))
     }
     metrics.observePools(pools)
-    if classNames.count != policy.classes.count || !zip(classNames, policy.classes).allSatisfy({ $0 == $1.name }) {
-      classNames = policy.classes.map(\.name)
-      metrics.setClassNames(classNames)
-    }
     if let path = config.metricsTextfile { writeAtomically(metrics.render(), to: path) }
     if writeStatus {
       let status = AgentStatus(policy: policy.name, dryRun: config.dryRun, pid: Int(getpid()), cycle: cycle,

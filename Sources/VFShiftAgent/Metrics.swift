@@ -13,8 +13,6 @@ public final class Metrics: Sendable {
     var swapDurations: [Double] = []        // bucket counts
     var swapDurationSum = 0.0
     var swapDurationCount = 0
-    /// The class names the engine's class indexes mean.
-    var classNames: [String] = []
     var cycleSeconds = 0.0
     var cycles = 0
     var errors: [String: Int] = [:]
@@ -47,10 +45,6 @@ public final class Metrics: Sendable {
     engine.withLock { body(&$0) }
   }
 
-  func setClassNames(_ names: [String]) {
-    state.withLock { if $0.classNames != names { $0.classNames = names } }
-  }
-
   func swapFinished(verb: String, outcome: String, seconds: Double) {
     state.withLock { s in
       s.swaps["\(verb)|\(outcome)", default: 0] += 1
@@ -71,9 +65,10 @@ public final class Metrics: Sendable {
     let s = state.withLock { $0 }
     var vmRows: [(name: String, gauge: VMGauge)] = []
     engine.withLock { engine in
+      let classNames = engine.classNames
       engine.forEachVM { vm, c, bytes, packets, _, onVF in
-        guard c >= 0, c < s.classNames.count else { return }
-        vmRows.append((vm.name, VMGauge(className: s.classNames[c], bytesPerSecond: bytes, packetsPerSecond: packets, onVF: onVF)))
+        guard c >= 0, c < classNames.count else { return }
+        vmRows.append((vm.name, VMGauge(className: classNames[c], bytesPerSecond: bytes, packetsPerSecond: packets, onVF: onVF)))
       }
     }
     vmRows.sort { $0.name < $1.name }

@@ -104,6 +104,14 @@ package struct DevicePositions: Sendable {
     return found
   }
 
+  /// A device's counters from the VM's side; stale when the device is missing
+  /// from this snapshot (re-created between reads), never zero.
+  mutating func reading(_ device: String, _ kind: HostDeviceKind, vm: Int, _ counters: CounterSnapshot,
+                        now: Instant) -> CounterReading {
+    position(of: device, vm: vm, in: counters.interfaces)
+      .map { .known(source: device, counters: kind.vmCounters(counters.counters[$0]), at: now) } ?? .stale
+  }
+
   /// Whether `domains` is the snapshot the kept observation was built from.
   func sameInventory(_ domains: [DomainInventory], policy: Policy) -> Bool {
     guard let kept = self.domains, kept.count == domains.count, self.policy == policy else { return false }
@@ -125,8 +133,7 @@ package func observe(domains: [DomainInventory], counters: CounterSnapshot, poli
     swap(&sources, &positions.sources)
     for k in vms.indices {
       guard case .device(let device, let kind, let d) = sources[k] else { continue }
-      vms[k].reading = positions.position(of: device, vm: d, in: counters.interfaces)
-        .map { .known(source: device, counters: kind.vmCounters(counters.counters[$0]), at: now) } ?? .stale
+      vms[k].reading = positions.reading(device, kind, vm: d, counters, now: now)
     }
     swap(&vms, &positions.vms)
     swap(&sources, &positions.sources)
@@ -170,8 +177,7 @@ package func observe(domains: [DomainInventory], counters: CounterSnapshot, poli
         if let device = domains[d].nics[active].hostDevice, let kind = domains[d].nics[active].hostDeviceKind,
            kind != .virtualFunction {
           source = .device(device, kind, domain: d)
-          reading = positions.position(of: device, vm: d, in: counters.interfaces)
-            .map { .known(source: device, counters: kind.vmCounters(counters.counters[$0]), at: now) } ?? .stale
+          reading = positions.reading(device, kind, vm: d, counters, now: now)
         } else {
           source = .fixed
           reading = .unknown

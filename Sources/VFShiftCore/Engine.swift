@@ -22,6 +22,11 @@ public struct EngineState: Sendable, Equatable {
     for t in tracks { body(t.identity, t.classIndex, t.smoothedBytes, t.smoothedPackets, t.intensive, t.vfSince != nil) }
   }
 
+  /// The names of the classes `forEachVM`'s indexes mean: the policy of the
+  /// last cycle, so the two always agree (a reload takes effect in both at
+  /// the same cycle).
+  public var classNames: [String] { policy?.classes.map(\.name) ?? [] }
+
   /// Per-VM view for status output and tests.
   public func rate(of uuid: String) -> (bytesPerSecond: Double?, packetsPerSecond: Double?, intensive: Bool)? {
     guard let i = index[uuid] else { return nil }

@@ -137,6 +137,26 @@ func metricsText() throws {
   #expect(text.contains("vfshift_swap_duration_seconds_bucket{le=\"+Inf\"} 0"))
 }
 
+@Test("per-VM metrics are labelled with the class of the policy the engine last decided with, also across a reload")
+func metricsClassLabels() throws {
+  let paper = try loadPolicy("\(TestBed.packageRoot.path)/policies/paper-multinetwork.json")
+  let general = try loadPolicy("\(TestBed.packageRoot.path)/policies/general.json")
+  let m = Metrics()
+  func cycle(_ policy: Policy, _ t: Double) {
+    let reading = CounterReading.known(source: "vnet0", counters: VMCounters(rxBytes: UInt64(t) * 1000, txBytes: 0,
+                                                                            rxPackets: UInt64(t), txPackets: 0),
+                                       at: Instant(seconds: t))
+    let observation = Observation(vms: [VMObservation(identity: VMIdentity(uuid: "u7", name: "vm7"), placement: .virtio,
+                                                      reading: reading)], pools: [:])
+    _ = m.withEngine { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
+  }
+  cycle(paper, 1); cycle(paper, 2)
+  let high = paper.classes[paper.resolveClass(of: VMIdentity(uuid: "u7", name: "vm7")).classIndex!].name
+  #expect(m.render().contains("vfshift_vm_on_vf{vm=\"vm7\",class=\"\(high)\"} 0"))
+  cycle(general, 3)
+  #expect(m.render().contains("vfshift_vm_on_vf{vm=\"vm7\",class=\"standard\"} 0"))
+}
+
 @Test("a second agent on the host refuses to start and names the process holding the lock")
 func secondAgentRefuses() throws {
   let scratch = Scratch("lock")
