@@ -22,6 +22,7 @@ struct DoctorTests {
     #expect(lines.contains { $0.hasPrefix("WARN  pool vfs: SR-IOV") }, "a stand-in is said to be one")
     for guest in bed.guests where guest.label != nil {
       #expect(lines.contains { $0.hasPrefix("PASS  vm \(guest.name): data NIC — class \(guest.label!), \(guest.mac)") }, "\(guest.name)")
+      #expect(lines.contains { $0 == "PASS  vm \(guest.name): guest agent — answers guest-ping" }, "\(guest.name)")
     }
     #expect(!lines.contains { $0.contains("vm vfs-u1") }, "an unmanaged VM is not checked")
     #expect(lines.last?.hasSuffix("— ready") == true)
