@@ -96,6 +96,8 @@ struct PrometheusTests {
     let lease = TestBedLease()
     defer { withExtendedLifetime(lease) {} }
     try resetAllGuests(bed)
+    // Runs last (after the agent and Prometheus stop): vfs-g3 leaves its VF.
+    defer { try? TestBed.resetGuest("vfs-g3") }
     let scratch = Scratch("prometheus")
     let policyPath = scratch.file("policy.json")
     try bedPolicy(name: "bed-prometheus").write(toFile: policyPath, atomically: true, encoding: .utf8)
