@@ -15,8 +15,18 @@ struct PrometheusTests {
   static let dashboard = "\(source)/deploy/grafana/vfshift.json"
 
   /// A registry with every family populated, as after a few cycles and swaps.
-  static func populatedMetrics() -> Metrics {
+  static func populatedMetrics() throws -> Metrics {
     let m = Metrics()
+    // A VM the engine has seen twice, so it has a rate: the per-VM families.
+    let policy = try loadPolicy("\(source)/policies/general.json")
+    for t in [1.0, 2.0] {
+      let reading = CounterReading.known(source: "vnet0", counters: VMCounters(rxBytes: UInt64(t) * 1000, txBytes: 0,
+                                                                              rxPackets: UInt64(t), txPackets: 0),
+                                         at: Instant(seconds: t))
+      let observation = Observation(vms: [VMObservation(identity: VMIdentity(uuid: "u7", name: "vm7"), placement: .virtio,
+                                                        reading: reading)], pools: [:])
+      _ = m.withEngine { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
+    }
     m.setDryRun(false)
     m.observePools(["vfs": (capacity: 2, used: 1, cap: 1)])
     m.observeWaiting(["vfs": 1])
@@ -80,13 +90,14 @@ struct PrometheusTests {
 
   @Test("promtool check metrics accepts the exposition with every family populated; vfshift_build_info carries the version and Swift")
   func exposition() throws {
-    let text = Self.populatedMetrics().render()
+    let text = try Self.populatedMetrics().render()
     let check = try Exec.run([try Tools.require("promtool", package: "prometheus"), "check", "metrics"], input: text)
     #expect(check.status == 0 && check.stdout.isEmpty && check.stderr.isEmpty, "promtool: \(check.stdout)\(check.stderr)")
     #expect(text.contains("vfshift_build_info{version=\"\(BuildInfo.version)\",swift=\"\(BuildInfo.swift)\"} 1\n"))
     #expect(text.contains("vfshift_pool_vms_waiting{pool=\"vfs\"} 1\n"))
     #expect(text.contains("vfshift_detach_pending_seconds{vm=\"web \\\"1\\\"\"} 42.5\n"))
     #expect(text.contains("vfshift_cycle_interval_seconds 1\n"))
+    #expect(text.contains("vfshift_vm_receive_transmit_bytes_per_second{vm=\"vm7\""), "per-VM families populated")
   }
 
   @Test("a real Prometheus on loopback scrapes the agent on the bed: a swap count and the pool gauge read back through /api/v1/query; the rules evaluate and every dashboard query runs",
