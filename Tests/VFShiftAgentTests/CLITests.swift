@@ -67,7 +67,7 @@ struct CLITests {
     #expect(check.stderr.contains("\(path):3: pools[0].network: is required"), "\(check.stderr)")
   }
 
-  @Test("whatif's errors are 'error:' lines like every other command's: each issue of an invalid policy, and a missing trace")
+  @Test("whatif's errors are 'error:' lines like every other command's: each issue of an invalid policy (as run gives them), and a missing trace")
   func whatifErrorPrefix() throws {
     let scratch = Scratch("cli-whatif")
     let path = scratch.file("p.json")
@@ -77,6 +77,11 @@ struct CLITests {
     let lines = bad.stderr.split(separator: "\n")
     #expect(lines.count == 3, "\(bad.stderr)")
     #expect(lines.allSatisfy { $0.hasPrefix("error: \(path):") }, "\(bad.stderr)")
+    // The agent refuses the same policy the same way.
+    let run = try Exec.run([vfshiftBinary, "run", "--policy", path, "--listen", "off", "--lock-file", scratch.file("lock"),
+                            "--status-file", scratch.file("status.json")])
+    #expect(run.status == 1)
+    #expect(run.stderr.split(separator: "\n") == lines, "\(run.stderr)")
     let noTrace = try Exec.run([vfshiftBinary, "whatif", "--trace", scratch.file("none.trace"), "--policy", "\(TestBed.packageRoot.path)/policies/general.json"])
     #expect(noTrace.status == 1)
     #expect(noTrace.stderr == "error: \(scratch.file("none.trace")): no such file or directory\n", "\(noTrace.stderr)")

@@ -100,15 +100,15 @@ struct PrometheusTests {
     #expect(text.contains("vfshift_vm_receive_transmit_bytes_per_second{vm=\"vm7\""), "per-VM families populated")
   }
 
-  @Test("a real Prometheus on loopback scrapes the agent on the bed: a swap count and the pool gauge read back through /api/v1/query; the rules evaluate and every dashboard query runs",
+  @Test("a real Prometheus on loopback scrapes the agent on the bed: a swap count and the pool gauges read back through /api/v1/query, a VM waiting for the full pool; the rules evaluate and every dashboard query runs",
         .enabled(if: TestBed.enabled))
   func realServer() async throws {
     let bed = try TestBed.require()
     let lease = TestBedLease()
     defer { withExtendedLifetime(lease) {} }
     try resetAllGuests(bed)
-    // Runs last (after the agent and Prometheus stop): vfs-g3 leaves its VF.
-    defer { try? TestBed.resetGuest("vfs-g3") }
+    // Runs last (after the agent and Prometheus stop): the guests leave their VF.
+    defer { try? TestBed.resetGuest("vfs-g3"); try? TestBed.resetGuest("vfs-g4") }
     let scratch = Scratch("prometheus")
     let policyPath = scratch.file("policy.json")
     try bedPolicy(name: "bed-prometheus").write(toFile: policyPath, atomically: true, encoding: .utf8)
@@ -143,6 +143,15 @@ struct PrometheusTests {
       try server.values("vfshift_swaps_total{job=\"vfshift\",direction=\"promote\",outcome=\"done\"}") == [1]
         && server.values("vfshift_pool_vfs_used{job=\"vfshift\",pool=\"vfs\"}") == [1]
     }
+    // A second intensive VM while the pool (cap 1) is full: it waits, and the
+    // alert's condition holds on the agent's own series.
+    let g4 = try #require(bed.guests.first { $0.name == "vfs-g4" })
+    let second = try TrafficSource(to: g4.ip, bytesPerSecond: 5e6)
+    defer { second.stop() }
+    try await server.waitFor("a VM waiting for the full pool, through Prometheus", seconds: 30) {
+      try !server.query("(vfshift_pool_vfs_used{job=\"vfshift\"} >= vfshift_pool_vfs_cap) and (vfshift_pool_vms_waiting > 0)").isEmpty
+    }
+    second.stop()
     let build = try server.query("vfshift_build_info{job=\"vfshift\"}")
     #expect(build.count == 1 && build.first?.labels["version"] == BuildInfo.version && build.first?.value == 1, "\(build)")
     #expect(try server.values("vfshift_pool_vfs_cap{job=\"vfshift\",pool=\"vfs\"}") == [1])
