@@ -108,6 +108,7 @@ public func loadTrace(_ paths: [String], identity: @escaping (String) -> VMIdent
     return (trace, inputs)
   }
   let trace = try GWAT12.trace(files, source: paths.joined(separator: ", "), identity: identity, skipped: &inputs.skipped)
+  inputs.skipped.sort { $0.file < $1.file }
   inputs.vms = trace.vms.count
   guard !trace.vms.isEmpty else {
     let why = inputs.skipped.isEmpty ? "" : ": " + inputs.skipped.prefix(3).map { "\($0.file): \($0.reason)" }
@@ -140,8 +141,8 @@ private func walk(_ dir: String, _ inputs: inout TraceInputs, _ seen: (FileID) -
     var (kind, id) = try fileKind(path, follow: false)
     if kind == .symbolicLink {
       let target: String
-      do { target = try resolvedPath(path) } catch { skip(path, "symbolic link: \(error.reason)"); continue }
-      guard target.hasPrefix(root + "/") else {
+      do { target = try resolvedPath(path) } catch { skip(path, "symbolic link not followed: \(error.reason)"); continue }
+      guard target.hasPrefix(root == "/" ? "/" : root + "/") else {
         skip(path, "symbolic link to \(target), outside \(dir): not followed")
         continue
       }

@@ -45,7 +45,7 @@ func systemReason(_ e: Int32) -> String {
   switch e {
   case ENOENT: "no such file or directory"
   case EACCES: "cannot be read: permission denied"
-  case ELOOP: "symbolic links loop"
+  case ELOOP: "a loop of symbolic links"
   default: "cannot be read: \(String(cString: strerror(e)))"
   }
 }
