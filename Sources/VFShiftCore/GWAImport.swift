@@ -79,8 +79,12 @@ public enum GWAT12 {
     for line in lines.dropFirst() {
       if line.text.allSatisfy({ $0 == " " || $0 == "\t" }) { continue }
       let fields = line.text.split(separator: ";", omittingEmptySubsequences: false)
-      func fail(_ reason: String) -> TraceError { TraceError(file: file.name, line: line.number, reason: reason) }
-      if looksLike(line.text) { throw fail("a second header line (two files joined into one?)") }
+      // A header among the rows fails as a row first; only then is it worth
+      // telling apart.
+      func fail(_ reason: String) -> TraceError {
+        TraceError(file: file.name, line: line.number,
+                   reason: looksLike(line.text) ? "a second header line (two files joined into one?)" : reason)
+      }
       guard fields.count == columns.count else {
         throw fail("\(fields.count) fields, expected \(columns.count) separated by ';' (truncated row?)")
       }
@@ -95,7 +99,7 @@ public enum GWAT12 {
       // The archive's rows never go back in time (equal timestamps occur);
       // rows that do are two files' rows joined, or sorted by another column.
       if let p = out.last, row.t < p.t {
-        throw fail("timestamp \(seconds(row.t)) is before line \(p.line)'s (\(seconds(p.t))): rows out of time order "
+        throw TraceError(file: file.name, line: line.number, reason: "timestamp \(seconds(row.t)) is before line \(p.line)'s (\(seconds(p.t))): rows out of time order "
           + "(two files joined, or sorted by another column?)")
       }
       out.append(row)

@@ -110,6 +110,14 @@ func gwaLinkOutOfDirectory() throws {
   #expect(throws: FileError.self) { try loadTrace(dir) }
 }
 
+@Test("GWA-T-12: a link out of the directory alone is an error for the strict load (it was read as one more VM)")
+func gwaLinkOutStrict() throws {
+  let s = try ScratchDirectory("link"), outside = try ScratchDirectory("outside")
+  let dir = extractDirectory(s)
+  try FileManager.default.createSymbolicLink(atPath: "\(dir)/7.csv", withDestinationPath: outside.write("7.csv", gwaExtract[0].text))
+  #expect { try loadTrace(dir) } throws: { "\($0)".hasPrefix("\(dir)/7.csv: symbolic link to ") && "\($0)".hasSuffix(", outside \(dir): not followed") }
+}
+
 @Test("a FIFO, a device or a directory where a file is expected is refused unread", .timeLimit(.minutes(1)))
 func nonRegularFilesRefused() throws {
   let s = try ScratchDirectory("fifo")
