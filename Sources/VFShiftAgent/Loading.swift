@@ -23,7 +23,7 @@ public enum InputLimits {
 /// A file's text: a regular file (anything else is refused unread), at most
 /// `limit` bytes, UTF-8. A UTF-8 byte-order mark is kept for the parser,
 /// which knows what its format makes of it.
-public func readText(_ path: String, limit: Int = InputLimits.policyBytes, what: String = "a policy file") throws -> String {
+public func readText(_ path: String, limit: Int, what: String) throws -> String {
   try decodeText(readRegularFile(path, limit: limit, what: what), path: path)
 }
 
