@@ -14,7 +14,9 @@ public struct AgentConfig: Sendable {
   public var metricsListen: String? = "127.0.0.1:9479"
   /// A node_exporter textfile to write the metrics into each cycle.
   public var metricsTextfile: String?
-  public var statusPath = "/run/vfshift/status.json"
+  /// Where `vfshift run` writes its status and `vfshift status` reads it.
+  public static let defaultStatusPath = "/run/vfshift/status.json"
+  public var statusPath = AgentConfig.defaultStatusPath
   public var lockPath = "/run/vfshift/agent.lock"
   /// Write the observed samples as a trace (for `whatif` on the host's own traffic).
   public var recordPath: String?
@@ -48,6 +50,9 @@ public final class Agent: @unchecked Sendable {
   let startedAt = ContinuousClock.now
   /// Decisions this process made, for tests comparing with a replay.
   public private(set) var decisions: [(at: Double, verb: String, vm: String)] = []
+  /// VMs whose guest did not use the NIC a swap gave it: not tried again until then (agent seconds).
+  var notTakenUntil: [String: Double] = [:]
+  var notTakenCount: [String: Int] = [:]
 
   public init(config: AgentConfig, log: EventLog = EventLog()) throws {
     self.config = config
@@ -258,6 +263,11 @@ public final class Agent: @unchecked Sendable {
       decisions.append((now.seconds, action.verb, action.vm.name))
       guard !config.dryRun else { continue }
       guard let domain = byUUID[action.vm.uuid], let pool = policy.pools.first(where: { $0.name == action.pool }) else { continue }
+      if let until = notTakenUntil[domain.uuid], until > now.seconds {
+        log.emit("held", ["vm": .string(action.vm.name), "direction": .string(action.verb),
+                          "reason": .string(String(format: "the guest did not use its new NIC last time; cooldown %.0f s left", until - now.seconds))])
+        continue
+      }
       let nics = managedNICs(domain, policy: policy)
       let began = ContinuousClock.now
       let outcome = switch action {
@@ -268,6 +278,17 @@ public final class Agent: @unchecked Sendable {
       metrics.swapFinished(verb: action.verb, outcome: outcome.rawValue, seconds: seconds)
       log.emit("swap", ["vm": .string(action.vm.name), "direction": .string(action.verb), "pool": .string(action.pool),
                         "outcome": .string(outcome.rawValue), "seconds": .number(seconds)])
+      // A guest that did not take its new NIC is left alone, 30 s and doubling
+      // up to 10 min while it keeps refusing: each try holds the loop up to
+      // confirmSeconds and would most likely fail the same way.
+      if outcome == .notTaken {
+        let n = notTakenCount[domain.uuid, default: 0]
+        notTakenCount[domain.uuid] = n + 1
+        notTakenUntil[domain.uuid] = now.seconds + min(600, 30 * Double(1 << min(n, 5)))
+      } else if outcome == .done {
+        notTakenCount[domain.uuid] = nil
+        notTakenUntil[domain.uuid] = nil
+      }
       try? inventory.refresh(uuid: domain.uuid)
       // SIGTERM lets the swap in progress finish, then stops.
       if stop.load(ordering: .sequentiallyConsistent) { break }

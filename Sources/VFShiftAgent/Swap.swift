@@ -1,40 +1,6 @@
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 import VFShiftCore
 import VFShiftLibvirt
-
-/// The virtio NIC a promoted VM gave up, kept in the domain's own metadata so
-/// that demoting restores it exactly — whichever agent process does it.
-public struct ParkedNIC: Sendable, Equatable {
-  public static let namespace = "https://vfshift.dev/ns/parked/1"
-  public static let prefix = "vfshift-parked"
-  public var pool: String
-  public var sinceUnixMilliseconds: Int64
-  public var savedInterfaceXML: String
-
-  public init(pool: String, sinceUnixMilliseconds: Int64, savedInterfaceXML: String) {
-    self.pool = pool; self.sinceUnixMilliseconds = sinceUnixMilliseconds; self.savedInterfaceXML = savedInterfaceXML
-  }
-
-  /// Escaped text, not nested elements: libvirt would move a nested
-  /// `<interface>` into this namespace.
-  public func xmlElement() -> String {
-    "<parked pool=\"\(xmlEscape(pool))\" sinceMs=\"\(sinceUnixMilliseconds)\">\(xmlEscape(savedInterfaceXML))</parked>"
-  }
-
-  public init(xml: String) throws {
-    let doc = try XMLDocument(xmlString: xml, options: [])
-    guard let root = doc.rootElement(), root.localName == "parked",
-          let pool = root.attribute(forName: "pool")?.stringValue,
-          let since = root.attribute(forName: "sinceMs")?.stringValue.flatMap({ Int64($0) }),
-          let saved = root.stringValue, !saved.isEmpty else {
-      throw FileError(path: "metadata \(ParkedNIC.namespace)", reason: "not a <parked pool= sinceMs=> element with the saved NIC")
-    }
-    self.init(pool: pool, sinceUnixMilliseconds: since, savedInterfaceXML: saved)
-  }
-}
 
 /// How a swap ended, for the log, the metrics and the tests.
 public enum SwapOutcome: String, Sendable, Equatable {
@@ -47,6 +13,9 @@ public enum SwapOutcome: String, Sendable, Equatable {
   /// Nothing to do, or nothing safe to do (no saved virtio NIC, no alias).
   case refused
   case journalFailed = "journal-failed"
+  /// The new NIC went in but the guest did not use it within the pool's
+  /// confirmSeconds: it was taken out again, the VM keeps its old NIC.
+  case notTaken = "not-taken"
 }
 
 /// Carries out promotions and demotions make-before-break, journalling each
@@ -95,14 +64,22 @@ public struct Swapper: Sendable {
       return .journalFailed
     }
     step(domain, "promote", "journal")
+    let guestBefore = await guestNICs(domain.uuid)
+    let nic: NIC
     do {
-      let nic = try await connection.attachPoolInterface(uuid: domain.uuid, network: pool.network, mac: nil,
-                                                         alias: Swapper.vfAlias, deadline: .now + attachDeadline)
-      step(domain, "promote", "attached", ["device": .string(nic.hostDevice ?? "-")])
+      // The virtio NIC's MAC by default: the guest's lease and its MAC-matched
+      // configuration carry over (libvirt accepts the duplicate while both exist).
+      nic = try await connection.attachPoolInterface(uuid: domain.uuid, network: pool.network,
+                                                     mac: pool.mac == .same ? virtio.mac : nil,
+                                                     alias: Swapper.vfAlias, deadline: .now + attachDeadline)
+      step(domain, "promote", "attached", ["device": .string(nic.hostDevice ?? "-"), "mac": .string(nic.mac)])
     } catch {
       step(domain, "promote", "attach-failed", ["error": .string("\(error)")])
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
+    }
+    guard await guestTakes(domain, "promote", nic: nic, before: guestBefore, pool: pool) else {
+      return await rollBack(domain, "promote", newAlias: Swapper.vfAlias)
     }
     return await finishPromotion(domain, journal: &journal)
   }
@@ -145,15 +122,20 @@ public struct Swapper: Sendable {
       return .journalFailed
     }
     step(domain, "demote", "journal")
+    let guestBefore = await guestNICs(domain.uuid)
+    let nic: NIC
     do {
-      let nic = try await connection.restoreInterface(uuid: domain.uuid, savedXML: parked.savedInterfaceXML,
-                                                      deadline: .now + attachDeadline)
-      step(domain, "demote", "attached", ["device": .string(nic.hostDevice ?? "-")])
+      nic = try await connection.restoreInterface(uuid: domain.uuid, savedXML: parked.savedInterfaceXML,
+                                                  deadline: .now + attachDeadline)
+      step(domain, "demote", "attached", ["device": .string(nic.hostDevice ?? "-"), "mac": .string(nic.mac)])
       if let alias = nic.alias, alias != journal.newAlias { journal.newAlias = alias }
     } catch {
       step(domain, "demote", "attach-failed", ["error": .string("\(error)")])
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
+    }
+    guard await guestTakes(domain, "demote", nic: nic, before: guestBefore, pool: pool) else {
+      return await rollBack(domain, "demote", newAlias: journal.newAlias)
     }
     return await finishDemotion(domain, journal: &journal)
   }
@@ -167,6 +149,36 @@ public struct Swapper: Sendable {
     step(domain, "demote", "detach-requested", ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
     return settle(domain, "demote", report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
+  }
+
+  func guestTakes(_ domain: DomainInventory, _ verb: String, nic: NIC, before: [GuestNIC]?, pool: VFPool) async -> Bool {
+    switch await confirmGuestUses(domain, nic: nic, before: before, within: .milliseconds(Int64(pool.confirmSeconds * 1000))) {
+    case .confirmed(let how):
+      step(domain, verb, "guest-uses-new", ["by": .string(how)])
+      return true
+    case .notConfirmed(let why):
+      step(domain, verb, "guest-not-using-new", ["reason": .string(why)])
+      return false
+    }
+  }
+
+  /// Make before break, undone: the new NIC out again, the old one never
+  /// touched, the journal cleared once the new one is gone (until then a
+  /// restarted agent finds it and finishes forward, which is safe: both NICs work).
+  func rollBack(_ domain: DomainInventory, _ verb: String, newAlias: String) async -> SwapOutcome {
+    let report = await connection.detachInterface(uuid: domain.uuid, alias: newAlias, deadline: .now + detachDeadline)
+    switch report.outcome {
+    case .removed, .alreadyAbsent:
+      if let member = report.releasedPoolMember {
+        do { try setLinkUp(member) } catch { step(domain, verb, "member-up-failed", ["error": .string("\(error)")]) }
+      }
+      try? connection.clearJournal(uuid: domain.uuid)
+      step(domain, verb, "rolled-back", ["reason": "the guest did not use the new NIC"])
+      return .notTaken
+    case .stillPresentAfterDeadline, .removalFailed, .rejected:
+      step(domain, verb, "rollback-pending", ["detail": .string("\(report.outcome)")])
+      return .detachPending
+    }
   }
 
   /// The last step of either direction: done when the old NIC is gone,

@@ -23,6 +23,15 @@ public enum SwapMode: String, Sendable, Equatable, CaseIterable {
   case failover
 }
 
+/// Which MAC a VF gets when it replaces a VM's virtio NIC.
+public enum MACChoice: String, Sendable, Equatable, CaseIterable {
+  /// The virtio NIC's: the guest's DHCP lease and MAC-matched configuration
+  /// (netplan `match: macaddress`, udev names) carry over to the VF.
+  case same
+  /// A new one from libvirt: the guest sees a different NIC (a new lease).
+  case new
+}
+
 public struct VFPool: Sendable, Equatable {
   public var name: String
   /// The libvirt network that hands out VFs (`<forward mode='hostdev'>`, or a
@@ -34,9 +43,14 @@ public struct VFPool: Sendable, Equatable {
   /// interrupt and CPU load (the paper's lesson). `nil` = no cap.
   public var maxInUse: Int?
   public var mode: SwapMode
+  public var mac: MACChoice
+  /// How long a swap waits for the guest to use its new NIC before it rolls back.
+  public var confirmSeconds: Double
 
-  public init(name: String, network: String, pf: String? = nil, maxInUse: Int? = nil, mode: SwapMode = .replace) {
+  public init(name: String, network: String, pf: String? = nil, maxInUse: Int? = nil, mode: SwapMode = .replace,
+              mac: MACChoice = .same, confirmSeconds: Double = 10) {
     self.name = name; self.network = network; self.pf = pf; self.maxInUse = maxInUse; self.mode = mode
+    self.mac = mac; self.confirmSeconds = confirmSeconds
   }
 }
 

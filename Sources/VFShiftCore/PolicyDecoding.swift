@@ -175,7 +175,7 @@ private struct PolicyDecoder {
   }
 
   mutating func pool(_ node: JSONNode, _ path: String) -> VFPool? {
-    guard let o = object(node, path, known: ["name", "network", "pf", "maxInUse", "mode"]) else { return nil }
+    guard let o = object(node, path, known: ["name", "network", "pf", "maxInUse", "mode", "mac", "confirmSeconds"]) else { return nil }
     let name = string(o, "name", path, required: true, owner: node)
     let network = string(o, "network", path, required: true, owner: node)
     let pf = string(o, "pf", path, required: false)
@@ -186,8 +186,15 @@ private struct PolicyDecoder {
         fail(o["mode"], join(path, "mode"), "must be one of \(SwapMode.allCases.map(\.rawValue).joined(separator: ", ")), got '\(m)'")
       }
     }
+    var mac = MACChoice.same
+    if let m = string(o, "mac", path, required: false) {
+      if let parsed = MACChoice(rawValue: m) { mac = parsed } else {
+        fail(o["mac"], join(path, "mac"), "must be one of \(MACChoice.allCases.map(\.rawValue).joined(separator: ", ")), got '\(m)'")
+      }
+    }
+    let confirm = number(o, "confirmSeconds", path, positive: true) ?? 10
     guard let name, let network else { return nil }
-    return VFPool(name: name, network: network, pf: pf, maxInUse: cap, mode: mode)
+    return VFPool(name: name, network: network, pf: pf, maxInUse: cap, mode: mode, mac: mac, confirmSeconds: confirm)
   }
 
   mutating func threshold(_ node: JSONNode, _ path: String) -> RateThreshold? {

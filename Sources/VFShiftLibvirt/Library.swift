@@ -14,3 +14,11 @@ extension LibvirtConnection {
     try connected("virDomainQemuAgentCommand").domain(uuid: uuid).qemuAgentCommand(json, timeoutSeconds: timeoutSeconds)
   }
 }
+
+extension LibvirtConnection {
+  /// The same, off the cooperative pool: a swap waits on the guest without
+  /// holding one of its few threads.
+  public func guestAgentCommandOffloaded(uuid: String, _ json: String, timeoutSeconds: Int32) async throws(LibvirtError) -> String {
+    try await offload { [self] () throws(LibvirtError) in try guestAgentCommand(uuid: uuid, json, timeoutSeconds: timeoutSeconds) }
+  }
+}

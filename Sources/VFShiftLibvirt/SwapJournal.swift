@@ -107,6 +107,44 @@ public struct SwapJournal: Sendable, Equatable, Hashable {
   }
 }
 
+/// The virtio NIC a promoted VM gave up, kept in the domain's own metadata so
+/// that demoting restores it exactly — whichever agent process does it. Read
+/// and written by the same codec as the journal.
+///
+///     <vfshift-parked:parked xmlns:vfshift-parked="https://vfshift.dev/ns/parked/1"
+///         pool="vfs-pool" sinceMs="1718000000000">&lt;interface …&gt;</vfshift-parked:parked>
+public struct ParkedNIC: Sendable, Equatable {
+  public static let namespace = "https://vfshift.dev/ns/parked/1"
+  public static let prefix = "vfshift-parked"
+  public var pool: String
+  public var sinceUnixMilliseconds: Int64
+  public var savedInterfaceXML: String
+
+  public init(pool: String, sinceUnixMilliseconds: Int64, savedInterfaceXML: String) {
+    self.pool = pool; self.sinceUnixMilliseconds = sinceUnixMilliseconds; self.savedInterfaceXML = savedInterfaceXML
+  }
+
+  /// Escaped text, not nested elements: libvirt would move a nested
+  /// `<interface>` into this namespace.
+  public func xmlElement() -> String {
+    "<parked pool=\"\(xmlEscape(pool))\" sinceMs=\"\(sinceUnixMilliseconds)\">\(xmlEscape(savedInterfaceXML))</parked>"
+  }
+
+  public init(xml: String) throws(DomainXMLError) {
+    let e = try parseRoot(xml, path: "parked")
+    guard e.localName == "parked" else { throw DomainXMLError(path: e.name, problem: "expected a <parked> element") }
+    guard let pool = e.attribute(forName: "pool"), !pool.isEmpty else {
+      throw DomainXMLError(path: "parked@pool", problem: "missing")
+    }
+    guard let since = e.attribute(forName: "sinceMs").flatMap({ Int64($0) }) else {
+      throw DomainXMLError(path: "parked@sinceMs", problem: "missing or not a whole number of milliseconds")
+    }
+    let saved = e.stringValue
+    guard !saved.isEmpty else { throw DomainXMLError(path: "parked", problem: "holds no saved <interface>") }
+    self.init(pool: pool, sinceUnixMilliseconds: since, savedInterfaceXML: saved)
+  }
+}
+
 /// XML text and attribute escaping, for metadata elements written by hand.
 public func xmlEscape(_ s: String) -> String {
   var out = ""

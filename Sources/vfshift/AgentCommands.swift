@@ -118,10 +118,8 @@ func runAgent(_ command: String, _ argv: [String]) async throws -> ExitCode {
     printErrors(error)
     return .failure
   }
-  // Signals arrive on a queue, never interrupting a swap half-way. SIGPIPE
-  // is ignored as libvirt asks of its clients: a write to the socket of a
-  // libvirtd that just died must be an error to recover from, not our death.
-  signal(SIGPIPE, SIG_IGN)
+  // Signals arrive on a queue, never interrupting a swap half-way (SIGPIPE:
+  // Agent.run ignores it).
   for s in [SIGHUP, SIGTERM, SIGINT] { signal(s, SIG_IGN) }
   var sources: [DispatchSourceSignal] = []
   for (sig, action) in [(SIGHUP, { agent.requestReload() }), (SIGTERM, { agent.requestStop() }), (SIGINT, { agent.requestStop() })] {
@@ -146,7 +144,7 @@ enum CounterSourceName: String {
 
 func status(_ argv: [String]) throws -> ExitCode {
   let args = try Arguments(argv, command: "status", valued: ["--status-file"], flags: ["--json"])
-  let path = try args.value("--status-file") ?? "/run/vfshift/status.json"
+  let path = try args.value("--status-file") ?? AgentConfig.defaultStatusPath
   guard let data = FileManager.default.contents(atPath: path) else {
     printError("error: no agent status at \(path): is 'vfshift run' running? (give --status-file if it writes elsewhere)")
     return .failure

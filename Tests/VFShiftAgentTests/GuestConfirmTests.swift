@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+import VFShiftCore
+import VFShiftAgent
+import VFShiftLibvirt
+import VFShiftTestSupport
+
+/// The swap breaks the old path only once the guest uses the new NIC.
+@Suite("swaps confirmed by the guest", .serialized, .enabled(if: TestBed.enabled))
+struct GuestConfirmTests {
+  /// Runs `command` in the guest through its QEMU guest agent (guest-exec), as an
+  /// operator's configuration management would; waits for it to finish.
+  @discardableResult
+  func inGuest(_ guest: String, _ command: String) throws -> String {
+    let args = #"{"execute":"guest-exec","arguments":{"path":"/bin/sh","arg":["-c","\#(command)"],"capture-output":true}}"#
+    let reply = try virsh("qemu-agent-command", guest, args)
+    let pid = try #require(((try JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any])?["return"] as? [String: Any])?["pid"] as? Int)
+    var output = ""
+    try TestBed.waitUntil(deadlineSeconds: 10, "guest-exec in \(guest) exited") {
+      let status = try virsh("qemu-agent-command", guest, #"{"execute":"guest-exec-status","arguments":{"pid":\#(pid)}}"#)
+      guard let r = (try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any])?["return"] as? [String: Any],
+            r["exited"] as? Bool == true else { return false }
+      output = (r["out-data"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+      return true
+    }
+    return output
+  }
+
+  @Test("a promotion keeps the virtio NIC's MAC and proceeds once the guest agent shows the new NIC addressed")
+  func sameMACConfirmed() async throws {
+    let bed = try TestBed.require()
+    let lease = TestBedLease()
+    defer { withExtendedLifetime(lease) {} }
+    try resetAllGuests(bed)
+    defer { try? resetAllGuests(bed) }
+    let g3 = try #require(bed.guests.first { $0.name == "vfs-g3" })
+    let scratch = Scratch("confirm")
+    try bedPolicy().write(toFile: scratch.file("p.json"), atomically: true, encoding: .utf8)
+    let agent = try AgentProcess(scratch: scratch, policy: scratch.file("p.json"))
+    defer { _ = agent.stop() }
+    try await agent.waitFor("agent start", seconds: 20) { !agent.events("start").isEmpty }
+    let traffic = try TrafficSource(to: g3.ip, bytesPerSecond: 5e6)
+    defer { traffic.stop() }
+    try await agent.waitFor("vfs-g3 promoted", seconds: 45) { agent.swaps.contains { $0 == ("promote", "vfs-g3", "done") } }
+    let vf = try #require(try liveInventory("vfs-g3").nics.first)
+    #expect(vf.poolNetwork == "vfs-pool")
+    #expect(vf.mac == g3.mac, "the VF carries the virtio NIC's MAC (pool mac: same)")
+    let confirmed = agent.events("swap-step").first { $0["vm"] as? String == "vfs-g3" && $0["step"] as? String == "guest-uses-new" }
+    #expect((confirmed?["by"] as? String)?.hasPrefix("guest agent: eth") == true, "\(String(describing: confirmed))")
+  }
+
+  @Test("a guest that never brings the new NIC up: the swap rolls back, the VM keeps its virtio NIC and address, and is held off")
+  func guestWithoutDriverRollsBack() async throws {
+    let bed = try TestBed.require()
+    let lease = TestBedLease()
+    defer { withExtendedLifetime(lease) {} }
+    try resetAllGuests(bed)
+    let g3 = try #require(bed.guests.first { $0.name == "vfs-g3" })
+    // The guest's kernel binds no network driver to a virtio device that
+    // appears from now on (the virtio bus's autoprobe; the PCI bus's is
+    // bypassed by PCI hot-plug): the new NIC arrives and the guest never
+    // uses it, as with a missing driver.
+    #expect(try inGuest("vfs-g3", "echo 0 > /sys/bus/virtio/drivers_autoprobe; cat /sys/bus/virtio/drivers_autoprobe") == "0\n")
+    defer {
+      try? inGuest("vfs-g3", "echo 1 > /sys/bus/virtio/drivers_autoprobe")
+      try? resetAllGuests(bed)
+    }
+    let before = try liveInventory("vfs-g3")
+    let scratch = Scratch("rollback")
+    try bedPolicy().replacingOccurrences(of: "maxInUse: 1 }", with: "maxInUse: 1, confirmSeconds: 3 }")
+      .write(toFile: scratch.file("p.json"), atomically: true, encoding: .utf8)
+    let ping = try PingMonitor(guest: g3.name, ip: g3.ip, scratch: scratch)
+    defer { ping.stop() }
+    let agent = try AgentProcess(scratch: scratch, policy: scratch.file("p.json"))
+    defer { _ = agent.stop() }
+    try await agent.waitFor("agent start", seconds: 20) { !agent.events("start").isEmpty }
+    let traffic = try TrafficSource(to: g3.ip, bytesPerSecond: 5e6)
+    defer { traffic.stop() }
+    do {
+      try await agent.waitFor("vfs-g3's promotion rolled back", seconds: 60) {
+        agent.swaps.contains { $0 == ("promote", "vfs-g3", "not-taken") }
+      }
+    } catch {
+      Issue.record("\(error)\nagent log:\n\(agent.tail(40))")
+      return
+    }
+    let steps = agent.events("swap-step").filter { $0["vm"] as? String == "vfs-g3" }.compactMap { $0["step"] as? String }
+    #expect(Array(steps.prefix(4)) == ["journal", "attached", "guest-not-using-new", "rolled-back"], "\(steps)")
+    #expect(!steps.contains("detach-requested"), "the virtio NIC was never asked to go: \(steps)")
+    let after = try liveInventory("vfs-g3")
+    #expect(after.nics == before.nics, "the VM has exactly its virtio NIC again")
+    #expect(after.journal == nil)
+    // Held off, not retried every cycle.
+    do {
+      try await agent.waitFor("a held line for vfs-g3", seconds: 20) {
+        agent.events("held").contains { $0["vm"] as? String == "vfs-g3" }
+      }
+    } catch {
+      Issue.record("\(error)\nagent log:\n\(agent.tail(12))")
+      return
+    }
+    #expect(agent.swaps.filter { $0.1 == "vfs-g3" }.count == 1)
+    let r = TestBed.ping(g3.ip, from: bed.namespace, count: 3, intervalSeconds: 0.2)
+    #expect(r.received == r.sent, "the guest answers on its address")
+  }
+}
