@@ -20,7 +20,12 @@ public struct AgentConfig: Sendable {
   public var recordPath: String?
   /// Only record: observe, never decide or act.
   public var recordOnly = false
-  public var counterSource: CounterSourceChoice = .netlink
+  /// How the host's own interface counters are read (netlink falls back to /proc/net/dev).
+  public var counterSource: CounterSource = .preferred
+  /// Where sysfs is, for VF representors and PF/VF numbers.
+  public var sysfsRoot = "/sys"
+  /// How long a guest agent may take to answer; nil: the interval, at least 1 s.
+  public var guestAgentTimeoutSeconds: Int32?
   /// VFs per pool when libvirt's pool network cannot say (by policy pool name).
   public var poolSizes: [String: Int] = [:]
   /// Stop after this many cycles (tests, benchmarks); nil runs until SIGTERM.
@@ -44,6 +49,10 @@ public final class Agent: @unchecked Sendable {
   var lastHold: [String: String] = [:]
   var recorder: TraceRecorder?
   var devicePositions = DevicePositions()
+  /// How VMs on VFs are measured; made by `run` (with libvirt for the guest agent).
+  var vfSources: VFCounterSources?
+  /// Each VM's counter source last cycle, to log a change once.
+  var lastSource: [String: TrafficSource] = [:]
   var cycle = 0
   let startedAt = ContinuousClock.now
   /// Decisions this process made, for tests comparing with a replay.
@@ -98,7 +107,12 @@ public final class Agent: @unchecked Sendable {
     try await inventory.start()
     defer { inventory.stop() }
     var poolTotals = try checkPools(connection)
-    var reader = HostCounterReader(preferred: config.counterSource == .netlink ? .netlink : .procNetDev)
+    var reader = HostCounterReader(preferred: config.counterSource)
+    let startedAt = self.startedAt
+    let timeout = config.guestAgentTimeoutSeconds ?? Int32(max(1, interval.rounded(.up)))
+    vfSources = VFCounterSources(sysfs: SysfsRoot(config.sysfsRoot),
+                                 poller: GuestAgentPoller(transport: connection, timeoutSeconds: timeout,
+                                                          clock: { Instant(seconds: (ContinuousClock.now - startedAt).seconds) }))
     if let reason = reader.fallbackReason { log.emit("counter-source", ["source": "procNetDev", "reason": .string(reason)]) }
     let swapper = Swapper(connection: connection, log: log, attachDeadline: config.attachDeadline,
                           detachDeadline: config.detachDeadline,
@@ -238,8 +252,10 @@ public final class Agent: @unchecked Sendable {
       return
     }
     let vfSince = parkedSince(domains, swapper: swapper, now: now)
+    let measurements = vfSources?.measure(domains: domains, policy: policy, counters: counters, now: now,
+                                          generation: inventory.generation)
     guard let plan = observeAndDecide(domains: domains, counters: counters, poolTotals: poolTotals, now: now,
-                                      vfSince: vfSince) else { return }
+                                      vfSince: vfSince, measurements: measurements) else { return }
     guard !plan.actions.isEmpty else { return }
     let byUUID = Dictionary(domains.map { ($0.uuid, $0) }, uniquingKeysWith: { a, _ in a })
     for action in plan.actions {
@@ -266,9 +282,11 @@ public final class Agent: @unchecked Sendable {
   /// cycle that needs neither libvirt nor a swap. `package` so bench-agent
   /// times exactly this code; nil when only recording.
   package func observeAndDecide(domains: [DomainInventory], counters: CounterSnapshot, poolTotals: [String: Int],
-                                now: Instant, vfSince: [String: Instant] = [:]) -> Plan? {
+                                now: Instant, vfSince: [String: Instant] = [:],
+                                measurements: [String: VFMeasurement]? = nil) -> Plan? {
     let observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now,
-                              vfSince: vfSince, positions: &devicePositions)
+                              vfSince: vfSince, measurements: measurements, positions: &devicePositions)
+    reportCounterSources(observation)
     recorder?.record(observation, now: now)
     if config.recordOnly { return nil }
     let policy = self.policy
@@ -319,6 +337,35 @@ public final class Agent: @unchecked Sendable {
     return news
   }
 
+  /// Logs a VM's counter source when it changes (one line, with the reason
+  /// for an unknown one) and hands the VF sources to the metrics.
+  func reportCounterSources(_ observation: Observation) {
+    guard let choices = vfSources?.choices else { return }
+    var rows: [(vm: String, source: String, reason: String?)] = []
+    var seen: [String: TrafficSource] = [:]
+    for vm in observation.vms {
+      guard let choice = choices[vm.identity.uuid] else { continue }
+      rows.append((vm.identity.name, choice.source.rawValue, choice.reason))
+      seen[vm.identity.uuid] = choice.source
+      if lastSource[vm.identity.uuid] != choice.source {
+        log.emit("counter-source", ["vm": .string(vm.identity.name), "source": .string(choice.source.rawValue),
+                                    "reason": choice.reason.map { .string($0) } ?? .null])
+      }
+    }
+    lastSource = seen
+    metrics.observeCounterSources(rows)
+  }
+
+  /// Which source measures a VM, and why it is unknown: a VF as its
+  /// pool's `counters` decided, a virtio NIC by its host device.
+  func counterSource(_ vm: VMObservation) -> (source: String?, reason: String?) {
+    if let choice = vfSources?.choices[vm.identity.uuid] { return (choice.source.rawValue, choice.reason) }
+    if case .virtio = vm.placement { return (TrafficSource.host.rawValue, nil) }
+    if case .vf = vm.placement, vm.reading.isUnknown { return (TrafficSource.unknown.rawValue, "a VF passed to the guest has no host netdev") }
+    if case .vf = vm.placement { return (TrafficSource.host.rawValue, nil) }
+    return (nil, nil)
+  }
+
   func className(_ vm: VMIdentity) -> String {
     if case .managed(let c) = policy.resolveClass(of: vm) { return policy.classes[c].name }
     return "-"
@@ -356,10 +403,12 @@ public final class Agent: @unchecked Sendable {
           case .transitioning: "swapping"
           case .none: "none"
           }
+          let source = counterSource(observation.vms[i])
           rows.append(StatusRow(vm: identity.name, className: className(identity), placement: placement,
                                 bytesPerSecond: rate?.bytesPerSecond, packetsPerSecond: rate?.packetsPerSecond,
                                 intensive: rate?.intensive ?? false,
-                                decision: decisions.isEmpty ? "keep" : decisions[identity.uuid] ?? "keep"))
+                                decision: decisions.isEmpty ? "keep" : decisions[identity.uuid] ?? "keep",
+                                counterSource: source.source, counterSourceReason: source.reason))
         }
       }
     }
@@ -399,6 +448,18 @@ public struct StatusRow: Codable, Sendable {
   public var packetsPerSecond: Double?
   public var intensive: Bool
   public var decision: String
+  /// What measured the VM this cycle (`host`, `representor`, `pf`,
+  /// `guestAgent`, `unknown`); nil while it has no NIC to read.
+  public var counterSource: String?
+  /// Why it is `unknown` (each source tried, with its reason).
+  public var counterSourceReason: String?
+
+  public init(vm: String, className: String, placement: String, bytesPerSecond: Double?, packetsPerSecond: Double?,
+              intensive: Bool, decision: String, counterSource: String? = nil, counterSourceReason: String? = nil) {
+    self.vm = vm; self.className = className; self.placement = placement; self.bytesPerSecond = bytesPerSecond
+    self.packetsPerSecond = packetsPerSecond; self.intensive = intensive; self.decision = decision
+    self.counterSource = counterSource; self.counterSourceReason = counterSourceReason
+  }
 }
 
 public struct AgentStatus: Codable, Sendable {
@@ -445,6 +506,8 @@ extension AgentStatus {
       if let p = vms[i].packetsPerSecond, p.isFinite { out.raw(",\"packetsPerSecond\":"); out.number(p) }
       out.raw(",\"intensive\":"); out.bool(vms[i].intensive)
       out.raw(",\"decision\":"); out.string(vms[i].decision)
+      if let c = vms[i].counterSource { out.raw(",\"counterSource\":"); out.string(c) }
+      if let r = vms[i].counterSourceReason { out.raw(",\"counterSourceReason\":"); out.string(r) }
       out.raw("}")
     }
     out.raw("]}")
@@ -534,5 +597,3 @@ extension Duration {
   }
 }
 
-/// Which counter reader the agent starts with (netlink falls back to /proc/net/dev).
-public enum CounterSourceChoice: Sendable { case netlink, procNetDev }

@@ -34,9 +34,13 @@ public struct VFPool: Sendable, Equatable {
   /// interrupt and CPU load (the paper's lesson). `nil` = no cap.
   public var maxInUse: Int?
   public var mode: SwapMode
+  /// Where the traffic of its VMs on a VF is read (`counters`).
+  public var counters: PoolCounters
 
-  public init(name: String, network: String, pf: String? = nil, maxInUse: Int? = nil, mode: SwapMode = .replace) {
+  public init(name: String, network: String, pf: String? = nil, maxInUse: Int? = nil, mode: SwapMode = .replace,
+              counters: PoolCounters = .auto) {
     self.name = name; self.network = network; self.pf = pf; self.maxInUse = maxInUse; self.mode = mode
+    self.counters = counters
   }
 }
 

@@ -172,7 +172,7 @@ private struct PolicyDecoder {
   }
 
   mutating func pool(_ node: JSONNode, _ path: String) -> VFPool? {
-    guard let o = object(node, path, known: ["name", "network", "pf", "maxInUse", "mode"]) else { return nil }
+    guard let o = object(node, path, known: ["name", "network", "pf", "maxInUse", "mode", "counters"]) else { return nil }
     let name = string(o, "name", path, required: true)
     let network = string(o, "network", path, required: true)
     let pf = string(o, "pf", path, required: false)
@@ -183,8 +183,14 @@ private struct PolicyDecoder {
         fail(o["mode"], join(path, "mode"), "must be one of \(SwapMode.allCases.map(\.rawValue).joined(separator: ", ")), got '\(m)'")
       }
     }
+    var counters = PoolCounters.auto
+    if let c = string(o, "counters", path, required: false) {
+      if let parsed = PoolCounters(rawValue: c) { counters = parsed } else {
+        fail(o["counters"], join(path, "counters"), "must be one of \(PoolCounters.allCases.map(\.rawValue).joined(separator: ", ")), got '\(c)'")
+      }
+    }
     guard let name, let network else { return nil }
-    return VFPool(name: name, network: network, pf: pf, maxInUse: cap, mode: mode)
+    return VFPool(name: name, network: network, pf: pf, maxInUse: cap, mode: mode, counters: counters)
   }
 
   mutating func threshold(_ node: JSONNode, _ path: String) -> RateThreshold? {
