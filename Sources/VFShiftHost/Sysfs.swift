@@ -240,7 +240,14 @@ public func virtualFunctionLocation(_ address: PCIAddress, sysfs: SysfsRoot = Sy
   do { pfNetdevs = try fileKind(pfNet) == .directory ? try directoryEntries(pfNet).sorted() : [] } catch {
     throw .unreadable(path: pfNet, error: error)
   }
-  guard let pf = pfNetdevs.first else {
+  // In switchdev mode the representors share the PF's PCI device (mlx5
+  // registers them with it as parent): the PF's own netdev is the uplink,
+  // whose phys_port_name is `p<N>`, or, in legacy mode, unreadable.
+  let uplinks = pfNetdevs.filter { name in
+    guard let port = attributeText("\(pfNet)/\(name)/phys_port_name") else { return true }
+    return !(port.hasPrefix("pf") || port.hasPrefix("c"))
+  }
+  guard let pf = uplinks.first else {
     throw .inconsistent(path: pfNet, reason: "the PF \(pfAddress) of \(address) has no netdev (its network driver is not bound)")
   }
   let entries: [String]
