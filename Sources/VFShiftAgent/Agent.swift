@@ -53,6 +53,12 @@ public final class Agent: @unchecked Sendable {
   var vfSources: VFCounterSources?
   /// Each VM's counter source last cycle, to log a change once.
   var lastSource: [String: TrafficSource] = [:]
+  /// The policy's hostdev pool networks (checkPools), to tell which pool a
+  /// VF in a live XML came from.
+  var hostdevPools: [HostdevPool] = []
+  /// The inventory with each VF's pool network filled in, while the
+  /// inventory's generation stands (the same array, for observe's cache).
+  var attributed: (generation: UInt64, domains: [DomainInventory])?
   var cycle = 0
   let startedAt = ContinuousClock.now
   /// Decisions this process made, for tests comparing with a replay.
@@ -152,10 +158,10 @@ public final class Agent: @unchecked Sendable {
       }
       // One snapshot per cycle, shared by reconcile and the cycle; taken
       // again only when reconcile changed something.
-      var domains = inventory.snapshot()
+      var domains = withPools(inventory)
       if !config.dryRun, !config.recordOnly {
         let full = reconcileNeeded.exchange(false, ordering: .sequentiallyConsistent)
-        if await reconcileAll(domains, inventory, swapper, waitingOnGuests: full) { domains = inventory.snapshot() }
+        if await reconcileAll(domains, inventory, swapper, waitingOnGuests: full) { domains = withPools(inventory) }
       }
       let began = ContinuousClock.now
       await runCycle(domains: domains, inventory: inventory, reader: &reader, swapper: swapper, poolTotals: poolTotals)
@@ -184,10 +190,22 @@ public final class Agent: @unchecked Sendable {
     recorder?.close()
   }
 
+  /// The inventory snapshot with each VF's pool network filled in
+  /// (`VFCounterSources.attributingPools`), kept while its generation stands.
+  func withPools(_ inventory: Inventory) -> [DomainInventory] {
+    let generation = inventory.generation
+    if let a = attributed, a.generation == generation { return a.domains }
+    let domains = vfSources?.attributingPools(inventory.snapshot(), pools: hostdevPools) ?? inventory.snapshot()
+    attributed = (generation, domains)
+    return domains
+  }
+
   /// Each pool must exist in libvirt as a pool network; its size comes from
   /// there (or from sysfs for real SR-IOV), else from the configuration.
   func checkPools(_ connection: LibvirtConnection) throws -> [String: Int] {
     var totals: [String: Int] = [:]
+    var hostdev: [HostdevPool] = []
+    defer { hostdevPools = hostdev; attributed = nil }
     for pool in policy.pools {
       if let n = config.poolSizes[pool.name] { totals[pool.name] = n; continue }
       let network: PoolNetwork
@@ -195,6 +213,10 @@ public final class Agent: @unchecked Sendable {
         throw PoolMismatch(pool: pool.name, network: pool.network, reason: "\(error)")
       }
       var total = network.members.count
+      if network.mode == "hostdev" {
+        hostdev.append(HostdevPool(network: pool.network, pf: network.pf ?? pool.pf,
+                                   members: Set(network.members.compactMap(pciAddress(poolMember:)))))
+      }
       // A real SR-IOV pool (`<pf dev>`) lists no members: its VFs are in sysfs.
       if let pf = network.pf ?? pool.pf, network.mode == "hostdev" {
         do { total = try physicalFunction(netdev: pf).enabledVFs } catch {
@@ -429,6 +451,15 @@ public final class Agent: @unchecked Sendable {
       writeAtomically(status.json, to: config.statusPath)
     }
   }
+}
+
+/// A hostdev pool's `<address domain='0x0000' bus='0x03' slot='0x10'
+/// function='0x1'/>` as PoolNetwork lists it ("0x0000:0x03:0x10:0x1").
+func pciAddress(poolMember text: String) -> PCIAddress? {
+  let p = text.split(separator: ":").map { $0.hasPrefix("0x") ? $0.dropFirst(2) : $0 }
+  guard p.count == 4, let d = UInt32(p[0], radix: 16), let b = UInt8(p[1], radix: 16),
+        let s = UInt8(p[2], radix: 16), let f = UInt8(p[3], radix: 16) else { return nil }
+  return PCIAddress(domain: d, bus: b, device: s, function: f)
 }
 
 public struct PoolMismatch: Error, CustomStringConvertible {

@@ -238,6 +238,10 @@ package final class VFCounterSources {
     guard case .hostdevVF(let text, _) = nic.kind else {
       return .failure(Unavailable(reason: "not a PCI VF (the NIC is \(nic.hostDeviceKind.map { "a \($0.rawValue)" } ?? "not a host device"))"))
     }
+    return location(ofAddress: text)
+  }
+
+  fileprivate func location(ofAddress text: String) -> Result<VFLocation, Unavailable> {
     if let known = locations[text] { return known.mapError { Unavailable(reason: "\($0)") } }
     guard let address = PCIAddress(text) else { return .failure(Unavailable(reason: "'\(text)' is not a PCI address")) }
     let found: Result<VFLocation, SysfsError>
@@ -252,5 +256,42 @@ package final class VFCounterSources {
     let found = VFShiftHost.representor(of: location, sysfs: sysfs)
     representors[key] = found
     return found
+  }
+}
+
+/// A `<forward mode='hostdev'>` pool network as far as finding its VFs goes.
+package struct HostdevPool: Sendable, Equatable {
+  package var network: String
+  /// `<pf dev>`, or the policy pool's `pf`.
+  package var pf: String?
+  /// The `<address>` members the network lists.
+  package var members: Set<PCIAddress>
+  package init(network: String, pf: String?, members: Set<PCIAddress>) { self.network = network; self.pf = pf; self.members = members }
+}
+
+extension VFCounterSources {
+  /// Gives each VF NIC from a hostdev pool network its network. libvirt's
+  /// live XML shows such a NIC as the device it got, `<interface
+  /// type='hostdev'>` with the VF's `<source><address/></source>` and no
+  /// network name (src/conf/domain_conf.c `virDomainNetDefFormat`: the
+  /// actual device is reported instead of the config), so the pool is found
+  /// from the PCI address: a member the network lists, or a VF of its PF.
+  /// Returns `domains` itself (the same storage) when nothing needs it.
+  package func attributingPools(_ domains: [DomainInventory], pools: [HostdevPool]) -> [DomainInventory] {
+    guard !pools.isEmpty else { return domains }
+    var out: [DomainInventory]? = nil
+    for d in domains.indices {
+      for n in domains[d].nics.indices {
+        guard case .hostdevVF(let text, nil) = domains[d].nics[n].kind, let address = PCIAddress(text) else { continue }
+        var network = pools.first { $0.members.contains(address) }?.network
+        if network == nil, case .success(let location) = self.location(ofAddress: text) {
+          network = pools.first { $0.pf == location.pf }?.network
+        }
+        guard let network else { continue }
+        if out == nil { out = domains }
+        out![d].nics[n].kind = .hostdevVF(pciAddress: text, network: network)
+      }
+    }
+    return out ?? domains
   }
 }

@@ -231,6 +231,31 @@ func waitFor(_ what: String, seconds: Double = 10, _ condition: () -> Bool) thro
     agents.gate?.signal()  // the request that measure just started
   }
 
+  @Test("a VF from a hostdev pool network, as libvirt's live XML shows it (type='hostdev', no network name), is found in its pool by its PCI address")
+  func aHostdevNetworkVFIsAttributedToItsPool() throws {
+    let sys = try SRIOVSysfs()
+    defer { sys.remove() }
+    let vfs = try sys.addPF("enp3s0f0", address: "0000:03:00.0", vfs: 4)
+    // src/conf/domain_conf.c virDomainNetDefFormat: for a NIC of a hostdev network the live
+    // XML reports the actual device: <source> holds only the VF's address.
+    let live = try vfDomain(2).nics[0].xml.replacingOccurrences(of: #" network="vf-pool""#, with: "")
+    var vm = try vfDomain(2)
+    vm.nics[0] = try parseInterfaceXML(live)
+    #expect(vm.nics[0].kind == .hostdevVF(pciAddress: vfs[2], network: nil))
+    #expect(managedNICs(vm, policy: policy).vf == nil, "without its network the VF belongs to no pool")
+    let sources = VFCounterSources(sysfs: SysfsRoot(sys.root), poller: nil, pfStatistics: { _ in [:] })
+    let byPF = sources.attributingPools([vm], pools: [HostdevPool(network: "vf-pool", pf: "enp3s0f0", members: [])])
+    #expect(byPF[0].nics[0].kind == .hostdevVF(pciAddress: vfs[2], network: "vf-pool"))
+    #expect(managedNICs(byPF[0], policy: policy).pool == "x540")
+    let byMember = sources.attributingPools([vm], pools: [HostdevPool(network: "vf-pool", pf: nil, members: [PCIAddress(vfs[2])!])])
+    #expect(byMember[0].nics[0].kind == .hostdevVF(pciAddress: vfs[2], network: "vf-pool"))
+    let untouched = [try vfDomain(1)]
+    let same = sources.attributingPools(untouched, pools: [HostdevPool(network: "vf-pool", pf: "enp3s0f0", members: [])])
+    let identical = same.span.isIdentical(to: untouched.span)
+    #expect(identical, "nothing to fill in: the same array, so observe keeps its cache")
+    #expect(pciAddress(poolMember: "0x0000:0x03:0x00:0x4") == PCIAddress(vfs[2]))
+  }
+
   @Test("status JSON names the counter source of each VM and why one is unknown")
   func statusCarriesTheSource() throws {
     let status = AgentStatus(policy: "p", dryRun: true, pid: 1, cycle: 2, intervalSeconds: 1, updatedAt: "t", pools: [],
