@@ -1,19 +1,24 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-/// The Swift runtime and Foundation linked into the binaries whose memory is
-/// measured (bench-agent: RSS), as `swift build --static-swift-stdlib` would,
-/// but without compiling every module for it (the test targets link the same
-/// modules against the shared runtime). Linking alone leaves out what the
-/// static archives need of each other, hence the list, and lld, which does not
-/// care about archive order. Relative relocations packed (DT_RELR, glibc 2.36):
-/// the loader then reads ~14 KB of them instead of 1.7 MB. libvirt and glibc
-/// stay shared. The functions `vfshift run` executes are placed together at
-/// the start of .text (`Sources/vfshift/hot-functions.order`, from
-/// `Benchmarks/hot-functions/update`): the kernel maps text 64 KB around each page
-/// fault, so scattered over 15 MB they kept 7.8 MB of it resident, together
-/// ~4 MB (bench-agent: RSS). Order only; a name not found is skipped. SwiftPM
-/// does not track the file: the script removes the binaries so they relink.
+/// Release builds of the two binaries whose memory is measured (vfshift,
+/// bench-agent: RSS) link the Swift runtime and Foundation statically, as
+/// `swift build --static-swift-stdlib` would, without compiling every module
+/// for it; debug builds and the tests use the toolchain's defaults. Linking
+/// alone leaves out what the static archives need of each other, hence the
+/// list, and lld, which does not care about archive order. Relative
+/// relocations packed (DT_RELR, glibc 2.36): the loader then reads ~14 KB of
+/// them instead of 1.7 MB. glibc stays shared; libvirt is not linked at all
+/// (dlopen).
+///
+/// The functions `vfshift run` executes are placed together at the start of
+/// .text: the kernel maps text 64 KB around each page fault, so scattered over
+/// 15 MB they kept 7.8 MB of it resident, together ~4 MB. The order file is
+/// `Sources/vfshift/hot-functions.order`; regenerate it with
+/// `Benchmarks/hot-functions/update` (callgrind over `vfshift run`) after a
+/// change to the agent's hot path or a toolchain upgrade. A stale one costs
+/// resident pages, never behaviour: a name not found is skipped. SwiftPM does
+/// not track the file, so the script removes the binaries to relink them.
 let staticSwift: [LinkerSetting] = [
   .unsafeFlags([
     "-static-stdlib", "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
@@ -23,11 +28,12 @@ let staticSwift: [LinkerSetting] = [
     "-lxml2", "-lutil",
     "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/Sources/vfshift/hot-functions.order",
     "-Xlinker", "--no-warn-symbol-ordering",
-  ], .when(platforms: [.linux])),
+  ], .when(platforms: [.linux], configuration: .release)),
 ]
 
 // Modules are split by effect (README: Layout): VFShiftCore is pure,
-// the adapters hold all I/O, and only VFShiftLibvirt imports the C library.
+// the adapters hold all I/O, and only VFShiftLibvirt binds the C library
+// (at run time, in its Internals/Calls.swift).
 let package = Package(
   name: "vfshift",
   platforms: [.macOS(.v14)],
@@ -35,16 +41,12 @@ let package = Package(
     .executable(name: "vfshift", targets: ["vfshift"]),
   ],
   targets: [
-    .systemLibrary(
-      name: "CLibvirt",
-      pkgConfig: "libvirt",
-      providers: [.apt(["libvirt-dev"])]
-    ),
     // glibc's mallopt and malloc_trim, for the agent's memory (bench-agent: RSS).
     .systemLibrary(name: "CMalloc"),
     .target(name: "VFShiftCore"),
     .target(name: "VFShiftHost", dependencies: ["VFShiftCore"]),
-    .target(name: "VFShiftLibvirt", dependencies: ["VFShiftCore", "CLibvirt"]),
+    // libvirt is loaded at run time (dlopen): nothing of it is needed to build.
+    .target(name: "VFShiftLibvirt", dependencies: ["VFShiftCore"]),
     .target(name: "VFShiftAgent", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "CMalloc"]),
     .executableTarget(name: "vfshift", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "VFShiftAgent", "CMalloc"],
                       exclude: ["hot-functions.order"], linkerSettings: staticSwift),
@@ -52,7 +54,7 @@ let package = Package(
     // loudly, whether a test that needs it runs, fails (CI) or skips (locally).
     .target(name: "VFShiftTestSupport", path: "Tests/Support"),
 
-    .testTarget(name: "VFShiftCoreTests", dependencies: ["VFShiftCore", "VFShiftAgent"]),
+    .testTarget(name: "VFShiftCoreTests", dependencies: ["VFShiftCore", "VFShiftAgent"], exclude: ["Fixtures"]),
     .testTarget(name: "VFShiftHostTests", dependencies: ["VFShiftHost", "VFShiftTestSupport"]),
     .testTarget(name: "VFShiftLibvirtTests", dependencies: ["VFShiftLibvirt", "VFShiftTestSupport"]),
     .testTarget(name: "VFShiftAgentTests", dependencies: ["VFShiftAgent", "VFShiftTestSupport"]),

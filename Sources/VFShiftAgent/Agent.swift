@@ -453,15 +453,6 @@ public final class Agent: @unchecked Sendable {
   }
 }
 
-/// A hostdev pool's `<address domain='0x0000' bus='0x03' slot='0x10'
-/// function='0x1'/>` as PoolNetwork lists it ("0x0000:0x03:0x10:0x1").
-func pciAddress(poolMember text: String) -> PCIAddress? {
-  let p = text.split(separator: ":").map { $0.hasPrefix("0x") ? $0.dropFirst(2) : $0 }
-  guard p.count == 4, let d = UInt32(p[0], radix: 16), let b = UInt8(p[1], radix: 16),
-        let s = UInt8(p[2], radix: 16), let f = UInt8(p[3], radix: 16) else { return nil }
-  return PCIAddress(domain: d, bus: b, device: s, function: f)
-}
-
 public struct PoolMismatch: Error, CustomStringConvertible {
   public var pool: String
   public var network: String

@@ -1,3 +1,5 @@
+import VFShiftCore
+
 /// JSON written straight into bytes, for the status file: at 1,000 VMs the
 /// same text built with String interpolation cost ~15 M instructions a write,
 /// more than the rest of ten cycles together (bench-agent under callgrind).

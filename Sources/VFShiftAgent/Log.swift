@@ -1,4 +1,5 @@
 import Foundation
+import VFShiftCore
 
 /// One structured log line per decision and per swap step, as JSON on stderr
 /// (journald keeps stderr of a unit), so operators can grep and ship them.
@@ -54,30 +55,6 @@ public enum LogValue: Sendable, Equatable, ExpressibleByStringLiteral, Expressib
       return "{" + o.keys.sorted().map { "\"\(jsonEscape($0))\":\(o[$0]!.json)" }.joined(separator: ",") + "}"
     }
   }
-}
-
-func jsonEscape(_ s: String) -> String {
-  // Most names and values need nothing escaped: hand them back as they are
-  // (the status file escapes thousands of strings per write).
-  if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) { return s }
-  var out = ""
-  for u in s.unicodeScalars {
-    switch u {
-    case "\"": out += "\\\""
-    case "\\": out += "\\\\"
-    case "\n": out += "\\n"
-    case "\r": out += "\\r"
-    case "\t": out += "\\t"
-    default:
-      if u.value < 0x20 { out += "\\u00" + hexDigits(UInt8(u.value)) } else { out.unicodeScalars.append(u) }
-    }
-  }
-  return out
-}
-
-private func hexDigits(_ b: UInt8) -> String {
-  let digits = Array("0123456789abcdef".utf8)
-  return String(decoding: [digits[Int(b >> 4)], digits[Int(b & 0xf)]], as: UTF8.self)
 }
 
 /// Now as ISO 8601 in UTC with milliseconds, as ISO8601DateFormatter writes

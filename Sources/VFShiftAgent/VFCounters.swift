@@ -28,7 +28,7 @@ package protocol GuestAgentTransport: Sendable {
 
 extension LibvirtConnection: GuestAgentTransport {
   package func networkInterfaces(uuid: String, timeoutSeconds: Int32) throws -> String {
-    try guestAgentCommand(uuid: uuid, json: guestNetworkInterfacesCommand, timeoutSeconds: timeoutSeconds)
+    try guestAgentCommand(uuid: uuid, guestNetworkInterfacesCommand, timeoutSeconds: timeoutSeconds)
   }
 }
 

@@ -105,16 +105,6 @@ public func guestCounters(_ interfaces: [GuestInterface], mac: String) -> Result
   return .success((matching[0].name, counters))
 }
 
-extension LibvirtConnection {
-  /// The guest agent's reply to `json` (virDomainQemuAgentCommand). Blocks
-  /// up to `timeoutSeconds`: call it off the agent's loop.
-  public func guestAgentCommand(uuid: String, json: String, timeoutSeconds: Int32) throws(LibvirtError) -> String {
-    try withDomain(uuid, "virDomainQemuAgentCommand") { d throws(LibvirtError) in
-      try d.qemuAgentCommand(json, timeoutSeconds: timeoutSeconds)
-    }
-  }
-}
-
 private func kind(_ v: JSONValue) -> String {
   switch v {
   case .object: "an object"

@@ -15,9 +15,13 @@ public struct LibvirtError: Error, CustomStringConvertible, Sendable, Equatable 
   }
 
   public var description: String {
-    "\(function)\(domain.map { " on domain '\($0)'" } ?? ""): \(message) (libvirt error \(code))"
+    // Not a call that failed but the library that is not there: the fix is all the operator needs.
+    if isLibraryMissing { return message }
+    return "\(function)\(domain.map { " on domain '\($0)'" } ?? ""): \(message) (libvirt error \(code))"
   }
 
+  /// libvirt itself could not be loaded (not installed, or too old).
+  public var isLibraryMissing: Bool { code == ErrorCode.libraryMissing }
   /// The domain does not exist (any more).
   public var isNoDomain: Bool { code == ErrorCode.noDomain }
   /// The device named in a detach is not in the domain.

@@ -1,5 +1,6 @@
 func help(for command: String) -> String? {
   switch command {
+  case "doctor": doctorHelp
   case "whatif": """
     OVERVIEW: Replay a traffic trace through one or more policies and compare them
     side by side — swaps, flaps, VF occupancy, time to promote, the share of each

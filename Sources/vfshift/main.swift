@@ -13,6 +13,7 @@ COMMANDS:
   whatif         Replay a traffic trace through policies, side by side, against an oracle
   record         Capture live per-VM samples into a trace file for whatif
   status         Show what the running agent sees and decided, per VM
+  doctor         Check that this host is ready for 'run': PASS / WARN / FAIL per check
   policy check   Validate policy files: file, line, field and reason for every error
   trace import   Convert GWA-T-12 per-VM CSV files into a vfshift trace
   trace scenario Write the paper's synthetic 8-VM scenario as a trace
@@ -27,6 +28,7 @@ func usageLine(_ command: String) -> String {
   case "policy check": "vfshift policy check FILE..."
   case "trace import": "vfshift trace import DIR --out FILE [--vms LIST] [--rename OLD=NEW ...] [--label VM=LABEL ...]"
   case "trace scenario": "vfshift trace scenario --out FILE [--seconds N] [--seed N]"
+  case "doctor": "vfshift doctor [--policy FILE] [--connect URI] [--unit FILE] [--json]"
   default: agentUsage(command)
   }
 }
@@ -56,6 +58,7 @@ func runCommand(_ argv: [String]) async -> ExitCode {
     case "trace import": return try traceImport(rest)
     case "trace scenario": return try traceScenario(rest)
     case "run", "record", "status": return try await agentCommand(command, rest)
+    case "doctor": return try await doctorCommand(rest)
     default:
       return usage(UsageError(message: "unknown command '\(command)'", command: ""))
     }

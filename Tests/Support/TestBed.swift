@@ -206,13 +206,14 @@ public enum TestBed {
 
   // MARK: internals
 
-  struct Output {
-    var status: Int32
-    var stdout: String
-    var stderr: String
+  public struct Output {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
   }
 
-  static func execute(_ argv: [String]) throws -> Output {
+  /// Runs `argv` and returns its exit status and both outputs, whatever the status.
+  public static func execute(_ argv: [String]) throws -> Output {
     guard let name = argv.first else {
       throw TestBedError(location: "TestBed.run", what: "empty argv", why: "nothing to run")
     }

@@ -144,6 +144,9 @@ $qos  </metadata>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <controller type='usb' model='none'/>
 $(virtio_nic_xml "$idx")
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
     <serial type='file'>
       <source path='$TB_LOG/$name.serial.log' append='off'/>
       <target port='0'/>
