@@ -256,6 +256,15 @@ func waitFor(_ what: String, seconds: Double = 10, _ condition: () -> Bool) thro
     #expect(pciAddress(poolMember: "0x0000:0x03:0x00:0x4") == PCIAddress(vfs[2]))
   }
 
+  @Test("the metrics say which source measures each VM on a VF, and why one is unknown")
+  func metricsCarryTheSource() {
+    let metrics = Metrics()
+    metrics.observeCounterSources([(vm: "vm3", source: "unknown", reason: "counters pf: pf: no \"stats\""), (vm: "vm1", source: "guestAgent", reason: nil)])
+    let text = metrics.render()
+    #expect(text.contains(#"vfshift_vm_counter_source{vm="vm1",source="guestAgent",reason=""} 1"#), "\(text)")
+    #expect(text.contains(#"vfshift_vm_counter_source{vm="vm3",source="unknown",reason="counters pf: pf: no \"stats\""} 1"#), "\(text)")
+  }
+
   @Test("status JSON names the counter source of each VM and why one is unknown")
   func statusCarriesTheSource() throws {
     let status = AgentStatus(policy: "p", dryRun: true, pid: 1, cycle: 2, intervalSeconds: 1, updatedAt: "t", pools: [],
@@ -268,5 +277,51 @@ func waitFor(_ what: String, seconds: Double = 10, _ condition: () -> Bool) thro
     #expect(text.contains(#""counterSource":"unknown","counterSourceReason":"counters pf: pf: no stats""#), "\(text)")
     let back = try JSONDecoder().decode(AgentStatus.self, from: Data(status.json))
     #expect(back.vms.map(\.counterSource) == ["unknown", "host"])
+  }
+}
+
+/// The guest-agent source against the bed's real guests (qemu-ga in their
+/// initramfs, virtio-serial, libvirt's virDomainQemuAgentCommand).
+@Suite("guest agent counters on the real test bed", .serialized, .enabled(if: TestBed.enabled))
+struct GuestAgentLiveTests {
+  @Test("a guest streamed at 3 MB/s: the rate read through its guest agent, off the loop, is within 20 % of the paced rate")
+  func guestAgentRateMatchesThePacedRate() async throws {
+    let bed = try TestBed.require()
+    let lease = TestBedLease()
+    defer { withExtendedLifetime(lease) {} }
+    let guest = try #require(bed.managedGuests.last)
+    let connection = try LibvirtConnection()
+    defer { connection.close() }
+    let live = try parseDomainXML(try connection.liveXML(uuid: guest.uuid))
+    let nic = try #require(live.nics.first { $0.hostDevice != nil }, "a NIC the guest agent can be matched to")
+    let started = ContinuousClock.now
+    let poller = GuestAgentPoller(transport: connection, timeoutSeconds: 5, clock: {
+      let d = ContinuousClock.now - started
+      return Instant(seconds: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+    })
+    /// One answer: asked, then waited for with a deadline (the agent's loop never waits; a test may).
+    func sample() throws -> (VMCounters, Instant) {
+      poller.ask([guest.uuid])
+      var answer: GuestAgentPoller.Answer? = nil
+      try waitFor("the guest agent of \(guest.name) answered", seconds: 15) {
+        if case .success(let a) = poller.take(guest.uuid) { answer = a; return true }
+        return false
+      }
+      let interfaces = try answer!.interfaces.get()
+      return (try guestCounters(interfaces, mac: nic.mac).get().counters, answer!.at)
+    }
+    let traffic = try TrafficSource(to: guest.ip, bytesPerSecond: 3e6)
+    defer { traffic.stop() }
+    let (warm, _) = try sample()
+    var (c1, t1) = try sample()
+    let deadline = Date().addingTimeInterval(20)
+    while c1.rxBytes < warm.rxBytes + 1_000_000 {  // the stream is flowing
+      guard Date() < deadline else { Issue.record("no traffic reached \(guest.name) in 20 s"); return }
+      (c1, t1) = try sample()
+    }
+    try await Task.sleep(for: .seconds(4))  // the measurement window, not a wait for an event
+    let (c2, t2) = try sample()
+    let rate = Double(c2.rxBytes - c1.rxBytes) / (t2 - t1)
+    #expect(abs(rate - 3e6) / 3e6 <= 0.2, "guest agent says \(rate) B/s into \(guest.name), paced at 3e6")
   }
 }
