@@ -71,6 +71,9 @@ var agentSeconds = 20
 var policyPath: String? = nil
 /// An existing namespace with the veths already made (for valgrind, which cannot spawn `ip`).
 var givenNamespace: String? = nil
+if CommandLine.arguments.count == 3, CommandLine.arguments[1] == "--vcpu-threads-child", let n = Int(CommandLine.arguments[2]) {
+  vcpuThreadsChild(n)
+}
 do {
   let usage = "usage: bench-agent [--vms N] [--interfaces N] [--cycles N] [--steady-seconds N] [--hot N] [--naive-rounds N] [--agent-seconds N] [--policy FILE] [--netns NAME]"
   var args = CommandLine.arguments.dropFirst()
@@ -653,6 +656,16 @@ final class NullLog: Sendable {
   let steadyWorst = max(fromCycle, steadyPercent ?? 0, agentProcess?.cpuPercent ?? 0)
   result["targets_met"] = cycleVsFloor <= 1.3 && steadyWorst <= 0.3 && rss <= 32
 
+  let vcpus = 4 * vmCount
+  let contention = try measureContentionRead(threads: vcpus, rounds: 20)
+  let nth = everyNthCycle(read: contention.read.mean, cycle: cycleFigure.mean, floor: floorFigure.mean, target: 1.3)
+  result["contention_vcpu_threads"] = vcpus
+  result["contention_discover_cpu_ms"] = contention.discover.mean
+  result["contention_read_cpu_ms"] = contention.read.mean
+  result["contention_read_vs_floor_ratio"] = contention.read.mean / floorFigure.mean
+  result["contention_cycle_every_cycle_vs_floor_ratio"] = (cycleFigure.mean + contention.read.mean) / floorFigure.mean
+  result["contention_read_every_nth_cycle"] = nth ?? -1
+
   func yes(_ ok: Bool) -> String { ok ? "met" : "MISSED" }
   print("")
   print("one agent cycle, \(vmCount) VMs / \(first.count) interfaces, policy \(policy.name), CPU time user + system (release build)")
@@ -683,6 +696,13 @@ final class NullLog: Sendable {
                mem.rss, mem.peak, startMemory.rss,
                agentProcess == nil ? String(format: " (target <= 32 MB: %@)", yes(mem.rss <= 32)) : ""))
   print("planned swaps: \(actions) (none carried out); log lines: \(log.lines.withLock { $0 })")
+  print("")
+  print("CPU contention read, \(vcpus) vCPU threads (\(vmCount) VMs x 4) in one process, CLOCK_THREAD_CPUTIME_ID, 20 rounds")
+  row("  find vCPU threads by name (per inventory change)", contention.discover)
+  row("  read their schedstat (per contention sample)", contention.read,
+      String(format: "%.2fx the floor", contention.read.mean / floorFigure.mean))
+  print(String(format: "cycle + contention read every cycle: %.2fx the floor; every %@ cycle(s) keeps the cycle <= 1.30x",
+               (cycleFigure.mean + contention.read.mean) / floorFigure.mean, nth.map { "\($0)" } ?? "(no N: the cycle alone is over)"))
 }
 
 /// Before anything of the benchmark's own: the Swift runtime and Foundation.

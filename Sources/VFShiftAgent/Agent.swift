@@ -163,9 +163,10 @@ public final class Agent: @unchecked Sendable {
         let full = reconcileNeeded.exchange(false, ordering: .sequentiallyConsistent)
         if await reconcileAll(domains, inventory, swapper, waitingOnGuests: full) { domains = withPools(inventory) }
       }
+      observeDetachPending(domains)
       let began = ContinuousClock.now
       await runCycle(domains: domains, inventory: inventory, reader: &reader, swapper: swapper, poolTotals: poolTotals)
-      metrics.cycleFinished(seconds: (ContinuousClock.now - began).seconds)
+      metrics.cycleFinished(seconds: (ContinuousClock.now - began).seconds, intervalSeconds: interval)
       notifySystemd("WATCHDOG=1")
       cycle += 1
       // What start-up and a new inventory leave behind (every domain's XML
@@ -238,6 +239,17 @@ public final class Agent: @unchecked Sendable {
       metrics.error("reload")
       log.emit("reload", ["outcome": "refused", "errors": .string("\(error)"), "kept": .string(policy.name)])
     }
+  }
+
+  /// Journals at detach-pending, for the metric an alert watches: a guest
+  /// holding on to its old NIC leaves the VM with two.
+  func observeDetachPending(_ domains: [DomainInventory]) {
+    let now = Swapper.nowMilliseconds()
+    var pending: [String: Double] = [:]
+    for d in domains {
+      if let j = d.journal, j.step == .detachPending { pending[d.name] = Double(max(0, now - j.startedAtUnixMilliseconds)) / 1000 }
+    }
+    metrics.observeDetachPending(pending)
   }
 
   /// Swaps run one at a time inside the loop, so a journal seen between
@@ -441,6 +453,11 @@ public final class Agent: @unchecked Sendable {
       pools[pool.name] = (total, used[pool.name] ?? 0, min(pool.maxInUse ?? total, total))
     }
     metrics.observePools(pools)
+    var waiting: [String: Int] = [:]
+    for hold in plan.holds where hold.wants == "promote" {
+      if case .managed(let c) = policy.resolveClass(of: hold.vm), let p = policy.classes[c].pool { waiting[p, default: 0] += 1 }
+    }
+    metrics.observeWaiting(waiting)
     if let path = config.metricsTextfile { writeAtomically(metrics.render(), to: path) }
     if writeStatus {
       let status = AgentStatus(policy: policy.name, dryRun: config.dryRun, pid: Int(getpid()), cycle: cycle,

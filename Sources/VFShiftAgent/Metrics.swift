@@ -14,7 +14,10 @@ public final class Metrics: Sendable {
     var swapDurationSum = 0.0
     var swapDurationCount = 0
     var cycleSeconds = 0.0
+    var intervalSeconds = 0.0
     var cycles = 0
+    var waiting: [String: Int] = [:]        // pool → VMs held back from it
+    var detachPending: [String: Double] = [:] // VM → seconds since its swap began
     var errors: [String: Int] = [:]
     var dryRun = false
     /// Each VM on a VF: what measures it, and why it is unknown.
@@ -56,13 +59,20 @@ public final class Metrics: Sendable {
     }
   }
 
-  func cycleFinished(seconds: Double) {
-    state.withLock { s in s.cycleSeconds = seconds; s.cycles += 1 }
+  func cycleFinished(seconds: Double, intervalSeconds: Double) {
+    state.withLock { s in s.cycleSeconds = seconds; s.intervalSeconds = intervalSeconds; s.cycles += 1 }
   }
 
   func observeCounterSources(_ rows: [(vm: String, source: String, reason: String?)]) {
     state.withLock { $0.counterSources = rows }
   }
+
+  /// Per pool, the managed VMs that want one of its VFs and were held this cycle.
+  func observeWaiting(_ byPool: [String: Int]) { state.withLock { $0.waiting = byPool } }
+
+  /// The VMs whose journal is at detach-pending: the guest kept its old NIC
+  /// past the detach deadline. Seconds since each one's swap began.
+  func observeDetachPending(_ byVM: [String: Double]) { state.withLock { $0.detachPending = byVM } }
 
   func error(_ kind: String) { state.withLock { $0.errors[kind, default: 0] += 1 } }
 
@@ -82,12 +92,16 @@ public final class Metrics: Sendable {
     func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
     func label(_ v: String) -> String { v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n") }
     func num(_ d: Double) -> String { d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d) }
+    family("vfshift_build_info", "gauge", "Always 1; the labels say which build runs.")
+    out += "vfshift_build_info{version=\"\(label(BuildInfo.version))\",swift=\"\(label(BuildInfo.swift))\"} 1\n"
     family("vfshift_pool_vfs", "gauge", "VFs the pool has (hardware or stand-in).")
     for (p, g) in s.pools.sorted(by: { $0.key < $1.key }) { out += "vfshift_pool_vfs{pool=\"\(label(p))\"} \(g.capacity)\n" }
     family("vfshift_pool_vfs_used", "gauge", "VFs of the pool held by VMs.")
     for (p, g) in s.pools.sorted(by: { $0.key < $1.key }) { out += "vfshift_pool_vfs_used{pool=\"\(label(p))\"} \(g.used)\n" }
     family("vfshift_pool_vfs_cap", "gauge", "The policy's maxInUse for the pool (the hardware total when uncapped).")
     for (p, g) in s.pools.sorted(by: { $0.key < $1.key }) { out += "vfshift_pool_vfs_cap{pool=\"\(label(p))\"} \(g.cap)\n" }
+    family("vfshift_pool_vms_waiting", "gauge", "Managed VMs that want a VF of the pool and were held back in the last cycle.")
+    for p in s.pools.keys.sorted() { out += "vfshift_pool_vms_waiting{pool=\"\(label(p))\"} \(s.waiting[p] ?? 0)\n" }
     family("vfshift_swaps_total", "counter", "Swaps carried out, by direction and outcome.")
     for (k, n) in s.swaps.sorted(by: { $0.key < $1.key }) {
       let parts = k.split(separator: "|", maxSplits: 1).map(String.init)
@@ -97,6 +111,9 @@ public final class Metrics: Sendable {
     for (i, b) in Metrics.buckets.enumerated() { out += "vfshift_swap_duration_seconds_bucket{le=\"\(num(b))\"} \(num(s.swapDurations[i]))\n" }
     out += "vfshift_swap_duration_seconds_bucket{le=\"+Inf\"} \(s.swapDurationCount)\n"
     out += "vfshift_swap_duration_seconds_sum \(s.swapDurationSum)\nvfshift_swap_duration_seconds_count \(s.swapDurationCount)\n"
+    family("vfshift_detach_pending_seconds", "gauge",
+           "Per VM whose guest kept its old NIC past the detach deadline (journal at detach-pending): seconds since its swap began.")
+    for (vm, t) in s.detachPending.sorted(by: { $0.key < $1.key }) { out += "vfshift_detach_pending_seconds{vm=\"\(label(vm))\"} \(num(t))\n" }
     family("vfshift_vm_receive_transmit_bytes_per_second", "gauge", "Measured rate of each managed VM (rx + tx), when known.")
     for (vm, g) in vmRows {
       if let b = g.bytesPerSecond { out += "vfshift_vm_receive_transmit_bytes_per_second{vm=\"\(label(vm))\",class=\"\(label(g.className))\"} \(b)\n" }
@@ -113,6 +130,8 @@ public final class Metrics: Sendable {
     }
     family("vfshift_cycle_duration_seconds", "gauge", "Wall time of the last observe-decide-act cycle.")
     out += "vfshift_cycle_duration_seconds \(s.cycleSeconds)\n"
+    family("vfshift_cycle_interval_seconds", "gauge", "The interval cycles are meant to keep (the policy's intervalSeconds or --interval).")
+    out += "vfshift_cycle_interval_seconds \(num(s.intervalSeconds))\n"
     family("vfshift_cycles_total", "counter", "Cycles run.")
     out += "vfshift_cycles_total \(s.cycles)\n"
     family("vfshift_errors_total", "counter", "Errors, by kind.")

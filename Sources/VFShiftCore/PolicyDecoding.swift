@@ -63,9 +63,12 @@ private struct PolicyDecoder {
 
   func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
-  mutating func string(_ o: [String: JSONNode], _ key: String, _ path: String, required: Bool) -> String? {
+  /// `owner` is the object `o` came from: a missing field has no line of
+  /// its own, so the message gives the line of the object it is missing from.
+  mutating func string(_ o: [String: JSONNode], _ key: String, _ path: String, required: Bool,
+                       owner: JSONNode? = nil) -> String? {
     guard let n = o[key] else {
-      if required { fail(nil, join(path, key), "is required") }
+      if required { fail(owner, join(path, key), "is required") }
       return nil
     }
     guard case .string(let s) = n.value else {
@@ -173,8 +176,8 @@ private struct PolicyDecoder {
 
   mutating func pool(_ node: JSONNode, _ path: String) -> VFPool? {
     guard let o = object(node, path, known: ["name", "network", "pf", "maxInUse", "mode", "counters"]) else { return nil }
-    let name = string(o, "name", path, required: true)
-    let network = string(o, "network", path, required: true)
+    let name = string(o, "name", path, required: true, owner: node)
+    let network = string(o, "network", path, required: true, owner: node)
     let pf = string(o, "pf", path, required: false)
     let cap = number(o, "maxInUse", path, integer: true).map { Int($0) }
     var mode = SwapMode.replace
@@ -208,13 +211,13 @@ private struct PolicyDecoder {
     guard let o = object(node, path, known: ["name", "priority", "match", "vf", "pool", "promote", "demote",
                                              "description"]) else { return nil }
     _ = string(o, "description", path, required: false)
-    let name = string(o, "name", path, required: true)
+    let name = string(o, "name", path, required: true, owner: node)
     let priority = number(o, "priority", path, min: -1_000_000, integer: true).map { Int($0) } ?? 0
     var vf = VFEligibility.eligible
     // What depends on vf (pool, promote, demote) is not judged when vf
     // itself is wrong: one mistake, one message.
     var vfKnown = true
-    if let v = string(o, "vf", path, required: true) {
+    if let v = string(o, "vf", path, required: true, owner: node) {
       if let parsed = VFEligibility(rawValue: v) { vf = parsed } else {
         fail(o["vf"], join(path, "vf"), "must be one of never, eligible, always, got '\(v)'")
         vfKnown = false

@@ -116,7 +116,7 @@ func runAgent(_ command: String, _ argv: [String]) async throws -> ExitCode {
 
   let agent: Agent
   do { agent = try Agent(config: config) } catch {
-    printError("error: \(error)")
+    printErrors(error)
     return .failure
   }
   // Signals arrive on a queue, never interrupting a swap half-way. SIGPIPE
@@ -133,7 +133,7 @@ func runAgent(_ command: String, _ argv: [String]) async throws -> ExitCode {
   }
   defer { sources.forEach { $0.cancel() } }
   do { try await agent.run() } catch {
-    printError("error: \(error)")
+    printErrors(error)
     return .failure
   }
   return .ok

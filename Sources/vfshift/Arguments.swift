@@ -84,3 +84,9 @@ func parseDuration(_ text: String) -> Double? {
 func printError(_ text: String) {
   FileHandle.standardError.write((text + "\n").data(using: .utf8)!)
 }
+
+/// An error as diagnostics: each of its lines (a policy's several issues) its
+/// own `error:` line, as compilers print several.
+func printErrors(_ error: Error) {
+  for line in "\(error)".split(separator: "\n") { printError("error: \(line)") }
+}

@@ -24,7 +24,7 @@ func whatif(_ argv: [String]) throws -> ExitCode {
   var invalid = false
   for path in policyPaths {
     do { policies.append(try loadPolicy(path)) } catch {
-      printError("\(error)")
+      printErrors(error)
       invalid = true
     }
   }

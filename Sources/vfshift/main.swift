@@ -34,12 +34,16 @@ func usageLine(_ command: String) -> String {
 }
 
 func runCommand(_ argv: [String]) async -> ExitCode {
-  guard let first = argv.first else { print(topHelp); return .usage }
-  if first == "-h" || first == "--help" || first == "help" { print(topHelp); return .ok }
-  if first == "--version" { print("vfshift 0.1.0"); return .ok }
+  // swift-argument-parser's convention: a command whose job is to hold
+  // subcommands prints its help to stdout and exits 0 when given none.
+  guard let first = argv.first else { print(topHelp); return .ok }
+  if first == "-h" || first == "--help" { print(topHelp); return .ok }
+  if first == "help" { return helpCommand(Array(argv.dropFirst())) }
+  if first == "--version" { print("vfshift \(BuildInfo.version)"); return .ok }
   var command = first
   var rest = Array(argv.dropFirst())
   if first == "policy" || first == "trace" {
+    if rest.isEmpty { print(topHelp); return .ok }
     guard let sub = rest.first, !sub.hasPrefix("-") else {
       if rest.contains("-h") || rest.contains("--help") { print(topHelp); return .ok }
       return usage(UsageError(message: "'\(first)' needs a subcommand", command: first))
@@ -65,9 +69,22 @@ func runCommand(_ argv: [String]) async -> ExitCode {
   } catch let e as UsageError {
     return usage(e)
   } catch {
-    printError("error: \(error)")
+    printErrors(error)
     return .failure
   }
+}
+
+/// `vfshift help [COMMAND]`, as argument-parser's help subcommand; `--man`
+/// (not listed) writes the vfshift(1) page that deploy/install installs.
+func helpCommand(_ argv: [String]) -> ExitCode {
+  if argv == ["--man"] { print(manPage(), terminator: ""); return .ok }
+  if argv.isEmpty { print(topHelp); return .ok }
+  let command = argv.joined(separator: " ")
+  guard let text = help(for: command) else {
+    return usage(UsageError(message: "no help for unknown command '\(command)'", command: ""))
+  }
+  print(text)
+  return .ok
 }
 
 func usage(_ e: UsageError) -> ExitCode {

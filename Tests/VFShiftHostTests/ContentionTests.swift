@@ -43,7 +43,9 @@ struct ContentionTests {
       // /proc/thread-self -> PID/task/TID (fs/proc/thread_self.c)
       let link = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")) ?? ""
       flag.tid = Int32(link.split(separator: "/").last ?? "") ?? -1
-      Thread.current.name = "CPU 3/TCG"  // pthread_setname_np: what the comm file shows
+      // The thread's own comm file (fs/proc/base.c `comm_write`): what QEMU's
+      // pthread_setname_np sets, set the same way, at once and for certain.
+      try? "CPU 3/TCG".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
       ready.signal()
       var x = 0
       while !flag.stop { x &+= 1 }
