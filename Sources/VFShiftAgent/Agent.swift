@@ -374,15 +374,17 @@ public final class Agent: @unchecked Sendable {
   /// Logs a VM's counter source when it changes (one line, with the reason
   /// for an unknown one) and hands the VF sources to the metrics.
   func reportCounterSources(_ observation: Observation) {
-    guard let choices = vfSources?.choices else { return }
+    guard let sources = vfSources else { return }
     var rows: [(vm: String, source: String, reason: String?)] = []
+    rows.reserveCapacity(sources.measured.count)
+    for m in sources.measured { rows.append((m.name, m.choice.source.rawValue, m.choice.reason)) }
+    // Keyed by UUID: only the few VMs on a VF, looked up once each.
     var seen: [String: TrafficSource] = [:]
-    for vm in observation.vms {
-      guard let choice = choices[vm.identity.uuid] else { continue }
-      rows.append((vm.identity.name, choice.source.rawValue, choice.reason))
-      seen[vm.identity.uuid] = choice.source
-      if lastSource[vm.identity.uuid] != choice.source {
-        log.emit("counter-source", ["vm": .string(vm.identity.name), "source": .string(choice.source.rawValue),
+    for (uuid, choice) in sources.choices {
+      seen[uuid] = choice.source
+      if lastSource[uuid] != choice.source {
+        let name = observation.vms.first { $0.identity.uuid == uuid }?.identity.name ?? uuid
+        log.emit("counter-source", ["vm": .string(name), "source": .string(choice.source.rawValue),
                                     "reason": choice.reason.map { .string($0) } ?? .null])
       }
     }

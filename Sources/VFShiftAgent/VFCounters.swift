@@ -132,6 +132,13 @@ package final class VFCounterSources {
   private var cachedGeneration: UInt64? = nil
   /// What each VM on a VF was measured by in the last cycle, for status and metrics.
   package private(set) var choices: [String: TrafficSourceChoice] = [:]
+  /// The same, in inventory order with each VM's name: what the metrics list.
+  package private(set) var measured: [(name: String, choice: TrafficSourceChoice)] = []
+  /// Where the VMs on a VF are in the inventory (domain, NIC, policy pool),
+  /// kept while the inventory's generation and the policy's pools stand:
+  /// finding them costs a pass over every VM's NICs, at 1,000 VMs each cycle.
+  private var onVF: [(domain: Int, nic: Int, pool: Int)] = []
+  private var onVFKey: (generation: UInt64, pools: [VFPool])? = nil
 
   package init(sysfs: SysfsRoot = SysfsRoot(), poller: GuestAgentPoller?,
                pfStatistics: @escaping (String) throws -> [Int: InterfaceCounters] = { pf in try vfStatistics(pf: pf) }) {
@@ -151,13 +158,21 @@ package final class VFCounterSources {
       representors = [:]
       cachedGeneration = generation
     }
+    if generation == nil || onVFKey?.generation != generation || onVFKey?.pools != policy.pools {
+      onVF = []
+      for d in domains.indices {
+        let at = managedNICPositions(domains[d], policy: policy)
+        if at.virtio == nil, let v = at.vf, let p = at.pool { onVF.append((d, v, p)) }
+      }
+      onVFKey = generation.map { ($0, policy.pools) }
+    }
     var out: [String: VFMeasurement] = [:]
     var choices: [String: TrafficSourceChoice] = [:]
+    var measured: [(name: String, choice: TrafficSourceChoice)] = []
     var pfReplies: [String: Result<[Int: InterfaceCounters], Unavailable>] = [:]
     var askAgents = Set<String>()
-    for domain in domains {
-      let at = managedNICPositions(domain, policy: policy)
-      guard at.virtio == nil, let v = at.vf, let p = at.pool else { continue }
+    for (d, v, p) in onVF where d < domains.count && v < domains[d].nics.count {
+      let domain = domains[d]
       let nic = domain.nics[v]
       var measurement = VFMeasurement.unknown
       let choice = chooseTrafficSource(policy.pools[p].counters) { source in
@@ -226,9 +241,11 @@ package final class VFCounterSources {
       }
       out[domain.uuid] = choice.source == .unknown ? .unknown : measurement
       choices[domain.uuid] = choice
+      measured.append((domain.name, choice))
     }
     poller?.ask(askAgents)
     self.choices = choices
+    self.measured = measured
     return out
   }
 
