@@ -4,11 +4,10 @@
 /// timestamps are Unix seconds despite the "[ms]" header; throughputs are
 /// averages over the 300 s before the timestamp, in KB/s with 1 KB = 1,000 bytes.
 public enum GWAT12 {
-  public static let headerPrefix = "Timestamp [ms]"
+  public static let timestampColumn = "Timestamp [ms]"
+  public static let receivedColumn = "Network received throughput [KB/s]"
+  public static let transmittedColumn = "Network transmitted throughput [KB/s]"
   public static let intervalSeconds = 300.0
-  static let networkReceivedField = 9
-  static let networkTransmittedField = 10
-  static let fieldCount = 11
   /// Ten years of 300 s cycles. The cycles are allocated up front, so a span
   /// beyond this (timestamps in milliseconds, or one wild row) must be an
   /// error, not an allocation that exhausts memory.
@@ -27,56 +26,129 @@ public enum GWAT12 {
     public init(name: String, text: String) { self.name = name; self.text = text }
   }
 
-  /// Whether a file's first line is a GWA-T-12 header.
-  public static func looksLike(_ firstLine: Substring) -> Bool { firstLine.hasPrefix(headerPrefix) }
+  /// A file left out of an import, and why. A warning is a file that may have
+  /// held data the operator expected (`--strict` makes it an error); a file
+  /// the operator left out (`--vms`) is not.
+  public struct Skipped: Sendable, Equatable {
+    public var file: String
+    public var reason: String
+    public var warning: Bool
+    public init(file: String, reason: String, warning: Bool) { self.file = file; self.reason = reason; self.warning = warning }
+  }
+
+  /// Where the columns vfshift reads are: found by their names in the header,
+  /// so a tool that reorders or drops other columns changes nothing.
+  struct Columns { var count: Int; var t: Int; var rx: Int; var tx: Int }
+
+  static func headerFields(_ line: Substring) -> [Substring] {
+    line.split(separator: ";", omittingEmptySubsequences: false).map(\.trimmingWhitespace)
+  }
+
+  /// Whether a file's first line is a GWA-T-12 header: one of its
+  /// `;`-separated fields is `Timestamp [ms]` (a leading byte-order mark aside).
+  public static func looksLike(_ firstLine: Substring) -> Bool {
+    var line = firstLine
+    if line.unicodeScalars.first == "\u{FEFF}" { line = Substring(line.unicodeScalars.dropFirst()) }
+    return headerFields(line).contains(timestampColumn[...])
+  }
 
   /// One VM's rows: (timestamp seconds, received KB/s, transmitted KB/s).
   public static func rows(_ file: File) throws(TraceError) -> [(t: Double, rxKBps: Double, txKBps: Double)] {
-    try numberedRows(file).map { ($0.t, $0.rxKBps, $0.txKBps) }
+    switch try read(file) {
+    case .rows(let rows): return rows.map { ($0.t, $0.rxKBps, $0.txKBps) }
+    case .skipped(let reason): throw TraceError(file: file.name, line: 1, reason: reason)
+    }
   }
 
-  static func numberedRows(_ file: File) throws(TraceError) -> [Row] {
+  enum Read { case rows([Row]), skipped(String) }
+
+  /// A file's rows, or why it gives none. Whatever the file holds past a
+  /// GWA-T-12 header must be rows: anything else is an error at its line.
+  static func read(_ file: File) throws(TraceError) -> Read {
+    let lines = try textLines(file.text, file: file.name, ends: .anyConvention)
+    guard let header = lines.first, looksLike(header.text) else {
+      return .skipped("not a GWA-T-12 file: the header has no '\(timestampColumn)' field")
+    }
+    let names = headerFields(header.text)
+    guard let t = names.firstIndex(of: timestampColumn[...]) else { return .skipped("no timestamp column") }
+    guard let rx = names.firstIndex(of: receivedColumn[...]), let tx = names.firstIndex(of: transmittedColumn[...]) else {
+      return .skipped("no network columns: the header has no '\(receivedColumn)' and '\(transmittedColumn)'")
+    }
+    let columns = Columns(count: names.count, t: t, rx: rx, tx: tx)
     var out: [Row] = []
-    var lineNumber = 0
-    for line in file.text.split(separator: "\n", omittingEmptySubsequences: false) {
-      lineNumber += 1
-      if lineNumber == 1 {
-        guard looksLike(line) else {
-          throw TraceError(file: file.name, line: 1, reason: "not a GWA-T-12 file: the header must start with '\(headerPrefix)'")
-        }
-        continue
+    for line in lines.dropFirst() {
+      if line.text.allSatisfy({ $0 == " " || $0 == "\t" }) { continue }
+      let fields = line.text.split(separator: ";", omittingEmptySubsequences: false)
+      // A header among the rows fails as a row first; only then is it worth
+      // telling apart.
+      func fail(_ reason: String) -> TraceError {
+        TraceError(file: file.name, line: line.number,
+                   reason: looksLike(line.text) ? "a second header line (two files joined into one?)" : reason)
       }
-      if line.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" }) { continue }
-      let fields = line.split(separator: ";", omittingEmptySubsequences: false)
-      guard fields.count == fieldCount else {
-        throw TraceError(file: file.name, line: lineNumber,
-                         reason: "\(fields.count) fields, expected \(fieldCount) separated by ';' (truncated row?)")
+      guard fields.count == columns.count else {
+        throw fail("\(fields.count) fields, expected \(columns.count) separated by ';' (truncated row?)")
       }
       func number(_ i: Int, _ what: String) throws(TraceError) -> Double {
         let text = fields[i].trimmingWhitespace
-        guard let d = Double(text), d.isFinite, d >= 0 else {
-          throw TraceError(file: file.name, line: lineNumber, reason: "\(what) '\(text)' is not a number ≥ 0")
-        }
+        guard let d = Double(text), d.isFinite, d >= 0 else { throw fail("\(what) '\(text)' is not a number ≥ 0") }
         return d
       }
-      out.append(Row(line: lineNumber, t: try number(0, "timestamp"),
-                     rxKBps: try number(networkReceivedField, "network received KB/s"),
-                     txKBps: try number(networkTransmittedField, "network transmitted KB/s")))
+      let row = Row(line: line.number, t: try number(columns.t, "timestamp"),
+                    rxKBps: try number(columns.rx, "network received KB/s"),
+                    txKBps: try number(columns.tx, "network transmitted KB/s"))
+      // The archive's rows never go back in time (equal timestamps occur);
+      // rows that do are two files' rows joined, or sorted by another column.
+      if let p = out.last, row.t < p.t {
+        throw TraceError(file: file.name, line: line.number, reason: "timestamp \(seconds(row.t)) is before line \(p.line)'s (\(seconds(p.t))): rows out of time order "
+          + "(two files joined, or sorted by another column?)")
+      }
+      out.append(row)
     }
-    return out
+    return out.isEmpty ? .skipped("no rows after the header") : .rows(out)
   }
 
   /// Builds a trace from GWA-T-12 files. `identity` names a VM (and may label
   /// it) from its file's stem; `nil` leaves it out.
+  /// Every file must give a VM: a file that gives none is an error naming it
+  /// (the strict form of the import below).
   public static func trace(_ files: [File], source: String,
                            identity: (String) -> VMIdentity? = { VMIdentity(uuid: $0, name: $0) })
     throws(TraceError) -> Trace {
+    var skipped: [Skipped] = []
+    let trace = try trace(files, source: source, identity: identity, skipped: &skipped)
+    if let s = skipped.first(where: \.warning) { throw TraceError(file: s.file, line: 1, reason: s.reason) }
+    return trace
+  }
+
+  /// Files of one stem (one VM's file split by time, e.g. the archive's month
+  /// directories) are one VM, their rows in time order; parts that overlap in
+  /// time are refused. Files that give nothing are appended to `skipped`.
+  public static func trace(_ files: [File], source: String, identity: (String) -> VMIdentity?,
+                           skipped: inout [Skipped]) throws(TraceError) -> Trace {
     var perVM: [(id: VMIdentity, file: String, rows: [Row])] = []
-    for file in files.sorted(by: { stemOrder($0.name, $1.name) }) {
-      guard let id = identity(stem(file.name)) else { continue }
-      var rows = try numberedRows(file)
-      guard !rows.isEmpty else { continue }
-      rows.sort { $0.t < $1.t }
+    var byStem: [String: Int] = [:]
+    for file in files.sorted(by: { stemOrder($0.name, $1.name) || (stem($0.name) == stem($1.name) && $0.name < $1.name) }) {
+      guard let id = identity(stem(file.name)) else {
+        skipped.append(Skipped(file: file.name, reason: "not among the VMs asked for (--vms)", warning: false))
+        continue
+      }
+      let rows: [Row]
+      switch try read(file) {
+      case .skipped(let reason):
+        skipped.append(Skipped(file: file.name, reason: reason, warning: true))
+        continue
+      case .rows(let r): rows = r
+      }
+      if let v = byStem[stem(file.name)] {
+        let (a, b) = perVM[v].rows[0].t <= rows[0].t ? (perVM[v].rows, rows) : (rows, perVM[v].rows)
+        guard a.last!.t < b[0].t else {
+          throw TraceError(file: file.name, line: rows[0].line, reason: "rows overlap in time with \(perVM[v].file), "
+            + "which is the same VM '\(stem(file.name))' (\(seconds(b[0].t)) is not after \(seconds(a.last!.t)))")
+        }
+        perVM[v].rows = a + b
+        continue
+      }
+      byStem[stem(file.name)] = perVM.count
       perVM.append((id, file.name, rows))
     }
     guard let start = perVM.map({ $0.rows[0].t }).min(), let last = perVM.max(by: { $0.rows.last!.t < $1.rows.last!.t }) else {

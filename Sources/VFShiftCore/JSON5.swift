@@ -50,6 +50,8 @@ public struct JSONSyntaxError: Error, Equatable, Sendable {
 /// trailing commas, unquoted keys, single-quoted strings, a leading `+`.
 public func parseJSON5(_ text: String) throws(JSONSyntaxError) -> JSONNode {
   var reader = JSON5Reader(Array(text.utf8))
+  // A byte-order mark (Windows editors write one) is no part of the value.
+  if reader.bytes.starts(with: [0xEF, 0xBB, 0xBF]) { reader.index = 3; reader.lineStart = 3 }
   let node = try reader.value(depth: 0)
   try reader.skipTrivia()
   guard reader.atEnd else { throw reader.error("unexpected text after the top-level value") }
@@ -73,9 +75,16 @@ private struct JSON5Reader {
     JSONSyntaxError(line: line, column: index - lineStart + 1, reason: reason)
   }
 
+  /// LF, CR LF and a CR alone each end one line, so every error names the
+  /// line an editor shows.
   mutating func advance() {
-    if bytes[index] == UInt8(ascii: "\n") { line += 1; lineStart = index + 1 }
+    if isLineEnd(index) { line += 1; lineStart = index + 1 }
     index += 1
+  }
+
+  /// The last byte of a line end at `i`: LF, or a CR not followed by LF.
+  func isLineEnd(_ i: Int) -> Bool {
+    bytes[i] == 0x0A || (bytes[i] == 0x0D && (i + 1 == bytes.count || bytes[i + 1] != 0x0A))
   }
 
   mutating func skipTrivia() throws(JSONSyntaxError) {
@@ -84,7 +93,7 @@ private struct JSON5Reader {
       if c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D { advance(); continue }
       if c == UInt8(ascii: "/"), index + 1 < bytes.count {
         if bytes[index + 1] == UInt8(ascii: "/") {
-          while !atEnd && bytes[index] != 0x0A { advance() }
+          while !atEnd && bytes[index] != 0x0A && bytes[index] != 0x0D { advance() }
           continue
         }
         if bytes[index + 1] == UInt8(ascii: "*") {
@@ -191,7 +200,7 @@ private struct JSON5Reader {
       guard !atEnd else { throw error("the file ends inside a string (truncated?)") }
       let c = bytes[index]
       if c == quote { advance(); break }
-      if c == 0x0A { throw error("a string runs past the end of its line") }
+      if c == 0x0A || c == 0x0D { throw error("a string runs past the end of its line") }
       if c == UInt8(ascii: "\\") {
         advance()
         guard !atEnd else { throw error("the file ends inside a string (truncated?)") }

@@ -66,9 +66,9 @@ extension Trace {
       trace.cycles.append(TraceCycle(at: at, samples: cycleStart..<trace.samples.count, present: cyclePresent))
     }
 
-    for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
-      lineNumber += 1
-      let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+    for textLine in try textLines(text, file: file, ends: .lfOrCRLF) {
+      lineNumber = textLine.number
+      let line = textLine.text.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
       let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
       guard let kind = f.first else { continue }
       func fail(_ reason: String) -> TraceError { TraceError(file: file, line: lineNumber, reason: reason) }
@@ -81,6 +81,8 @@ extension Trace {
         continue
       }
       switch kind {
+      case "vfshift-trace":
+        throw fail("a second '\(magic)' header (two traces joined into one file?)")
       case "source":
         trace.source = decodeField(f.dropFirst().joined(separator: " "))
       case "interval":

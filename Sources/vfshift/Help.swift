@@ -12,13 +12,19 @@ func help(for command: String) -> String? {
     OPTIONS:
       --trace PATH     A vfshift trace file, or a directory of GWA-T-12 <vm>.csv
                        files as published (told apart by content). Default: the
-                       bundled extract of the public Bitbrains trace.
+                       bundled extract of the public Bitbrains trace. Repeat for
+                       GWA-T-12 directories split by time (a VM's files of one
+                       name are its rows in time order).
       --policy FILE    A policy file; repeat to compare. Default: every bundled policy.
       --vfs N          VFs per pool where the trace does not record it (default 8).
       --json           Print one JSON object instead of the table.
+      --strict         A file that gives no VM (no rows, not GWA-T-12, unreadable,
+                       not a regular file) is an error, not a warning.
       -h, --help       Show this help.
 
-    A progress line goes to stderr on long replays; results go to stdout.
+    The table's first lines account for the input: files found, VMs imported,
+    every file left out and why (JSON: "inputs"). Warnings, and a progress line
+    on long replays, go to stderr; results go to stdout.
     Exit status: 0 done, 1 a file is invalid (the error names file, line, field), 64 usage.
     """
   case "policy check": """
@@ -39,7 +45,13 @@ func help(for command: String) -> String? {
       --vms LIST           Comma-separated file stems to keep (default: all).
       --rename OLD=NEW     Give VM OLD the name NEW (repeatable).
       --label VM=LABEL     Give VM the QoS label LABEL, as libvirt metadata would (repeatable).
+      --strict             A file that gives no VM is an error, not a warning.
       -h, --help           Show this help.
+
+    Several directories are one VM set: files of one name are one VM's rows
+    split by time. What was read (files found, VMs imported, every file left
+    out and why) and warnings go to stderr.
+    Exit status: 0 done, 1 a file is invalid (or, with --strict, left out), 64 usage.
     """
   case "trace scenario": """
     OVERVIEW: Write the paper's scenario — 8 VMs, VMs 1–5 low QoS, 6–8 high QoS,

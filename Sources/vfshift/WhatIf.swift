@@ -3,18 +3,18 @@ import VFShiftCore
 import VFShiftAgent
 
 func whatif(_ argv: [String]) throws -> ExitCode {
-  let args = try Arguments(argv, command: "whatif", valued: ["--trace", "--policy", "--vfs"], flags: ["--json"])
+  let args = try Arguments(argv, command: "whatif", valued: ["--trace", "--policy", "--vfs"], flags: ["--json", "--strict"])
   guard args.positionals.isEmpty else {
     throw UsageError(message: "unexpected argument '\(args.positionals[0])' (the trace goes after --trace)", command: "whatif")
   }
-  var tracePath = try args.value("--trace")
+  var tracePaths = args.values("--trace")
   var policyPaths = args.values("--policy")
-  if tracePath == nil || policyPaths.isEmpty {
+  if tracePaths.isEmpty || policyPaths.isEmpty {
     guard let data = bundledDataDirectory() else {
       printError("error: no bundled policies found; give --trace and --policy (or set VFSHIFT_DATA)")
       return .failure
     }
-    if tracePath == nil { tracePath = "\(data)/policies/traces/bitbrains-8vm.trace" }
+    if tracePaths.isEmpty { tracePaths = ["\(data)/policies/traces/bitbrains-8vm.trace"] }
     if policyPaths.isEmpty {
       policyPaths = ["paper-multinetwork", "all-sriov", "general"].map { "\(data)/policies/\($0).json" }
     }
@@ -29,7 +29,9 @@ func whatif(_ argv: [String]) throws -> ExitCode {
     }
   }
   if invalid { return .failure }
-  let trace = try loadTrace(tracePath!)
+  let (trace, inputs) = try loadTrace(tracePaths)
+  guard warnAbout(inputs, strict: args.flags.contains("--strict")) else { return .failure }
+  let tracePath = tracePaths.joined(separator: ", ")
   let long = trace.samples.count > 200_000
   var reports: [ReplayReport] = []
   for policy in policies {
@@ -49,9 +51,9 @@ func whatif(_ argv: [String]) throws -> ExitCode {
     }
   }
   if args.flags.contains("--json") {
-    print(whatifJSON(trace: trace, path: tracePath!, reports: reports))
+    print(whatifJSON(trace: trace, path: tracePath, inputs: inputs, reports: reports))
   } else {
-    print(whatifTable(trace: trace, path: tracePath!, reports: reports))
+    print(whatifTable(trace: trace, path: tracePath, inputs: inputs, reports: reports))
   }
   return .ok
 }
@@ -59,9 +61,38 @@ func whatif(_ argv: [String]) throws -> ExitCode {
 func percent(_ x: Double?) -> String { x.map { String(format: "%.1f %%", $0 * 100) } ?? "—" }
 func seconds(_ x: Double?) -> String { x.map { $0 >= 120 ? String(format: "%.1f min", $0 / 60) : String(format: "%.0f s", $0) } ?? "—" }
 
-func whatifTable(trace: Trace, path: String, reports: [ReplayReport]) -> String {
+/// Each file an import left out that may have held expected data, on stderr;
+/// with `strict` they are errors. False when the command must fail.
+func warnAbout(_ inputs: TraceInputs, strict: Bool) -> Bool {
+  for w in inputs.warnings { printError("\(strict ? "error" : "warning"): \(w.file): \(w.reason)\(strict ? "" : " (left out)")") }
+  if strict && !inputs.warnings.isEmpty {
+    printError("error: \(inputs.warnings.count) of \(inputs.files) files gave no VM (--strict)")
+    return false
+  }
+  return true
+}
+
+/// The accounting of an import: files found, VMs imported, and every file
+/// left out with its reason (files left out for one reason share a line).
+func accountingLines(_ inputs: TraceInputs) -> [String] {
+  var lines = ["inputs: \(inputs.files) file\(inputs.files == 1 ? "" : "s") found, \(inputs.vms) VMs imported, "
+    + (inputs.skipped.isEmpty ? "none skipped" : "\(inputs.skipped.count) skipped:")]
+  var reasons: [String] = []
+  var files: [String: [String]] = [:]
+  for s in inputs.skipped {
+    if files[s.reason] == nil { reasons.append(s.reason) }
+    files[s.reason, default: []].append(s.file)
+  }
+  for r in reasons {
+    let f = files[r]!
+    lines.append(f.count == 1 ? "  \(f[0]): \(r)" : "  \(f.count) files, \(r): \(f.joined(separator: ", "))")
+  }
+  return lines
+}
+
+func whatifTable(trace: Trace, path: String, inputs: TraceInputs, reports: [ReplayReport]) -> String {
   let span = (trace.cycles.last?.at.seconds ?? 0) - (trace.cycles.first?.at.seconds ?? 0)
-  var out = "what-if: \(path)\n  \(trace.vms.count) VMs, \(trace.cycles.count) cycles of \(fmtSeconds(trace.intervalSeconds)), "
+  var out = "what-if: \(path)\n" + accountingLines(inputs).map { "  \($0)\n" }.joined() + "  \(trace.vms.count) VMs, \(trace.cycles.count) cycles of \(fmtSeconds(trace.intervalSeconds)), "
     + "\(fmtSeconds(span)) of traffic, \(trace.samples.count) VM-samples\n"
   if !trace.source.isEmpty && trace.source != path { out += "  source: \(trace.source)\n" }
   out += "\n"
@@ -119,14 +150,18 @@ struct WhatifJSON: Encodable {
     var classes: [ClassJSON]
     var ambiguousVMs: [String: [String]]
   }
+  struct SkippedJSON: Encodable { var file: String; var reason: String }
+  struct InputsJSON: Encodable { var files: Int; var vms: Int; var skipped: [SkippedJSON] }
   var trace: TraceInfo
+  var inputs: InputsJSON
   var policies: [PolicyJSON]
 }
 
-func whatifJSON(trace: Trace, path: String, reports: [ReplayReport]) -> String {
+func whatifJSON(trace: Trace, path: String, inputs: TraceInputs, reports: [ReplayReport]) -> String {
   let doc = WhatifJSON(
     trace: .init(path: path, source: trace.source, vms: trace.vms.count, cycles: trace.cycles.count,
                  intervalSeconds: trace.intervalSeconds, vmSamples: trace.samples.count),
+    inputs: .init(files: inputs.files, vms: inputs.vms, skipped: inputs.skipped.map { .init(file: $0.file, reason: $0.reason) }),
     policies: reports.map { r in
       .init(name: r.policy, managedVMs: r.managedVMs, usableVFs: r.usableVFs, swaps: r.swapCount, flaps: r.flaps,
             swapsPerVMPer10Min: r.swapsPerVMPer10Min, vfOccupancy: r.occupancy,
@@ -167,8 +202,8 @@ func writeOutput(_ text: String, to path: String) throws {
 }
 
 func traceImport(_ argv: [String]) throws -> ExitCode {
-  let args = try Arguments(argv, command: "trace import", valued: ["--out", "--vms", "--rename", "--label"], flags: [])
-  guard args.positionals.count == 1 else { throw UsageError(message: "give one GWA-T-12 directory", command: "trace import") }
+  let args = try Arguments(argv, command: "trace import", valued: ["--out", "--vms", "--rename", "--label"], flags: ["--strict"])
+  guard !args.positionals.isEmpty else { throw UsageError(message: "give a GWA-T-12 directory", command: "trace import") }
   guard let out = try args.value("--out") else { throw UsageError(message: "--out is required", command: "trace import") }
   let keep = try args.value("--vms").map { Set($0.split(separator: ",").map(String.init)) }
   func pairs(_ name: String) throws -> [String: String] {
@@ -181,13 +216,16 @@ func traceImport(_ argv: [String]) throws -> ExitCode {
     return d
   }
   let renames = try pairs("--rename"), labels = try pairs("--label")
-  let trace = try loadTrace(args.positionals[0]) { stem in
+  let (trace, inputs) = try loadTrace(args.positionals) { stem in
     if let keep, !keep.contains(stem) { return nil }
     let name = renames[stem] ?? stem
     return VMIdentity(uuid: name, name: name, label: labels[stem])
   }
+  for line in accountingLines(inputs) { printError("trace import: \(line)") }
+  guard warnAbout(inputs, strict: args.flags.contains("--strict")) else { return .failure }
   var t = trace
-  let dir = URL(fileURLWithPath: args.positionals[0]).standardized.pathComponents.suffix(2).joined(separator: "/")
+  let dir = args.positionals.map { URL(fileURLWithPath: $0).standardized.pathComponents.suffix(2).joined(separator: "/") }
+    .joined(separator: ", ")
   let stems = Dictionary(renames.map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
   t.source = "GWA-T-12 (Grid Workloads Archive, Bitbrains), \(dir), files "
     + trace.vms.map { vm in stems[vm.name].map { "\($0).csv as \(vm.name)" } ?? "\(vm.name).csv" }.joined(separator: ", ")

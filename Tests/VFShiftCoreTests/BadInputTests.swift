@@ -139,7 +139,7 @@ func gwaRow(_ t: String, rx: String = "1.0", tx: String = "2.0") -> String {
 
 let badGWAInputs: [BadInput] = [
   BadInput(what: "not a GWA-T-12 header", input: "time;rx;tx\n1;2;3",
-           error: "7.csv:1: not a GWA-T-12 file: the header must start with 'Timestamp [ms]'"),
+           error: "7.csv:1: not a GWA-T-12 file: the header has no 'Timestamp [ms]' field"),
   BadInput(what: "truncated row", input: gwaHeaderLine + "\n" + gwaRow("1000") + "\n1300;\t2;\t58",
            error: "7.csv:3: 3 fields, expected 11 separated by ';' (truncated row?)"),
   BadInput(what: "comma for ';'", input: gwaHeaderLine + "\n" + gwaRow("1000").replacingOccurrences(of: ";", with: ","),

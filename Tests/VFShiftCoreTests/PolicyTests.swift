@@ -9,7 +9,7 @@ let repoRoot: String = {
 }()
 
 /// Fifteen GWA-T-12 files as published, cut to a day (its README says which and whence).
-let gwaExtract = "\(repoRoot)/Tests/VFShiftCoreTests/Fixtures/bitbrains-rnd-2013-7-extract"
+let gwaExtractDirectory = "\(repoRoot)/Tests/VFShiftCoreTests/Fixtures/bitbrains-rnd-2013-7-extract"
 
 @Test("the bundled policies are valid", arguments: ["paper-multinetwork", "all-sriov", "general"])
 func bundledPolicyParses(_ name: String) throws {

@@ -73,7 +73,7 @@ func paperPolicyAgainstOracle() throws {
 
 @Test("the general policy serves a trace whose VMs it has never seen: every published VM of the extract")
 func generalServesUnseenVMs() throws {
-  let trace = try loadTrace(gwaExtract)
+  let trace = try loadTrace(gwaExtractDirectory)
   let report = replay(trace, policy: try bundled("general"))
   #expect(report.managedVMs == 15)
   #expect(report.swaps.count > 0)

@@ -113,7 +113,7 @@ func gwaBadRows() {
 
 @Test("the published GWA-T-12 files import as published: every VM, 300 s cycles")
 func gwaPublishedDirectory() throws {
-  let trace = try loadTrace(gwaExtract)
+  let trace = try loadTrace(gwaExtractDirectory)
   #expect(trace.vms.count == 15)
   #expect(trace.intervalSeconds == 300)
   // 288 rows a VM, on clocks a few seconds apart: more cycles than rows, each VM in ~288 of them.
