@@ -52,6 +52,11 @@ import VFShiftCore
 import VFShiftHost
 import VFShiftLibvirt
 
+// `bench-agent --guest-agent`: the guest-agent counter source instead (GuestAgentBench.swift).
+if CommandLine.arguments.dropFirst().first == "--guest-agent" {
+  exit(runGuestAgentBenchmark(Array(CommandLine.arguments.dropFirst(2))))
+}
+
 // MARK: - Arguments
 
 var vmCount = 1000

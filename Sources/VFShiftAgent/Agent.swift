@@ -22,7 +22,12 @@ public struct AgentConfig: Sendable {
   public var recordPath: String?
   /// Only record: observe, never decide or act.
   public var recordOnly = false
-  public var counterSource: CounterSourceChoice = .netlink
+  /// How the host's own interface counters are read (netlink falls back to /proc/net/dev).
+  public var counterSource: CounterSource = .preferred
+  /// Where sysfs is, for VF representors and PF/VF numbers.
+  public var sysfsRoot = "/sys"
+  /// How long a guest agent may take to answer; nil: the interval, at least 1 s.
+  public var guestAgentTimeoutSeconds: Int32?
   /// VFs per pool when libvirt's pool network cannot say (by policy pool name).
   public var poolSizes: [String: Int] = [:]
   /// Stop after this many cycles (tests, benchmarks); nil runs until SIGTERM.
@@ -46,6 +51,16 @@ public final class Agent: @unchecked Sendable {
   var lastHold: [String: String] = [:]
   var recorder: TraceRecorder?
   var devicePositions = DevicePositions()
+  /// How VMs on VFs are measured; made by `run` (with libvirt for the guest agent).
+  var vfSources: VFCounterSources?
+  /// Each VM's counter source last cycle, to log a change once.
+  var lastSource: [String: TrafficSource] = [:]
+  /// The policy's hostdev pool networks (checkPools), to tell which pool a
+  /// VF in a live XML came from.
+  var hostdevPools: [HostdevPool] = []
+  /// The inventory with each VF's pool network filled in, while the
+  /// inventory's generation stands (the same array, for observe's cache).
+  var attributed: (generation: UInt64, domains: [DomainInventory])?
   var cycle = 0
   let startedAt = ContinuousClock.now
   /// Decisions this process made, for tests comparing with a replay.
@@ -103,7 +118,12 @@ public final class Agent: @unchecked Sendable {
     try await inventory.start()
     defer { inventory.stop() }
     var poolTotals = try checkPools(connection)
-    var reader = HostCounterReader(preferred: config.counterSource == .netlink ? .netlink : .procNetDev)
+    var reader = HostCounterReader(preferred: config.counterSource)
+    let startedAt = self.startedAt
+    let timeout = config.guestAgentTimeoutSeconds ?? Int32(max(1, interval.rounded(.up)))
+    vfSources = VFCounterSources(sysfs: SysfsRoot(config.sysfsRoot),
+                                 poller: GuestAgentPoller(transport: connection, timeoutSeconds: timeout,
+                                                          clock: { Instant(seconds: (ContinuousClock.now - startedAt).seconds) }))
     if let reason = reader.fallbackReason { log.emit("counter-source", ["source": "procNetDev", "reason": .string(reason)]) }
     let swapper = Swapper(connection: connection, log: log, attachDeadline: config.attachDeadline,
                           detachDeadline: config.detachDeadline,
@@ -143,10 +163,10 @@ public final class Agent: @unchecked Sendable {
       }
       // One snapshot per cycle, shared by reconcile and the cycle; taken
       // again only when reconcile changed something.
-      var domains = inventory.snapshot()
+      var domains = withPools(inventory)
       if !config.dryRun, !config.recordOnly {
         let full = reconcileNeeded.exchange(false, ordering: .sequentiallyConsistent)
-        if await reconcileAll(domains, inventory, swapper, waitingOnGuests: full) { domains = inventory.snapshot() }
+        if await reconcileAll(domains, inventory, swapper, waitingOnGuests: full) { domains = withPools(inventory) }
       }
       observeDetachPending(domains)
       let began = ContinuousClock.now
@@ -176,10 +196,22 @@ public final class Agent: @unchecked Sendable {
     recorder?.close()
   }
 
+  /// The inventory snapshot with each VF's pool network filled in
+  /// (`VFCounterSources.attributingPools`), kept while its generation stands.
+  func withPools(_ inventory: Inventory) -> [DomainInventory] {
+    let generation = inventory.generation
+    if let a = attributed, a.generation == generation { return a.domains }
+    let domains = vfSources?.attributingPools(inventory.snapshot(), pools: hostdevPools) ?? inventory.snapshot()
+    attributed = (generation, domains)
+    return domains
+  }
+
   /// Each pool must exist in libvirt as a pool network; its size comes from
   /// there (or from sysfs for real SR-IOV), else from the configuration.
   func checkPools(_ connection: LibvirtConnection) throws -> [String: Int] {
     var totals: [String: Int] = [:]
+    var hostdev: [HostdevPool] = []
+    defer { hostdevPools = hostdev; attributed = nil }
     for pool in policy.pools {
       if let n = config.poolSizes[pool.name] { totals[pool.name] = n; continue }
       let network: PoolNetwork
@@ -187,6 +219,10 @@ public final class Agent: @unchecked Sendable {
         throw PoolMismatch(pool: pool.name, network: pool.network, reason: "\(error)")
       }
       var total = network.members.count
+      if network.mode == "hostdev" {
+        hostdev.append(HostdevPool(network: pool.network, pf: network.pf ?? pool.pf,
+                                   members: Set(network.members.compactMap(pciAddress(poolMember:)))))
+      }
       // A real SR-IOV pool (`<pf dev>`) lists no members: its VFs are in sysfs.
       if let pf = network.pf ?? pool.pf, network.mode == "hostdev" {
         do { total = try physicalFunction(netdev: pf).enabledVFs } catch {
@@ -255,8 +291,10 @@ public final class Agent: @unchecked Sendable {
       return
     }
     let vfSince = parkedSince(domains, swapper: swapper, now: now)
+    let measurements = vfSources?.measure(domains: domains, policy: policy, counters: counters, now: now,
+                                          generation: inventory.generation)
     guard let plan = observeAndDecide(domains: domains, counters: counters, poolTotals: poolTotals, now: now,
-                                      vfSince: vfSince) else { return }
+                                      vfSince: vfSince, measurements: measurements) else { return }
     guard !plan.actions.isEmpty else { return }
     let byUUID = Dictionary(domains.map { ($0.uuid, $0) }, uniquingKeysWith: { a, _ in a })
     for action in plan.actions {
@@ -299,9 +337,11 @@ public final class Agent: @unchecked Sendable {
   /// cycle that needs neither libvirt nor a swap. `package` so bench-agent
   /// times exactly this code; nil when only recording.
   package func observeAndDecide(domains: [DomainInventory], counters: CounterSnapshot, poolTotals: [String: Int],
-                                now: Instant, vfSince: [String: Instant] = [:]) -> Plan? {
+                                now: Instant, vfSince: [String: Instant] = [:],
+                                measurements: [String: VFMeasurement]? = nil) -> Plan? {
     let observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now,
-                              vfSince: vfSince, positions: &devicePositions)
+                              vfSince: vfSince, measurements: measurements, positions: &devicePositions)
+    reportCounterSources(observation)
     recorder?.record(observation, now: now)
     if config.recordOnly { return nil }
     let policy = self.policy
@@ -352,6 +392,37 @@ public final class Agent: @unchecked Sendable {
     return news
   }
 
+  /// Logs a VM's counter source when it changes (one line, with the reason
+  /// for an unknown one) and hands the VF sources to the metrics.
+  func reportCounterSources(_ observation: Observation) {
+    guard let sources = vfSources else { return }
+    var rows: [(vm: String, source: String, reason: String?)] = []
+    rows.reserveCapacity(sources.measured.count)
+    for m in sources.measured { rows.append((m.name, m.choice.source.rawValue, m.choice.reason)) }
+    // Keyed by UUID: only the few VMs on a VF, looked up once each.
+    var seen: [String: TrafficSource] = [:]
+    for (uuid, choice) in sources.choices {
+      seen[uuid] = choice.source
+      if lastSource[uuid] != choice.source {
+        let name = observation.vms.first { $0.identity.uuid == uuid }?.identity.name ?? uuid
+        log.emit("counter-source", ["vm": .string(name), "source": .string(choice.source.rawValue),
+                                    "reason": choice.reason.map { .string($0) } ?? .null])
+      }
+    }
+    lastSource = seen
+    metrics.observeCounterSources(rows)
+  }
+
+  /// Which source measures a VM, and why it is unknown: a VF as its
+  /// pool's `counters` decided, a virtio NIC by its host device.
+  func counterSource(_ vm: VMObservation) -> (source: String?, reason: String?) {
+    if let choice = vfSources?.choices[vm.identity.uuid] { return (choice.source.rawValue, choice.reason) }
+    if case .virtio = vm.placement { return (TrafficSource.host.rawValue, nil) }
+    if case .vf = vm.placement, vm.reading.isUnknown { return (TrafficSource.unknown.rawValue, "a VF passed to the guest has no host netdev") }
+    if case .vf = vm.placement { return (TrafficSource.host.rawValue, nil) }
+    return (nil, nil)
+  }
+
   func className(_ vm: VMIdentity) -> String {
     if case .managed(let c) = policy.resolveClass(of: vm) { return policy.classes[c].name }
     return "-"
@@ -389,10 +460,12 @@ public final class Agent: @unchecked Sendable {
           case .transitioning: "swapping"
           case .none: "none"
           }
+          let source = counterSource(observation.vms[i])
           rows.append(StatusRow(vm: identity.name, className: className(identity), placement: placement,
                                 bytesPerSecond: rate?.bytesPerSecond, packetsPerSecond: rate?.packetsPerSecond,
                                 intensive: rate?.intensive ?? false,
-                                decision: decisions.isEmpty ? "keep" : decisions[identity.uuid] ?? "keep"))
+                                decision: decisions.isEmpty ? "keep" : decisions[identity.uuid] ?? "keep",
+                                counterSource: source.source, counterSourceReason: source.reason))
         }
       }
     }
@@ -437,6 +510,18 @@ public struct StatusRow: Codable, Sendable {
   public var packetsPerSecond: Double?
   public var intensive: Bool
   public var decision: String
+  /// What measured the VM this cycle (`host`, `representor`, `pf`,
+  /// `guestAgent`, `unknown`); nil while it has no NIC to read.
+  public var counterSource: String?
+  /// Why it is `unknown` (each source tried, with its reason).
+  public var counterSourceReason: String?
+
+  public init(vm: String, className: String, placement: String, bytesPerSecond: Double?, packetsPerSecond: Double?,
+              intensive: Bool, decision: String, counterSource: String? = nil, counterSourceReason: String? = nil) {
+    self.vm = vm; self.className = className; self.placement = placement; self.bytesPerSecond = bytesPerSecond
+    self.packetsPerSecond = packetsPerSecond; self.intensive = intensive; self.decision = decision
+    self.counterSource = counterSource; self.counterSourceReason = counterSourceReason
+  }
 }
 
 public struct AgentStatus: Codable, Sendable {
@@ -483,6 +568,8 @@ extension AgentStatus {
       if let p = vms[i].packetsPerSecond, p.isFinite { out.raw(",\"packetsPerSecond\":"); out.number(p) }
       out.raw(",\"intensive\":"); out.bool(vms[i].intensive)
       out.raw(",\"decision\":"); out.string(vms[i].decision)
+      if let c = vms[i].counterSource { out.raw(",\"counterSource\":"); out.string(c) }
+      if let r = vms[i].counterSourceReason { out.raw(",\"counterSourceReason\":"); out.string(r) }
       out.raw("}")
     }
     out.raw("]}")
@@ -572,5 +659,3 @@ extension Duration {
   }
 }
 
-/// Which counter reader the agent starts with (netlink falls back to /proc/net/dev).
-public enum CounterSourceChoice: Sendable { case netlink, procNetDev }

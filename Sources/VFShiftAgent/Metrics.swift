@@ -20,6 +20,8 @@ public final class Metrics: Sendable {
     var detachPending: [String: Double] = [:] // VM → seconds since its swap began
     var errors: [String: Int] = [:]
     var dryRun = false
+    /// Each VM on a VF: what measures it, and why it is unknown.
+    var counterSources: [(vm: String, source: String, reason: String?)] = []
   }
   static let buckets: [Double] = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
   let state = Mutex(State())
@@ -59,6 +61,10 @@ public final class Metrics: Sendable {
 
   func cycleFinished(seconds: Double, intervalSeconds: Double) {
     state.withLock { s in s.cycleSeconds = seconds; s.intervalSeconds = intervalSeconds; s.cycles += 1 }
+  }
+
+  func observeCounterSources(_ rows: [(vm: String, source: String, reason: String?)]) {
+    state.withLock { $0.counterSources = rows }
   }
 
   /// Per pool, the managed VMs that want one of its VFs and were held this cycle.
@@ -118,6 +124,10 @@ public final class Metrics: Sendable {
     }
     family("vfshift_vm_on_vf", "gauge", "1 when the VM's network is on a VF, 0 on virtio.")
     for (vm, g) in vmRows { out += "vfshift_vm_on_vf{vm=\"\(label(vm))\",class=\"\(label(g.className))\"} \(g.onVF ? 1 : 0)\n" }
+    family("vfshift_vm_counter_source", "gauge", "1 for the source that measures each VM on a VF (pool's counters); reason says why one is unknown.")
+    for r in s.counterSources.sorted(by: { $0.vm < $1.vm }) {
+      out += "vfshift_vm_counter_source{vm=\"\(label(r.vm))\",source=\"\(label(r.source))\",reason=\"\(label(r.reason ?? ""))\"} 1\n"
+    }
     family("vfshift_cycle_duration_seconds", "gauge", "Wall time of the last observe-decide-act cycle.")
     out += "vfshift_cycle_duration_seconds \(s.cycleSeconds)\n"
     family("vfshift_cycle_interval_seconds", "gauge", "The interval cycles are meant to keep (the policy's intervalSeconds or --interval).")

@@ -60,6 +60,16 @@ public func observe(domains: [DomainInventory], counters: CounterSnapshot, polic
                  vfSince: vfSince, positions: &positions)
 }
 
+/// `observe` with each VF's traffic read as its pool's `counters` decided
+/// (`VFCounterSources.measure`): a VM on a VF missing from `measurements`
+/// is unknown.
+package func observe(domains: [DomainInventory], counters: CounterSnapshot, policy: Policy,
+                     poolTotals: [String: Int], now: Instant, measurements: [String: VFMeasurement]) -> Observation {
+  var positions = DevicePositions()
+  return observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now,
+                 measurements: measurements, positions: &positions)
+}
+
 /// What `observe` keeps from one cycle to the next. Where each VM's device
 /// sat in the last snapshot, by the VM's place in the inventory: a guess
 /// checked by comparing one name, so it is never wrong, only sometimes
@@ -83,12 +93,16 @@ package struct DevicePositions: Sendable {
     case fixed
     /// The host device to read, and the index of the domain it belongs to (for the guess).
     case device(String, HostDeviceKind, domain: Int)
+    /// A VF, read as this cycle's `measurements` say; the domain's index.
+    case measured(domain: Int)
   }
   var domains: [DomainInventory]? = nil
   var policy: Policy? = nil
   var vms: [VMObservation] = []
   var sources: [Source] = []
   var heldByOthers: [Int] = []
+  /// Whether the kept observation read VFs through `measurements`.
+  var measuredVFs = false
 
   package init() {}
 
@@ -112,6 +126,15 @@ package struct DevicePositions: Sendable {
       .map { .known(source: device, counters: kind.vmCounters(counters.counters[$0]), at: now) } ?? .stale
   }
 
+  /// A VF's reading as its counter source gave it this cycle.
+  mutating func reading(_ measurement: VFMeasurement?, vm: Int, _ counters: CounterSnapshot, now: Instant) -> CounterReading {
+    switch measurement {
+    case .hostDevice(let device, let kind)?: reading(device, kind, vm: vm, counters, now: now)
+    case .counters(let source, let c, let at)?: .known(source: source, counters: c, at: at)
+    case .unknown?, nil: .unknown
+    }
+  }
+
   /// Whether `domains` is the snapshot the kept observation was built from.
   func sameInventory(_ domains: [DomainInventory], policy: Policy) -> Bool {
     guard let kept = self.domains, kept.count == domains.count, self.policy == policy else { return false }
@@ -121,19 +144,30 @@ package struct DevicePositions: Sendable {
 
 /// `observe`, remembering where the devices were and what the inventory
 /// gave for the next cycle.
+///
+/// `measurements` nil: a VF is read from its host netdev if it has one (the
+/// stand-in pool), else unknown. Given (the agent): as its pool's
+/// `counters` decided this cycle.
 package func observe(domains: [DomainInventory], counters: CounterSnapshot, policy: Policy,
                      poolTotals: [String: Int], now: Instant, vfSince: [String: Instant] = [:],
+                     measurements: [String: VFMeasurement]? = nil,
                      positions: inout DevicePositions) -> Observation {
   // `vfSince` is given on an agent's first cycle only: build that one afresh.
-  if vfSince.isEmpty, positions.sameInventory(domains, policy: policy) {
+  if vfSince.isEmpty, positions.measuredVFs == (measurements != nil), positions.sameInventory(domains, policy: policy) {
     var vms: [VMObservation] = []
     var sources: [DevicePositions.Source] = []
     // Out of the cache while written, so the writes are in place (unique storage).
     swap(&vms, &positions.vms)
     swap(&sources, &positions.sources)
     for k in vms.indices {
-      guard case .device(let device, let kind, let d) = sources[k] else { continue }
-      vms[k].reading = positions.reading(device, kind, vm: d, counters, now: now)
+      switch sources[k] {
+      case .device(let device, let kind, let d):
+        vms[k].reading = positions.reading(device, kind, vm: d, counters, now: now)
+      case .measured(let d):
+        vms[k].reading = positions.reading(measurements?[vms[k].identity.uuid], vm: d, counters, now: now)
+      case .fixed:
+        continue
+      }
     }
     swap(&vms, &positions.vms)
     swap(&sources, &positions.sources)
@@ -173,7 +207,10 @@ package func observe(domains: [DomainInventory], counters: CounterSnapshot, poli
       // this snapshot (re-created between reads) is stale, never zero.
       let reading: CounterReading
       let source: DevicePositions.Source
-      if let active {
+      if let active, active == at.vf, let measurements {
+        source = .measured(domain: d)
+        reading = positions.reading(measurements[domains[d].uuid], vm: d, counters, now: now)
+      } else if let active {
         if let device = domains[d].nics[active].hostDevice, let kind = domains[d].nics[active].hostDeviceKind,
            kind != .virtualFunction {
           source = .device(device, kind, domain: d)
@@ -197,6 +234,7 @@ package func observe(domains: [DomainInventory], counters: CounterSnapshot, poli
     positions.vms = vms
     positions.sources = sources
     positions.heldByOthers = heldByOthers
+    positions.measuredVFs = measurements != nil
   } else {
     positions.domains = nil
     positions.policy = nil

@@ -133,11 +133,15 @@ public enum HostDeviceKind: String, Sendable, Equatable, Hashable, Codable {
   /// A real VF: not in the host stack; counters come from the PF's per-VF
   /// statistics, which netlink reports from the VF's (guest's) side.
   case virtualFunction
+  /// A VF's representor netdev (switchdev mode): the other end of the VF's
+  /// port on the NIC's switch, so what it transmits the VF receives
+  /// (Documentation/networking/switchdev.rst, "port representors").
+  case representor
 
   /// Turns host-side counters into the VM's point of view.
   public func vmCounters(_ host: InterfaceCounters) -> VMCounters {
     switch self {
-    case .tap:
+    case .tap, .representor:
       VMCounters(rxBytes: host.txBytes, txBytes: host.rxBytes,
                  rxPackets: host.txPackets, txPackets: host.rxPackets)
     case .macvtap, .virtualFunction:

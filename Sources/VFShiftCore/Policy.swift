@@ -46,11 +46,13 @@ public struct VFPool: Sendable, Equatable {
   public var mac: MACChoice
   /// How long a swap waits for the guest to use its new NIC before it rolls back.
   public var confirmSeconds: Double
+  /// Where the traffic of its VMs on a VF is read (`counters`).
+  public var counters: PoolCounters
 
   public init(name: String, network: String, pf: String? = nil, maxInUse: Int? = nil, mode: SwapMode = .replace,
-              mac: MACChoice = .same, confirmSeconds: Double = 10) {
+              mac: MACChoice = .same, confirmSeconds: Double = 10, counters: PoolCounters = .auto) {
     self.name = name; self.network = network; self.pf = pf; self.maxInUse = maxInUse; self.mode = mode
-    self.mac = mac; self.confirmSeconds = confirmSeconds
+    self.mac = mac; self.confirmSeconds = confirmSeconds; self.counters = counters
   }
 }
 

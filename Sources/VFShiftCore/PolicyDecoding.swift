@@ -175,26 +175,29 @@ private struct PolicyDecoder {
   }
 
   mutating func pool(_ node: JSONNode, _ path: String) -> VFPool? {
-    guard let o = object(node, path, known: ["name", "network", "pf", "maxInUse", "mode", "mac", "confirmSeconds"]) else { return nil }
+    guard let o = object(node, path, known: ["name", "network", "pf", "maxInUse", "mode", "mac", "confirmSeconds", "counters"]) else { return nil }
     let name = string(o, "name", path, required: true, owner: node)
     let network = string(o, "network", path, required: true, owner: node)
     let pf = string(o, "pf", path, required: false)
     let cap = number(o, "maxInUse", path, integer: true).map { Int($0) }
-    var mode = SwapMode.replace
-    if let m = string(o, "mode", path, required: false) {
-      if let parsed = SwapMode(rawValue: m) { mode = parsed } else {
-        fail(o["mode"], join(path, "mode"), "must be one of \(SwapMode.allCases.map(\.rawValue).joined(separator: ", ")), got '\(m)'")
-      }
-    }
-    var mac = MACChoice.same
-    if let m = string(o, "mac", path, required: false) {
-      if let parsed = MACChoice(rawValue: m) { mac = parsed } else {
-        fail(o["mac"], join(path, "mac"), "must be one of \(MACChoice.allCases.map(\.rawValue).joined(separator: ", ")), got '\(m)'")
-      }
-    }
+    let mode = choice(o, "mode", path, default: SwapMode.replace)
+    let mac = choice(o, "mac", path, default: MACChoice.same)
     let confirm = number(o, "confirmSeconds", path, positive: true) ?? 10
+    let counters = choice(o, "counters", path, default: PoolCounters.auto)
     guard let name, let network else { return nil }
-    return VFPool(name: name, network: network, pf: pf, maxInUse: cap, mode: mode, mac: mac, confirmSeconds: confirm)
+    return VFPool(name: name, network: network, pf: pf, maxInUse: cap, mode: mode, mac: mac, confirmSeconds: confirm,
+                  counters: counters)
+  }
+
+  /// One of an enumeration's spellings, or its default (an error names the field and the choices).
+  mutating func choice<E: RawRepresentable & CaseIterable>(_ o: [String: JSONNode], _ key: String, _ path: String,
+                                                           default value: E) -> E where E.RawValue == String {
+    guard let text = string(o, key, path, required: false) else { return value }
+    guard let parsed = E(rawValue: text) else {
+      fail(o[key], join(path, key), "must be one of \(E.allCases.map(\.rawValue).joined(separator: ", ")), got '\(text)'")
+      return value
+    }
+    return parsed
   }
 
   mutating func threshold(_ node: JSONNode, _ path: String) -> RateThreshold? {

@@ -193,3 +193,130 @@ private func readCount(_ path: String) throws(SysfsError) -> Int {
   }
   return value
 }
+
+/// Where a VF sits: its PF (netdev and PCI address) and its number there,
+/// the N of the PF's `virtfnN` that netlink's IFLA_VF_* call the VF.
+public struct VFLocation: Sendable, Equatable, Hashable {
+  public let address: PCIAddress
+  public let pf: String
+  public let pfAddress: PCIAddress
+  public let index: Int
+  /// The VF's bound driver (`vfio-pci` while a guest holds it), nil when none.
+  public let driver: String?
+
+  public init(address: PCIAddress, pf: String, pfAddress: PCIAddress, index: Int, driver: String?) {
+    self.address = address; self.pf = pf; self.pfAddress = pfAddress; self.index = index; self.driver = driver
+  }
+}
+
+/// The PF and VF number of the VF at `address` (what a domain's live XML
+/// names in `<source><address type='pci' …/>`).
+///
+/// Paths read (under `sysfs.path`), with where the kernel defines them:
+/// - bus/pci/devices/ADDR → the device directory (drivers/pci/probe.c
+///   `pci_device_add`, Documentation/ABI/testing/sysfs-bus-pci)
+/// - ADDR/physfn → ../PF, only on a VF (drivers/pci/iov.c `pci_iov_sysfs_link`)
+/// - PF/virtfnN → ../VF, one per enabled VF (same function)
+/// - PF/net/NAME, the PF's netdev (drivers/base/core.c `get_device_parent`)
+/// - ADDR/driver → bus/pci/drivers/NAME (drivers/base/dd.c `driver_sysfs_add`)
+public func virtualFunctionLocation(_ address: PCIAddress, sysfs: SysfsRoot = SysfsRoot()) throws(SysfsError) -> VFLocation {
+  let device = "\(sysfs.path)/bus/pci/devices/\(address)"
+  guard resolves(device) else {
+    throw .inconsistent(path: device, reason: "no PCI device \(address) on this host")
+  }
+  let physfn = "\(device)/physfn"
+  let kind: FileKind
+  do { kind = try fileKind(physfn) } catch { throw .unreadable(path: physfn, error: error) }
+  guard kind == .symbolicLink, resolves(physfn) else {
+    throw .inconsistent(path: physfn, reason: "missing: \(address) is not an SR-IOV VF")
+  }
+  let pfTarget: String
+  do { pfTarget = try readSymbolicLink(physfn) } catch { throw .unreadable(path: physfn, error: error) }
+  guard let pfAddress = PCIAddress(lastComponent(pfTarget)) else {
+    throw .unparseable(path: physfn, content: pfTarget, expected: "a link to a PCI function (DDDD:BB:DD.F)")
+  }
+  let pfNet = "\(physfn)/net"
+  let pfNetdevs: [String]
+  do { pfNetdevs = try fileKind(pfNet) == .directory ? try directoryEntries(pfNet).sorted() : [] } catch {
+    throw .unreadable(path: pfNet, error: error)
+  }
+  // In switchdev mode the representors share the PF's PCI device (mlx5
+  // registers them with it as parent): the PF's own netdev is the uplink,
+  // whose phys_port_name is `p<N>`, or, in legacy mode, unreadable.
+  let uplinks = pfNetdevs.filter { name in
+    guard let port = attributeText("\(pfNet)/\(name)/phys_port_name") else { return true }
+    return !(port.hasPrefix("pf") || port.hasPrefix("c"))
+  }
+  guard let pf = uplinks.first else {
+    throw .inconsistent(path: pfNet, reason: "the PF \(pfAddress) of \(address) has no netdev (its network driver is not bound)")
+  }
+  let entries: [String]
+  do { entries = try directoryEntries(physfn + "/") } catch { throw .unreadable(path: physfn, error: error) }
+  var index: Int? = nil
+  for entry in entries where entry.hasPrefix("virtfn") {
+    guard let n = Int(entry.dropFirst(6)), n >= 0 else { continue }
+    let link = "\(physfn)/\(entry)"
+    guard let target = try? readSymbolicLink(link) else { continue }
+    if PCIAddress(lastComponent(target)) == address { index = n; break }
+  }
+  guard let index else {
+    throw .inconsistent(path: physfn, reason: "no virtfnN of PF \(pfAddress) links to \(address)")
+  }
+  let driverLink = "\(device)/driver"
+  var driver: String? = nil
+  do {
+    if try fileKind(driverLink) == .symbolicLink { driver = lastComponent(try readSymbolicLink(driverLink)) }
+  } catch { throw .unreadable(path: driverLink, error: error) }
+  return VFLocation(address: address, pf: pf, pfAddress: pfAddress, index: index, driver: driver)
+}
+
+/// Why a VF has no representor to read, or its name.
+public enum RepresentorLookup: Sendable, Equatable {
+  case found(netdev: String)
+  case none(reason: String)
+}
+
+/// The representor netdev of a VF in switchdev mode: the netdev that shares
+/// its PF's `phys_switch_id` and whose `phys_port_name` is `pf<N>vf<M>`, N
+/// the PF's number on the switch (its PCI function: mlx5, ice and nfp give
+/// devlink's `pci_vf.pf` that way) and M the VF number.
+///
+/// From Documentation/networking/switchdev.rst ("Port representors",
+/// "Switch ID": ports of one switch report the same phys_switch_id) and
+/// Documentation/networking/devlink/devlink-port.rst (PCI VF ports are
+/// named `pfNvfM`, net/devlink/port.c `__devlink_port_phys_port_name_get`;
+/// `c<C>pfNvfM` names an external controller's VF, another host's, so it
+/// never matches). Both files
+/// are `class/net/NAME/phys_switch_id` and `…/phys_port_name`
+/// (net/core/net-sysfs.c, Documentation/ABI/testing/sysfs-class-net); a
+/// driver in legacy SR-IOV mode answers their read with EOPNOTSUPP, which
+/// is read here as "no switch", like a file that is not there.
+public func representor(of vf: VFLocation, sysfs: SysfsRoot = SysfsRoot()) -> RepresentorLookup {
+  let net = "\(sysfs.path)/class/net"
+  guard let switchID = attributeText("\(net)/\(vf.pf)/phys_switch_id"), !switchID.isEmpty else {
+    return .none(reason: "PF \(vf.pf) has no phys_switch_id (not in switchdev mode)")
+  }
+  let wanted = "pf\(vf.pfAddress.function)vf\(vf.index)"
+  guard let names = try? directoryEntries(net) else { return .none(reason: "\(net) cannot be listed") }
+  var found: [String] = []
+  for name in names where name != vf.pf {
+    guard let port = attributeText("\(net)/\(name)/phys_port_name"), port == wanted,
+          attributeText("\(net)/\(name)/phys_switch_id") == switchID else { continue }
+    found.append(name)
+  }
+  switch found.count {
+  case 1: return .found(netdev: found[0])
+  case 0: return .none(reason: "no netdev on switch \(switchID) of PF \(vf.pf) has phys_port_name \(wanted)")
+  default: return .none(reason: "\(found.sorted().joined(separator: ", ")) all claim \(wanted) on switch \(switchID)")
+  }
+}
+
+/// A sysfs text attribute without its newline, nil when it is missing or
+/// cannot be read (EOPNOTSUPP for the switch attributes of a legacy driver).
+private func attributeText(_ path: String) -> String? {
+  var buffer: [UInt8] = []
+  guard let n = try? readWholeFile(path, into: &buffer) else { return nil }
+  var text = String(decoding: buffer[0..<n], as: UTF8.self)
+  while text.hasSuffix("\n") { text.removeLast() }
+  return text
+}

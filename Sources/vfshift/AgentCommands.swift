@@ -1,6 +1,7 @@
 import Foundation
 import VFShiftCore
 import VFShiftAgent
+import VFShiftHost
 
 func agentUsage(_ command: String) -> String {
   switch command {
@@ -91,10 +92,10 @@ func runAgent(_ command: String, _ argv: [String]) async throws -> ExitCode {
   config.maxCycles = try args.int("--cycles")
   if let listen = try args.value("--listen") { config.metricsListen = listen == "off" ? nil : listen }
   if let source = try args.value("--counters") {
-    guard let s = CounterSourceName(rawValue: source) else {
-      throw UsageError(message: "--counters is netlink or procNetDev, got '\(source)'", command: command)
+    guard let s = CounterSource(rawValue: source) else {
+      throw UsageError(message: "--counters is \(CounterSource.allCases.map(\.rawValue).joined(separator: " or ")), got '\(source)'", command: command)
     }
-    config.counterSource = s.source
+    config.counterSource = s
   }
   for pair in args.values("--pool-size") {
     let p = pair.split(separator: "=").map(String.init)
@@ -136,11 +137,6 @@ func runAgent(_ command: String, _ argv: [String]) async throws -> ExitCode {
   return .ok
 }
 
-/// `--counters` spellings.
-enum CounterSourceName: String {
-  case netlink, procNetDev
-  var source: VFShiftAgent.CounterSourceChoice { self == .netlink ? .netlink : .procNetDev }
-}
 
 func status(_ argv: [String]) throws -> ExitCode {
   let args = try Arguments(argv, command: "status", valued: ["--status-file"], flags: ["--json"])
@@ -154,15 +150,21 @@ func status(_ argv: [String]) throws -> ExitCode {
   print("vfshift agent pid \(s.pid), policy \(s.policy)\(s.dryRun ? " (dry run)" : ""), cycle \(s.cycle), updated \(s.updatedAt)")
   for p in s.pools { print("pool \(p.name): \(p.used) of \(p.vfs) VFs in use, cap \(p.cap)") }
   print("")
-  var rows = [["VM", "CLASS", "ON", "RATE", "PKT/S", "INTENSIVE", "DECISION"]]
+  var rows = [["VM", "CLASS", "ON", "RATE", "PKT/S", "INTENSIVE", "SOURCE", "DECISION"]]
   for vm in s.vms {
     rows.append([vm.vm, vm.className, vm.placement, vm.bytesPerSecond.map { si($0) + "B/s" } ?? "unknown",
-                 vm.packetsPerSecond.map { si($0) } ?? "-", vm.intensive ? "yes" : "no", vm.decision])
+                 vm.packetsPerSecond.map { si($0) } ?? "-", vm.intensive ? "yes" : "no", vm.counterSource ?? "-", vm.decision])
   }
   let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
   for r in rows {
     print(r.enumerated().map { c, cell in c == r.count - 1 ? cell : cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
       .joined(separator: "  "))
+  }
+  // Why a VM's source is unknown: too long for a column.
+  let unknown = s.vms.filter { $0.counterSourceReason != nil }
+  if !unknown.isEmpty {
+    print("")
+    for vm in unknown { print("\(vm.vm): counters \(vm.counterSource ?? "unknown"): \(vm.counterSourceReason!)") }
   }
   return .ok
 }

@@ -55,6 +55,12 @@ let badPolicies: [BadPolicy] = [
       classes: [ \(validClass) ],
     }
     """, expect: ["2: pools[0].maxInUse: must be a number, found a string"]),
+  BadPolicy(what: "a pool's counters is one of the sources", text: """
+    {
+      pools: [ { name: "p", network: "n", counters: "guest" } ],
+      classes: [ \(validClass) ],
+    }
+    """, expect: ["2: pools[0].counters: must be one of auto, representor, pf, guestAgent, host, got 'guest'"]),
   BadPolicy(what: "unknown field (a typo)", text: """
     {
       pools: [ { name: "p", network: "n" } ],
