@@ -330,8 +330,10 @@ public final class Agent: @unchecked Sendable {
     var nowUnmeasured: Set<String> = []
     for hold in plan.holds {
       // A baseline (the cycle after a swap or a start) is routine: its hold
-      // line says so; unknown and stale readings are what an operator watches.
-      guard case .notMeasured(let why) = hold.reason, why != .baseline else { continue }
+      // line says so; unknown and stale readings are what an operator watches
+      // (and a baseline after them is not yet "measured again").
+      guard case .notMeasured(let why) = hold.reason else { continue }
+      if why == .baseline && !unmeasured.contains(hold.vm.uuid) { continue }
       nowUnmeasured.insert(hold.vm.uuid)
       if !unmeasured.contains(hold.vm.uuid) {
         news = true
