@@ -552,7 +552,7 @@ private func allocate(pool p: Int, contenders: inout PoolContenders, policy: Pol
       inUse += 1
       continue
     }
-    guard let m = incumbentToDisplace(by: challenger, contenders.incumbents, state.tracks.span, flap, now: now,
+    guard let m = incumbentToDisplace(by: challenger, contenders.incumbents, state.tracks, flap, now: now,
                                       inUse: inUse, usable: usable, budget: budget, plan: &plan) else { continue }
     let loser = contenders.incumbents.remove(at: m)
     demote(&state, loser.slot, pool: poolName,
@@ -569,9 +569,11 @@ private func allocate(pool p: Int, contenders: inout PoolContenders, policy: Pol
 
 /// Full: the weakest incumbent that may leave is the one to beat. `nil`,
 /// with the hold that says why, when none is.
-private func incumbentToDisplace(by challenger: Contender, _ incumbents: [Contender], _ tracks: Span<VMTrack>,
+private func incumbentToDisplace(by challenger: Contender, _ incumbents: [Contender], _ tracks: [VMTrack],
                                  _ flap: AntiFlap, now: Instant, inUse: Int, usable: Int, budget: Int,
                                  plan: inout Plan) -> Int? {
+  // The tracks as an array, not a Span: with the unmeasured test the
+  // release compiler's ownership verifier trips on the Span (Swift 6.2).
   let movable = incumbents.lastIndex {
     !$0.unmeasured && antiFlapBlock(tracks[$0.slot], flap, now: now, needsDwell: true) == nil
   }

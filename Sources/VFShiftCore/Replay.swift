@@ -83,6 +83,14 @@ private func sumOfLargest(_ xs: inout [Double], _ k: Int) -> Double {
   return sum
 }
 
+/// The reactive bound's order: pinned first, then bytes, the VM's index
+/// breaking ties so a run is deterministic.
+private func ridesBefore(_ a: OracleCandidate, _ b: OracleCandidate) -> Bool {
+  if a.pinned != b.pinned { return a.pinned }
+  if a.bytes != b.bytes { return a.bytes > b.bytes }
+  return a.vm < b.vm
+}
+
 public struct ReplayOptions: Sendable {
   /// VFs per pool where the trace does not say; `nil` = the trace's, else 8.
   public var vfsPerPool: Int?
@@ -198,6 +206,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       var shares = report.classes.mutableSpan
       var onsets = onset.mutableSpan
       var candidates = oracleCandidates.mutableSpan
+      let rides = reactiveRides.span
       var nextSlot = 0
       for s in sampleRange {
         let vm = samples[s].vm
@@ -230,7 +239,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
         if p >= 0 {
           eligibleBytes += bytes
           if onVF { eligibleVFBytes += bytes }
-          if reactiveRides[v] { reactiveBytes += bytes }
+          if rides[v] { reactiveBytes += bytes }
           candidates[candidateCount] = OracleCandidate(pool: p, pinned: classPinned[c], bytes: bytes, vm: vm)
           candidateCount += 1
         }
@@ -270,15 +279,18 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
     if candidateCount > 0 || !reactiveRiders.isEmpty {
       for v in reactiveRiders { reactiveRides[Int(v)] = false }
       reactiveRiders.removeAll(keepingCapacity: true)
-      for p in usable.indices where candidateCount > 0 {
+      for p in usable.indices where candidateCount > 0 && usable[p] > 0 {
+        // Top usable-many by insertion: a pool has a few VFs, so this beats a sort.
         ranked.removeAll(keepingCapacity: true)
-        for i in 0..<candidateCount where oracleCandidates[i].pool == p { ranked.append(oracleCandidates[i]) }
-        if ranked.count > usable[p] {
-          ranked.sort { a, b in
-            a.pinned != b.pinned ? a.pinned : a.bytes != b.bytes ? a.bytes > b.bytes : a.vm < b.vm
-          }
+        for i in 0..<candidateCount where oracleCandidates[i].pool == p {
+          let c = oracleCandidates[i]
+          if ranked.count == usable[p], let last = ranked.last, !ridesBefore(c, last) { continue }
+          var j = ranked.count
+          while j > 0, ridesBefore(c, ranked[j - 1]) { j -= 1 }
+          ranked.insert(c, at: j)
+          if ranked.count > usable[p] { ranked.removeLast() }
         }
-        for c in ranked.prefix(usable[p]) { reactiveRides[Int(c.vm)] = true; reactiveRiders.append(c.vm) }
+        for c in ranked { reactiveRides[Int(c.vm)] = true; reactiveRiders.append(c.vm) }
       }
     }
 
