@@ -83,12 +83,25 @@ private func sumOfLargest(_ xs: inout [Double], _ k: Int) -> Double {
   return sum
 }
 
-/// The reactive bound's order: pinned first, then bytes, the VM's index
-/// breaking ties so a run is deterministic.
-private func ridesBefore(_ a: OracleCandidate, _ b: OracleCandidate) -> Bool {
-  if a.pinned != b.pinned { return a.pinned }
-  if a.bytes != b.bytes { return a.bytes > b.bytes }
-  return a.vm < b.vm
+/// Who of a list `sumOfLargest` has just looked at is among its `k`
+/// largest: everyone over the k-th value, and as many equal to it as fit.
+private struct Cut {
+  var threshold = -Double.infinity
+  var ties = Int.max
+
+  init(_ xs: [Double], _ k: Int) {
+    guard xs.count > k else { return }  // all of them (sumOfLargest sorted nothing)
+    guard k > 0 else { threshold = .infinity; ties = 0; return }
+    threshold = xs[k - 1]  // sorted, descending
+    ties = 0
+    for x in xs.prefix(k) where x == threshold { ties += 1 }
+  }
+
+  mutating func admits(_ x: Double) -> Bool {
+    if x > threshold { return true }
+    if x == threshold && ties > 0 { ties -= 1; return true }
+    return false
+  }
 }
 
 public struct ReplayOptions: Sendable {
@@ -137,7 +150,6 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
   // The reactive bound's riders this interval: chosen from the last one.
   var reactiveRides = [Bool](repeating: false, count: vmCount)
   var reactiveRiders: [Int32] = []
-  var ranked: [OracleCandidate] = []
   // Per-class numbers looked up once, not per sample.
   let classPool = policy.classes.map { c in c.vf == .never ? -1 : (c.pool.flatMap(policy.poolIndex(named:)) ?? -1) }
   let classPinned = policy.classes.map { $0.vf == .always }
@@ -265,32 +277,26 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
     // The oracle puts the pool's busiest eligible VMs of this interval on its
     // VFs, pinned ones first, at no cost. (Bytes are whole numbers, so the
     // sum is exact in any order.)
+    // The reactive bound's riders for the next interval are this one's
+    // busiest: the oracle's picks, read off its sorted lists as thresholds
+    // (ties go to the earlier sample, so a run is deterministic).
+    for v in reactiveRiders { reactiveRides[Int(v)] = false }
+    if !reactiveRiders.isEmpty { reactiveRiders.removeAll(keepingCapacity: true) }
     for p in usable.indices where candidateCount > 0 {
       if !oraclePinned.isEmpty { oraclePinned.removeAll(keepingCapacity: true) }
       if !oracleOthers.isEmpty { oracleOthers.removeAll(keepingCapacity: true) }
       for i in 0..<candidateCount where oracleCandidates[i].pool == p {
         if oracleCandidates[i].pinned { oraclePinned.append(oracleCandidates[i].bytes) } else { oracleOthers.append(oracleCandidates[i].bytes) }
       }
-      report.oracleEligibleVFBytes += sumOfLargest(&oraclePinned, usable[p])
-      report.oracleEligibleVFBytes += sumOfLargest(&oracleOthers, max(0, usable[p] - oraclePinned.count))
-    }
-    // The reactive bound's riders for the next interval: this one's busiest,
-    // pinned first, the VM's index breaking ties so the run is deterministic.
-    if candidateCount > 0 || !reactiveRiders.isEmpty {
-      for v in reactiveRiders { reactiveRides[Int(v)] = false }
-      reactiveRiders.removeAll(keepingCapacity: true)
-      for p in usable.indices where candidateCount > 0 && usable[p] > 0 {
-        // Top usable-many by insertion: a pool has a few VFs, so this beats a sort.
-        ranked.removeAll(keepingCapacity: true)
-        for i in 0..<candidateCount where oracleCandidates[i].pool == p {
-          let c = oracleCandidates[i]
-          if ranked.count == usable[p], let last = ranked.last, !ridesBefore(c, last) { continue }
-          var j = ranked.count
-          while j > 0, ridesBefore(c, ranked[j - 1]) { j -= 1 }
-          ranked.insert(c, at: j)
-          if ranked.count > usable[p] { ranked.removeLast() }
-        }
-        for c in ranked { reactiveRides[Int(c.vm)] = true; reactiveRiders.append(c.vm) }
+      let pinnedRoom = usable[p], othersRoom = max(0, usable[p] - oraclePinned.count)
+      report.oracleEligibleVFBytes += sumOfLargest(&oraclePinned, pinnedRoom)
+      report.oracleEligibleVFBytes += sumOfLargest(&oracleOthers, othersRoom)
+      var pinnedCut = Cut(oraclePinned, pinnedRoom), othersCut = Cut(oracleOthers, othersRoom)
+      for i in 0..<candidateCount where oracleCandidates[i].pool == p {
+        let c = oracleCandidates[i]
+        guard c.pinned ? pinnedCut.admits(c.bytes) : othersCut.admits(c.bytes) else { continue }
+        reactiveRides[Int(c.vm)] = true
+        reactiveRiders.append(c.vm)
       }
     }
 
