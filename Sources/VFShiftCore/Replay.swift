@@ -147,9 +147,9 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
   let flapWindow = max(policy.antiFlap.minDwellSeconds, 300)
   // Managed VMs present in the cycle's interval, for the per-VM swap rate.
   var managedPresent = 0
-  // The reactive bound's riders this interval: chosen from the last one.
-  var reactiveRides = [Bool](repeating: false, count: vmCount)
-  var reactiveRiders: [Int32] = []
+  // The reactive bound's riders: `rideCycle[v] == k` when VM v rides the
+  // VFs in cycle k (chosen at k − 1); a stamp, so nothing is cleared.
+  var rideCycle = [Int](repeating: -1, count: vmCount)
   // Per-class numbers looked up once, not per sample.
   let classPool = policy.classes.map { c in c.vf == .never ? -1 : (c.pool.flatMap(policy.poolIndex(named:)) ?? -1) }
   let classPinned = policy.classes.map { $0.vf == .always }
@@ -218,7 +218,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       var shares = report.classes.mutableSpan
       var onsets = onset.mutableSpan
       var candidates = oracleCandidates.mutableSpan
-      let rides = reactiveRides.span
+      let rides = rideCycle.span
       var nextSlot = 0
       for s in sampleRange {
         let vm = samples[s].vm
@@ -251,7 +251,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
         if p >= 0 {
           eligibleBytes += bytes
           if onVF { eligibleVFBytes += bytes }
-          if rides[v] { reactiveBytes += bytes }
+          if rides[v] == k { reactiveBytes += bytes }
           candidates[candidateCount] = OracleCandidate(pool: p, pinned: classPinned[c], bytes: bytes, vm: vm)
           candidateCount += 1
         }
@@ -280,8 +280,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
     // The reactive bound's riders for the next interval are this one's
     // busiest: the oracle's picks, read off its sorted lists as thresholds
     // (ties go to the earlier sample, so a run is deterministic).
-    for v in reactiveRiders { reactiveRides[Int(v)] = false }
-    if !reactiveRiders.isEmpty { reactiveRiders.removeAll(keepingCapacity: true) }
+    var stamps = rideCycle.mutableSpan
     for p in usable.indices where candidateCount > 0 {
       if !oraclePinned.isEmpty { oraclePinned.removeAll(keepingCapacity: true) }
       if !oracleOthers.isEmpty { oracleOthers.removeAll(keepingCapacity: true) }
@@ -295,8 +294,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       for i in 0..<candidateCount where oracleCandidates[i].pool == p {
         let c = oracleCandidates[i]
         guard c.pinned ? pinnedCut.admits(c.bytes) : othersCut.admits(c.bytes) else { continue }
-        reactiveRides[Int(c.vm)] = true
-        reactiveRiders.append(c.vm)
+        stamps[Int(c.vm)] = k + 1
       }
     }
 
