@@ -63,11 +63,16 @@ public final class Agent: @unchecked Sendable {
   var attributed: (generation: UInt64, domains: [DomainInventory])?
   var cycle = 0
   let startedAt = ContinuousClock.now
-  /// Decisions this process made, for tests comparing with a replay.
+  /// Decisions this process made, for tests comparing with a replay: the
+  /// last `decisionsKept` of them, so a forced move retried for months does
+  /// not grow the agent.
   public private(set) var decisions: [(at: Double, verb: String, vm: String)] = []
   /// VMs whose guest did not use the NIC a swap gave it: not tried again until then (agent seconds).
   var notTakenUntil: [String: Double] = [:]
   var notTakenCount: [String: Int] = [:]
+  package static let decisionsKept = 10_000
+  /// VMs held as "not measured" in the last cycle, to log the change only.
+  var unmeasured: Set<String> = []
 
   public init(config: AgentConfig, log: EventLog = EventLog()) throws {
     self.config = config
@@ -297,8 +302,8 @@ public final class Agent: @unchecked Sendable {
                                       vfSince: vfSince, measurements: measurements) else { return }
     guard !plan.actions.isEmpty else { return }
     let byUUID = Dictionary(domains.map { ($0.uuid, $0) }, uniquingKeysWith: { a, _ in a })
+    recordDecisions(plan, now: now)
     for action in plan.actions {
-      decisions.append((now.seconds, action.verb, action.vm.name))
       guard !config.dryRun else { continue }
       guard let domain = byUUID[action.vm.uuid], let pool = policy.pools.first(where: { $0.name == action.pool }) else { continue }
       if let until = notTakenUntil[domain.uuid], until > now.seconds {
@@ -314,6 +319,10 @@ public final class Agent: @unchecked Sendable {
       }
       let seconds = (ContinuousClock.now - began).seconds
       metrics.swapFinished(verb: action.verb, outcome: outcome.rawValue, seconds: seconds)
+      // Tells the engine, so a forced move that keeps failing backs off. A
+      // guest still holding its old NIC is mid-swap, not a failure.
+      let succeeded = outcome == .done || outcome == .detachPending
+      metrics.withEngine { $0.swapFinished(uuid: action.vm.uuid, succeeded: succeeded, now: now) }
       log.emit("swap", ["vm": .string(action.vm.name), "direction": .string(action.verb), "pool": .string(action.pool),
                         "outcome": .string(outcome.rawValue), "seconds": .number(seconds)])
       // A guest that did not take its new NIC is left alone, 30 s and doubling
@@ -351,6 +360,15 @@ public final class Agent: @unchecked Sendable {
     return plan
   }
 
+  /// Appends the plan's actions to `decisions`, dropping the oldest beyond
+  /// `decisionsKept` (half a window at a time: amortised, not a shift per append).
+  package func recordDecisions(_ plan: Plan, now: Instant) {
+    for action in plan.actions { decisions.append((now.seconds, action.verb, action.vm.name)) }
+    if decisions.count > Self.decisionsKept {
+      decisions.removeFirst(decisions.count - Self.decisionsKept / 2)
+    }
+  }
+
   /// What `run` does after each cycle, for bench-agent: the status file is
   /// written every tenth cycle, so the cycle number matters to the cost.
   package func cycleFinished() { cycle += 1 }
@@ -380,6 +398,31 @@ public final class Agent: @unchecked Sendable {
                             "packetsPerSecond": .optional(rate?.packetsPerSecond), "dryRun": .bool(config.dryRun),
                             "t": .number(now.seconds)])
       lastHold[action.vm.uuid] = nil
+    }
+    // Not measured, and measured again: one line per change, not per cycle.
+    var nowUnmeasured: Set<String> = []
+    for hold in plan.holds {
+      // A baseline (the cycle after a swap or a start) is routine: its hold
+      // line says so; unknown and stale readings are what an operator watches
+      // (and a baseline after them is not yet "measured again").
+      guard case .notMeasured(let why) = hold.reason else { continue }
+      if why == .baseline && !unmeasured.contains(hold.vm.uuid) { continue }
+      nowUnmeasured.insert(hold.vm.uuid)
+      if !unmeasured.contains(hold.vm.uuid) {
+        news = true
+        log.emit("measurement", ["vm": .string(hold.vm.name), "measured": .bool(false), "why": .string(why.rawValue),
+                                 "reason": .string(why.description), "t": .number(now.seconds)])
+      }
+    }
+    if !unmeasured.isEmpty || !nowUnmeasured.isEmpty {
+      for uuid in unmeasured where !nowUnmeasured.contains(uuid) {
+        // The VM may have left; its name is in the observation when it has not.
+        let name = observation.vms.first { $0.identity.uuid == uuid }?.identity.name
+        if let name { log.emit("measurement", ["vm": .string(name), "measured": .bool(true), "t": .number(now.seconds)]) }
+        if lastHold[uuid] == "not-measured" { lastHold[uuid] = nil }
+        news = true
+      }
+      unmeasured = nowUnmeasured
     }
     // A hold is logged when its rule changes, not every second it lasts.
     for hold in plan.holds where lastHold[hold.vm.uuid] != hold.reason.rule {

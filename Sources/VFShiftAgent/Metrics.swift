@@ -80,7 +80,9 @@ public final class Metrics: Sendable {
   public func render() -> String {
     let s = state.withLock { $0 }
     var vmRows: [(name: String, gauge: VMGauge)] = []
+    var unmeasured: [(pool: String, vms: Int)] = []
     engine.withLock { engine in
+      unmeasured = engine.unmeasuredOnVF
       let classNames = engine.classNames
       engine.forEachVM { vm, c, bytes, packets, _, onVF in
         guard c >= 0, c < classNames.count else { return }
@@ -102,6 +104,8 @@ public final class Metrics: Sendable {
     for (p, g) in s.pools.sorted(by: { $0.key < $1.key }) { out += "vfshift_pool_vfs_cap{pool=\"\(label(p))\"} \(g.cap)\n" }
     family("vfshift_pool_vms_waiting", "gauge", "Managed VMs that want a VF of the pool and were held back in the last cycle.")
     for p in s.pools.keys.sorted() { out += "vfshift_pool_vms_waiting{pool=\"\(label(p))\"} \(s.waiting[p] ?? 0)\n" }
+    family("vfshift_vms_unmeasured", "gauge", "VMs on a VF of the pool whose rate the last cycle could not measure (held, not moved).")
+    for u in unmeasured { out += "vfshift_vms_unmeasured{pool=\"\(label(u.pool))\"} \(u.vms)\n" }
     family("vfshift_swaps_total", "counter", "Swaps carried out, by direction and outcome.")
     for (k, n) in s.swaps.sorted(by: { $0.key < $1.key }) {
       let parts = k.split(separator: "|", maxSplits: 1).map(String.init)

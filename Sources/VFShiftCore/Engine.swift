@@ -11,8 +11,32 @@ public struct EngineState: Sendable, Equatable {
   /// Reused each cycle so a steady-state cycle allocates nothing.
   var slots: [Int] = []
   var contenders: [PoolContenders] = []
+  /// Per pool (the policy's order): managed VMs on one of its VFs with no
+  /// measured rate in the last cycle.
+  var unmeasured: [Int] = []
 
   public init() {}
+
+  /// VMs on a VF of each pool that the last cycle could not measure (held
+  /// as "not measured"): for the metric, read on a scrape.
+  public var unmeasuredOnVF: [(pool: String, vms: Int)] {
+    guard let policy else { return [] }
+    return policy.pools.indices.map { (policy.pools[$0].name, $0 < unmeasured.count ? unmeasured[$0] : 0) }
+  }
+
+  /// What became of an action, told by whoever carried it out. A failed
+  /// forced move backs off before it is tried again (see `ForcedBackoff`);
+  /// a success clears the count. The engine assumes success when not told.
+  public mutating func swapFinished(uuid: String, succeeded: Bool, now: Instant) {
+    guard let i = index[uuid] else { return }
+    if succeeded {
+      tracks[i].failures = 0
+      tracks[i].retryAt = nil
+    } else {
+      tracks[i].failures += 1
+      tracks[i].retryAt = now + ForcedBackoff.delay(afterFailures: tracks[i].failures)
+    }
+  }
 
   /// Every VM the engine tracks, in its own order, without hashing or class
   /// matching: for metrics rendered on a scrape, not every cycle.
@@ -84,10 +108,34 @@ struct VMTrack: Sendable, Equatable {
   var vfSince: Instant?
   var swaps: [Instant] = []
   var seen = true
+  /// Not yet through a cycle: a track found on a VF is an incumbent whose
+  /// release has to be shown, not assumed (a restart, a VM that came back).
+  var fresh = true
+  /// Failed swaps in a row, as the agent reported them, and when a forced
+  /// move may be tried again.
+  var failures = 0
+  var retryAt: Instant?
   /// The smoothing weight for the last interval length and half-life.
   var smoothing: SmoothingWeight?
 
   init(identity: VMIdentity) { self.identity = identity }
+
+  /// A rate over the last interval: the only evidence a move is made on.
+  var measured: Bool { intervalBytes != nil || intervalPackets != nil }
+}
+
+/// How long a forced move (class `never`, wrong pool, over the cap) waits
+/// after failures: doubling from `base`, at most `cap`; from `hourlyAfter`
+/// failures in a row on, it also keeps to the VM's hourly swap budget.
+public enum ForcedBackoff {
+  public static let baseSeconds = 10.0
+  public static let capSeconds = 600.0
+  public static let hourlyAfter = 3
+
+  public static func delay(afterFailures n: Int) -> Double {
+    guard n > 0 else { return 0 }
+    return min(capSeconds, baseSeconds * exp2(Double(min(n - 1, 30))))
+  }
 }
 
 /// One cycle of the engine: estimate, classify, allocate. Pure.
@@ -139,11 +187,25 @@ public func decide(_ state: inout EngineState, policy: Policy, observation: Obse
     case .virtio: tracks[slot].vfSince = nil
     case .transitioning, .none: break
     }
+    if tracks[slot].fresh {
+      // Found holding a VF by a track that never saw it promoted: it got
+      // there on evidence this process no longer has, so it keeps it until
+      // measured traffic says otherwise (a full demote sustain).
+      tracks[slot].fresh = false
+      switch vms[o].placement {
+      case .vf, .transitioning: tracks[slot].intensive = true
+      case .virtio, .none: break
+      }
+    }
   }
 
   var plan = Plan()
   var budget = policy.antiFlap.maxSwapsPerCycle
   var contenders = gather(policy: policy, observation: observation, slots: slots, state: &state)
+  if state.unmeasured.count != contenders.count { state.unmeasured = Array(repeating: 0, count: contenders.count) }
+  for p in contenders.indices where state.unmeasured[p] != contenders[p].unmeasuredOnVF {
+    state.unmeasured[p] = contenders[p].unmeasuredOnVF
+  }
   for p in policy.pools.indices where !contenders[p].isEmpty {
     allocate(pool: p, contenders: &contenders[p], policy: policy, observation: observation, state: &state,
              now: now, budget: &budget, plan: &plan)
@@ -207,10 +269,13 @@ func estimate(_ track: inout VMTrack, _ reading: CounterReading, halfLife: Doubl
   // where it lies and copied only when it changed, so a steady cycle neither
   // retains nor releases it.
   guard let (counters, at) = reading.counters else {
-    if reading.isUnknown {
-      track.intervalBytes = nil; track.intervalPackets = nil
-      track.lastCounters = nil; track.lastAt = nil
-    }
+    // No evidence this cycle, and a gap: the next reading starts a fresh
+    // baseline, so a rate never spans the gap and no sustain clock runs over it.
+    track.intervalBytes = nil; track.intervalPackets = nil
+    track.lastCounters = nil; track.lastAt = nil
+    // Unknown is not "as before": a rate from another NIC (before the
+    // promotion) would rank the VM on traffic nobody measured.
+    if reading.isUnknown { track.smoothedBytes = nil; track.smoothedPackets = nil }
     return
   }
   let continuing = track.lastCounters != nil && reading.isFrom(track.lastSource)
@@ -252,7 +317,12 @@ private func estimate(_ track: inout VMTrack, _ counters: VMCounters, at: Instan
 /// sustain time; released once every rate has been under its release
 /// threshold for that threshold's sustain time. Between the two, nothing moves.
 func classify(_ track: inout VMTrack, _ c: ClassRule, now: Instant) {
-  guard c.vf == .eligible, track.intervalBytes != nil || track.intervalPackets != nil else { return }
+  guard c.vf == .eligible else { return }
+  guard track.measured else {
+    // A gap restarts both clocks.
+    track.aboveSince = nil; track.belowSince = nil
+    return
+  }
   let b = track.intervalBytes, p = track.intervalPackets
   let start = min(track.intervalStart ?? now, now)
   if !track.intensive {
@@ -305,6 +375,8 @@ struct Contender: Sendable {
   var priority: Int
   var intensity: Double
   var name: String
+  /// On a VF with no rate this cycle: held, never displaced, ranked at 0.
+  var unmeasured = false
 
   /// Pinned first, then priority, then intensity; the name breaks ties so the
   /// order never depends on the inventory's.
@@ -332,10 +404,14 @@ struct PoolContenders: Sendable, Equatable {
   var incumbents: [Contender] = []
   var challengers: [Contender] = []
   var leaving: [(slot: Int, reason: Reason, force: Bool)] = []
+  /// VMs that would move if they had been measured: held as "not measured".
+  var unmeasured: [(slot: Int, wants: String, why: NoRate)] = []
+  /// Of those, the ones on a VF of this pool.
+  var unmeasuredOnVF = 0
   /// Managed VMs mid-swap (or whose guest has not let go of a NIC): they hold
   /// a VF of this pool and nobody else may count on it.
   var transitioning = 0
-  var isEmpty: Bool { incumbents.isEmpty && challengers.isEmpty && leaving.isEmpty }
+  var isEmpty: Bool { incumbents.isEmpty && challengers.isEmpty && leaving.isEmpty && unmeasured.isEmpty }
 
   /// Emptied for the next cycle, capacity kept; an empty list is left alone
   /// (removeAll costs a replaceSubrange even then).
@@ -343,7 +419,9 @@ struct PoolContenders: Sendable, Equatable {
     if !incumbents.isEmpty { incumbents.removeAll(keepingCapacity: true) }
     if !challengers.isEmpty { challengers.removeAll(keepingCapacity: true) }
     if !leaving.isEmpty { leaving.removeAll(keepingCapacity: true) }
+    if !unmeasured.isEmpty { unmeasured.removeAll(keepingCapacity: true) }
     transitioning = 0
+    unmeasuredOnVF = 0
   }
 }
 
@@ -370,7 +448,13 @@ private func gather(policy: Policy, observation: Observation, slots: [Int], stat
         byPool[p].leaving.append((slot, .classNever(className: policy.classes[c].name), true))
       } else if rule.pool != p {
         byPool[p].leaving.append((slot, .wrongPool(holds: held, classPool: policy.classes[c].pool), true))
-      } else if !pinned && !tracks[slot].intensive && !vms[o].reading.isUnknown {
+      } else if !pinned && !tracks[slot].measured {
+        // Neither released nor ranked on a rate nobody measured this cycle.
+        byPool[p].unmeasured.append((slot, tracks[slot].intensive ? "keep" : "demote", NoRate(vms[o].reading)))
+        byPool[p].unmeasuredOnVF += 1
+        byPool[p].incumbents.append(Contender(slot: slot, pinned: false, priority: rule.priority, intensity: 0,
+                                              name: tracks[slot].identity.name, unmeasured: true))
+      } else if !pinned && !tracks[slot].intensive {
         byPool[p].leaving.append((slot, .sustainedBelow(bytesPerSecond: tracks[slot].intervalBytes,
                                                         packetsPerSecond: tracks[slot].intervalPackets,
                                                         threshold: rule.demote), false))
@@ -383,6 +467,10 @@ private func gather(policy: Policy, observation: Observation, slots: [Int], stat
     case .virtio:
       let tracks = state.tracks.span
       guard rule.pool >= 0, pinned || (rule.vf == .eligible && tracks[slot].intensive) else { continue }
+      if !pinned && !tracks[slot].measured {
+        byPool[rule.pool].unmeasured.append((slot, "promote", NoRate(vms[o].reading)))
+        continue
+      }
       byPool[rule.pool].challengers.append(Contender(slot: slot, pinned: pinned, priority: rule.priority,
                                                      intensity: intensity(tracks[slot], rule), name: tracks[slot].identity.name))
     case .none:
@@ -402,10 +490,18 @@ private func allocate(pool p: Int, contenders: inout PoolContenders, policy: Pol
   var inUse = contenders.incumbents.count + contenders.leaving.count + contenders.transitioning
   // Whoever wants to move may be held: room for all of them at once (grown
   // one by one, the holds were a tenth of a busy cycle).
-  if plan.holds.capacity == 0 { plan.holds.reserveCapacity(contenders.leaving.count + contenders.challengers.count) }
+  if plan.holds.capacity == 0 {
+    plan.holds.reserveCapacity(contenders.leaving.count + contenders.challengers.count + contenders.unmeasured.count)
+  }
+  // No evidence, no move.
+  for u in contenders.unmeasured {
+    plan.holds.append(Hold(vm: state.tracks[u.slot].identity, wants: u.wants, reason: .notMeasured(u.why)))
+  }
   // Leavers that may go now go; the rest stay counted as in use.
   for leaver in contenders.leaving {
-    if !leaver.force, let blocked = antiFlapBlock(state.tracks.span[leaver.slot], flap, now: now, needsDwell: true) {
+    let blocked = leaver.force ? forcedBlock(state.tracks.span[leaver.slot], flap, now: now)
+      : antiFlapBlock(state.tracks.span[leaver.slot], flap, now: now, needsDwell: true)
+    if let blocked {
       plan.holds.append(Hold(vm: state.tracks[leaver.slot].identity, wants: "demote", reason: blocked))
       continue
     }
@@ -422,9 +518,18 @@ private func allocate(pool p: Int, contenders: inout PoolContenders, policy: Pol
   if contenders.challengers.isEmpty && inUse <= usable { return }
   // Sorted where they lie: the contenders are this cycle's scratch space.
   contenders.incumbents.sort { $0.outranks($1) }
-  // A cap lowered under the running system: shed the weakest incumbents.
-  while inUse > usable, let weakest = contenders.incumbents.last, budget > 0 {
-    contenders.incumbents.removeLast()
+  // A cap lowered under the running system: shed the weakest incumbents
+  // (those backing off after failed sheds are passed over, and held).
+  var w = contenders.incumbents.count - 1
+  while inUse > usable, w >= 0, budget > 0 {
+    let weakest = contenders.incumbents[w]
+    if let blocked = forcedBlock(state.tracks.span[weakest.slot], flap, now: now) {
+      plan.holds.append(Hold(vm: state.tracks[weakest.slot].identity, wants: "demote", reason: blocked))
+      w -= 1
+      continue
+    }
+    contenders.incumbents.remove(at: w)
+    w -= 1
     demote(&state, weakest.slot, pool: poolName, reason: .overCap(inUse: inUse, cap: usable), now: now,
            budget: &budget, plan: &plan)
     inUse -= 1
@@ -447,26 +552,31 @@ private func allocate(pool p: Int, contenders: inout PoolContenders, policy: Pol
       inUse += 1
       continue
     }
-    guard let m = incumbentToDisplace(by: challenger, contenders.incumbents, state.tracks.span, flap, now: now,
+    guard let m = incumbentToDisplace(by: challenger, contenders.incumbents, state.tracks, flap, now: now,
                                       inUse: inUse, usable: usable, budget: budget, plan: &plan) else { continue }
     let loser = contenders.incumbents.remove(at: m)
     demote(&state, loser.slot, pool: poolName,
            reason: .displacedBy(challenger: challenger.name, challengerIntensity: challenger.intensity,
                                 intensity: loser.intensity, margin: flap.challengerMargin),
            now: now, budget: &budget, plan: &plan)
-    promote(&state, challenger.slot, pool: poolName,
-            reason: .displaces(incumbent: loser.name, intensity: challenger.intensity,
-                               incumbentIntensity: loser.intensity, margin: flap.challengerMargin),
-            now: now, budget: &budget, plan: &plan)
+    // The promote waits for the demote to be done: if it fails the VF was
+    // never free. Next cycle the freed VF goes to the best challenger then.
+    plan.holds.append(Hold(vm: state.tracks[challenger.slot].identity, wants: "promote",
+                           reason: .displaces(incumbent: loser.name, intensity: challenger.intensity,
+                                              incumbentIntensity: loser.intensity, margin: flap.challengerMargin)))
   }
 }
 
 /// Full: the weakest incumbent that may leave is the one to beat. `nil`,
 /// with the hold that says why, when none is.
-private func incumbentToDisplace(by challenger: Contender, _ incumbents: [Contender], _ tracks: Span<VMTrack>,
+private func incumbentToDisplace(by challenger: Contender, _ incumbents: [Contender], _ tracks: [VMTrack],
                                  _ flap: AntiFlap, now: Instant, inUse: Int, usable: Int, budget: Int,
                                  plan: inout Plan) -> Int? {
-  let movable = incumbents.lastIndex { antiFlapBlock(tracks[$0.slot], flap, now: now, needsDwell: true) == nil }
+  // The tracks as an array, not a Span: with the unmeasured test the
+  // release compiler's ownership verifier trips on the Span (Swift 6.2).
+  let movable = incumbents.lastIndex {
+    !$0.unmeasured && antiFlapBlock(tracks[$0.slot], flap, now: now, needsDwell: true) == nil
+  }
   guard let m = movable, challenger.beats(incumbents[m], margin: flap.challengerMargin) else {
     let reason: Reason = incumbents.last.map {
       .incumbentsHold(weakest: $0.name, weakestIntensity: $0.intensity, intensity: challenger.intensity,
@@ -475,7 +585,7 @@ private func incumbentToDisplace(by challenger: Contender, _ incumbents: [Conten
     plan.holds.append(Hold(vm: tracks[challenger.slot].identity, wants: "promote", reason: reason))
     return nil
   }
-  guard budget >= 2 else {
+  guard budget >= 1 else {
     plan.holds.append(Hold(vm: tracks[challenger.slot].identity, wants: "promote",
                            reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
     return nil
@@ -496,6 +606,10 @@ private func antiFlapBlock(_ track: VMTrack, _ flap: AntiFlap, now: Instant, nee
   if let last = track.swaps.last, now - last < flap.cooldownSeconds {
     return .cooldown(remainingSeconds: flap.cooldownSeconds - (now - last))
   }
+  return hourlyBlock(track, flap, now: now)
+}
+
+private func hourlyBlock(_ track: VMTrack, _ flap: AntiFlap, now: Instant) -> Reason? {
   let recent = track.swaps.reduce(0) { $0 + (now - $1 < 3600 ? 1 : 0) }
   if recent >= flap.maxSwapsPerVMPerHour {
     return .hourlyBudgetSpent(swapsInLastHour: recent, limit: flap.maxSwapsPerVMPerHour)
@@ -503,12 +617,28 @@ private func antiFlapBlock(_ track: VMTrack, _ flap: AntiFlap, now: Instant, nee
   return nil
 }
 
+/// Forced moves skip dwell and cooldown, but not failure: after one they
+/// back off, and after a few in a row they keep to the hourly budget too.
+private func forcedBlock(_ track: VMTrack, _ flap: AntiFlap, now: Instant) -> Reason? {
+  guard track.failures > 0 else { return nil }
+  if let retry = track.retryAt, now < retry {
+    return .backingOff(failures: track.failures, remainingSeconds: retry - now)
+  }
+  return track.failures >= ForcedBackoff.hourlyAfter ? hourlyBlock(track, flap, now: now) : nil
+}
+
 private func recordSwap(_ track: inout VMTrack, now: Instant) {
   track.swaps.removeAll { now - $0 >= 3600 }
   track.swaps.append(now)
   // The counters will come from another device: start the baseline afresh.
+  // The live agent has no rate for the interval after a swap (its counter
+  // source changed); dropping the baseline here makes a replay see the same.
   track.aboveSince = nil
   track.belowSince = nil
+  track.lastCounters = nil
+  track.lastAt = nil
+  track.intervalBytes = nil
+  track.intervalPackets = nil
 }
 
 private func promote(_ state: inout EngineState, _ slot: Int, pool: String, reason: Reason, now: Instant,

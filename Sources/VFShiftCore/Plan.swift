@@ -14,6 +14,8 @@ public enum Reason: Sendable, Equatable, CustomStringConvertible {
   case cooldown(remainingSeconds: Double)
   case hourlyBudgetSpent(swapsInLastHour: Int, limit: Int)
   case cycleBudgetSpent(limit: Int)
+  case notMeasured(NoRate)
+  case backingOff(failures: Int, remainingSeconds: Double)
 
   public var description: String {
     switch self {
@@ -36,6 +38,9 @@ public enum Reason: Sendable, Equatable, CustomStringConvertible {
     case let .cooldown(s): "cooling down after its last swap (\(fmt(s.rounded(.up))) s left)"
     case let .hourlyBudgetSpent(n, l): "swap budget spent (\(n) swaps in the last hour, limit \(l))"
     case let .cycleBudgetSpent(l): "swap budget for this cycle spent (limit \(l))"
+    case let .notMeasured(why): "not measured yet: \(why.description)"
+    case let .backingOff(n, s):
+      "backing off after \(n) failed swap\(n == 1 ? "" : "s") in a row (\(fmt(s.rounded(.up))) s left)"
     }
   }
 
@@ -56,6 +61,35 @@ public enum Reason: Sendable, Equatable, CustomStringConvertible {
     case .cooldown: "cooldown"
     case .hourlyBudgetSpent: "hourly-budget"
     case .cycleBudgetSpent: "cycle-budget"
+    case .notMeasured: "not-measured"
+    case .backingOff: "backoff"
+    }
+  }
+}
+
+/// Why a VM has no rate this cycle.
+public enum NoRate: String, Sendable, Equatable, CustomStringConvertible {
+  /// Its NIC has no traffic source (a VF nobody can read).
+  case unknown
+  /// No fresh sample this cycle.
+  case stale
+  /// A first reading of this source: a baseline, the rate comes next cycle
+  /// (a new track after a restart, a VM that came back, the NIC after a swap).
+  case baseline
+
+  public init(_ reading: CounterReading) {
+    switch reading {
+    case .unknown: self = .unknown
+    case .stale: self = .stale
+    case .known: self = .baseline
+    }
+  }
+
+  public var description: String {
+    switch self {
+    case .unknown: "its NIC has no traffic source, rate unknown"
+    case .stale: "no fresh sample this cycle (a gap restarts the sustain clocks)"
+    case .baseline: "first reading of its counters, no rate until the next cycle"
     }
   }
 }

@@ -35,11 +35,19 @@ public struct ReplayReport: Sendable, Equatable {
   public var eligibleBytes = 0.0
   public var eligibleVFBytes = 0.0
   public var oracleEligibleVFBytes = 0.0
+  /// What the eligible VMs would have moved on VFs had each interval's VFs
+  /// gone to the pool's busiest VMs of the interval before, swaps free: the
+  /// best a causal policy without forecasting can do.
+  public var reactiveEligibleVFBytes = 0.0
+  /// Seconds managed VMs were present, summed over them: what "per VM" means.
+  public var managedVMSeconds = 0.0
 
   public var swapCount: Int { swaps.count }
+  /// Swaps of managed VMs per 10 minutes each was present: a VM present for
+  /// a day of a week's trace weighs a seventh.
   public var swapsPerVMPer10Min: Double {
-    guard managedVMs > 0, durationSeconds > 0 else { return 0 }
-    return Double(swaps.count) / Double(managedVMs) / (durationSeconds / 600)
+    guard managedVMSeconds > 0 else { return 0 }
+    return Double(swaps.count) / (managedVMSeconds / 600)
   }
   /// Mean VFs in use over the trace, as a share of the VFs the policy may use.
   public var occupancy: Double? {
@@ -48,6 +56,7 @@ public struct ReplayReport: Sendable, Equatable {
   }
   public var eligibleVFByteShare: Double? { eligibleBytes > 0 ? eligibleVFBytes / eligibleBytes : nil }
   public var oracleEligibleVFByteShare: Double? { eligibleBytes > 0 ? oracleEligibleVFBytes / eligibleBytes : nil }
+  public var reactiveEligibleVFByteShare: Double? { eligibleBytes > 0 ? reactiveEligibleVFBytes / eligibleBytes : nil }
   public var medianPromoteDelaySeconds: Double? { percentile(promoteDelays, 0.5) }
   public var p90PromoteDelaySeconds: Double? { percentile(promoteDelays, 0.9) }
 }
@@ -62,6 +71,7 @@ private struct OracleCandidate {
   var pool = 0
   var pinned = false
   var bytes = 0.0
+  var vm: Int32 = 0
 }
 
 /// The sum of the `k` largest values (all of them when there are no more).
@@ -71,6 +81,27 @@ private func sumOfLargest(_ xs: inout [Double], _ k: Int) -> Double {
   var sum = 0.0
   for x in xs.prefix(k) { sum += x }
   return sum
+}
+
+/// Who of a list `sumOfLargest` has just looked at is among its `k`
+/// largest: everyone over the k-th value, and as many equal to it as fit.
+private struct Cut {
+  var threshold = -Double.infinity
+  var ties = Int.max
+
+  init(_ xs: [Double], _ k: Int) {
+    guard xs.count > k else { return }  // all of them (sumOfLargest sorted nothing)
+    guard k > 0 else { threshold = .infinity; ties = 0; return }
+    threshold = xs[k - 1]  // sorted, descending
+    ties = 0
+    for x in xs.prefix(k) where x == threshold { ties += 1 }
+  }
+
+  mutating func admits(_ x: Double) -> Bool {
+    if x > threshold { return true }
+    if x == threshold && ties > 0 { ties -= 1; return true }
+    return false
+  }
 }
 
 public struct ReplayOptions: Sendable {
@@ -114,6 +145,11 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
   report.usableVFs = usable.reduce(0, +)
   let pools = Dictionary(uniqueKeysWithValues: zip(policy.pools.map(\.name), poolSizes.map { PoolCapacity(total: $0) }))
   let flapWindow = max(policy.antiFlap.minDwellSeconds, 300)
+  // Managed VMs present in the cycle's interval, for the per-VM swap rate.
+  var managedPresent = 0
+  // The reactive bound's riders: `rideCycle[v] == k` when VM v rides the
+  // VFs in cycle k (chosen at k − 1); a stamp, so nothing is cleared.
+  var rideCycle = [Int](repeating: -1, count: vmCount)
   // Per-class numbers looked up once, not per sample.
   let classPool = policy.classes.map { c in c.vf == .never ? -1 : (c.pool.flatMap(policy.poolIndex(named:)) ?? -1) }
   let classPinned = policy.classes.map { $0.vf == .always }
@@ -138,6 +174,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
   for k in trace.cycles.indices {
     if k % progressEvery == 0, let progress = options.progress { progress(Double(k) / Double(trace.cycles.count)) }
     let now = trace.cycles[k].at
+    let interval = previousAt.map { now - $0 } ?? 0
     if let p = previousAt {
       let dt = now - p
       report.durationSeconds += dt
@@ -153,11 +190,14 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
         placement[Int(v)] = .virtio
       }
       presentKey = trace.cycles[k].present
+      managedPresent = presentKey.reduce(0) { $0 + (classOfVM[Int($1)] >= 0 ? 1 : 0) }
       observation.vms = presentKey.map {
         VMObservation(identity: trace.vms[Int($0)], placement: placement[Int($0)], reading: .stale)
       }
       sampled = Array(repeating: false, count: presentKey.count)
     }
+    // The interval ending now counts the managed VMs present at its end.
+    report.managedVMSeconds += interval * Double(managedPresent)
     var slotOf: [Int32: Int] = [:]
     if trace.cycles[k].samples.count < presentKey.count || presentKey.count > 64 {
       for (i, v) in presentKey.enumerated() { slotOf[v] = i }
@@ -170,7 +210,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       oracleCandidates = Array(repeating: OracleCandidate(), count: sampleRange.count)
     }
     var candidateCount = 0
-    var eligibleBytes = 0.0, eligibleVFBytes = 0.0, missedBursts = 0
+    var eligibleBytes = 0.0, eligibleVFBytes = 0.0, missedBursts = 0, reactiveBytes = 0.0
     do {
       var vms = observation.vms.mutableSpan
       var fresh = sampled.mutableSpan
@@ -178,6 +218,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       var shares = report.classes.mutableSpan
       var onsets = onset.mutableSpan
       var candidates = oracleCandidates.mutableSpan
+      let rides = rideCycle.span
       var nextSlot = 0
       for s in sampleRange {
         let vm = samples[s].vm
@@ -210,7 +251,8 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
         if p >= 0 {
           eligibleBytes += bytes
           if onVF { eligibleVFBytes += bytes }
-          candidates[candidateCount] = OracleCandidate(pool: p, pinned: classPinned[c], bytes: bytes)
+          if rides[v] == k { reactiveBytes += bytes }
+          candidates[candidateCount] = OracleCandidate(pool: p, pinned: classPinned[c], bytes: bytes, vm: vm)
           candidateCount += 1
         }
         // Onset: the first sample over the promote threshold, for time-to-promote.
@@ -231,17 +273,29 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
     report.eligibleBytes += eligibleBytes
     report.eligibleVFBytes += eligibleVFBytes
     report.missedBursts += missedBursts
+    report.reactiveEligibleVFBytes += reactiveBytes
     // The oracle puts the pool's busiest eligible VMs of this interval on its
     // VFs, pinned ones first, at no cost. (Bytes are whole numbers, so the
     // sum is exact in any order.)
+    // The reactive bound's riders for the next interval are this one's
+    // busiest: the oracle's picks, read off its sorted lists as thresholds
+    // (ties go to the earlier sample, so a run is deterministic).
+    var stamps = rideCycle.mutableSpan
     for p in usable.indices where candidateCount > 0 {
       if !oraclePinned.isEmpty { oraclePinned.removeAll(keepingCapacity: true) }
       if !oracleOthers.isEmpty { oracleOthers.removeAll(keepingCapacity: true) }
       for i in 0..<candidateCount where oracleCandidates[i].pool == p {
         if oracleCandidates[i].pinned { oraclePinned.append(oracleCandidates[i].bytes) } else { oracleOthers.append(oracleCandidates[i].bytes) }
       }
-      report.oracleEligibleVFBytes += sumOfLargest(&oraclePinned, usable[p])
-      report.oracleEligibleVFBytes += sumOfLargest(&oracleOthers, max(0, usable[p] - oraclePinned.count))
+      let pinnedRoom = usable[p], othersRoom = max(0, usable[p] - oraclePinned.count)
+      report.oracleEligibleVFBytes += sumOfLargest(&oraclePinned, pinnedRoom)
+      report.oracleEligibleVFBytes += sumOfLargest(&oracleOthers, othersRoom)
+      var pinnedCut = Cut(oraclePinned, pinnedRoom), othersCut = Cut(oracleOthers, othersRoom)
+      for i in 0..<candidateCount where oracleCandidates[i].pool == p {
+        let c = oracleCandidates[i]
+        guard c.pinned ? pinnedCut.admits(c.bytes) : othersCut.admits(c.bytes) else { continue }
+        stamps[Int(c.vm)] = k + 1
+      }
     }
 
     let plan = decide(&state, policy: policy, observation: observation, now: now)
@@ -249,7 +303,8 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
     for action in plan.actions {
       guard let v = vmIndex[action.vm.uuid].map(Int.init) else { continue }
       let verb = action.verb
-      if let last = lastSwap[v], last.verb != verb, now - last.at < flapWindow { report.flaps += 1 }
+      // A reversal at the next cycle counts: on a 300 s trace that is 300 s.
+      if let last = lastSwap[v], last.verb != verb, now - last.at <= flapWindow { report.flaps += 1 }
       lastSwap[v] = (now, verb)
       report.swaps.append(.init(at: now, verb: verb, vm: action.vm.name, pool: action.pool))
       let wasOnVF: Bool = if case .vf = placement[v] { true } else { false }

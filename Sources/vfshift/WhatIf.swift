@@ -108,6 +108,7 @@ func whatifTable(trace: Trace, path: String, inputs: TraceInputs, reports: [Repl
   row("time to promote, p90") { seconds($0.p90PromoteDelaySeconds) }
   row("bursts over before promotion") { "\($0.missedBursts)" }
   row("eligible VMs' bytes on a VF") { percent($0.eligibleVFByteShare) }
+  row("  reactive bound, same caps") { percent($0.reactiveEligibleVFByteShare) }
   row("  oracle, same caps") { percent($0.oracleEligibleVFByteShare) }
   row("  policy / oracle") { r in
     guard let p = r.eligibleVFByteShare, let o = r.oracleEligibleVFByteShare, o > 0 else { return "—" }
@@ -128,6 +129,8 @@ func whatifTable(trace: Trace, path: String, inputs: TraceInputs, reports: [Repl
     }.joined(separator: "   ") + "\n"
     if i == 0 { out += String(repeating: "─", count: widths.reduce(0, +) + 3 * (widths.count - 1)) + "\n" }
   }
+  out += "\nReactive bound: each interval, the pool's busiest eligible VMs of the interval before ride its VFs, at no swap cost"
+    + " — the best a causal policy without forecasting can do."
   out += "\nOracle: each interval, the pool's busiest eligible VMs ride its VFs, at no swap cost — an upper bound."
   return out
 }
@@ -146,7 +149,8 @@ struct WhatifJSON: Encodable {
     var name: String; var managedVMs: Int; var usableVFs: Int; var swaps: Int; var flaps: Int
     var swapsPerVMPer10Min: Double; var vfOccupancy: Double?
     var medianPromoteDelaySeconds: Double?; var p90PromoteDelaySeconds: Double?; var missedBursts: Int
-    var eligibleVFByteShare: Double?; var oracleEligibleVFByteShare: Double?; var shareOfOracle: Double?
+    var eligibleVFByteShare: Double?; var reactiveEligibleVFByteShare: Double?; var oracleEligibleVFByteShare: Double?
+    var shareOfOracle: Double?
     var classes: [ClassJSON]
     var ambiguousVMs: [String: [String]]
   }
@@ -167,7 +171,8 @@ func whatifJSON(trace: Trace, path: String, inputs: TraceInputs, reports: [Repla
             swapsPerVMPer10Min: r.swapsPerVMPer10Min, vfOccupancy: r.occupancy,
             medianPromoteDelaySeconds: r.medianPromoteDelaySeconds, p90PromoteDelaySeconds: r.p90PromoteDelaySeconds,
             missedBursts: r.missedBursts,
-            eligibleVFByteShare: r.eligibleVFByteShare, oracleEligibleVFByteShare: r.oracleEligibleVFByteShare,
+            eligibleVFByteShare: r.eligibleVFByteShare, reactiveEligibleVFByteShare: r.reactiveEligibleVFByteShare,
+            oracleEligibleVFByteShare: r.oracleEligibleVFByteShare,
             shareOfOracle: r.eligibleVFByteShare.flatMap { p in r.oracleEligibleVFByteShare.map { $0 > 0 ? p / $0 : 0 } },
             classes: r.classes.map { .init(name: $0.name, vms: $0.vms, bytes: $0.bytes, vfByteShare: $0.byteShare,
                                            packets: $0.packets, vfPacketShare: $0.packetShare) },

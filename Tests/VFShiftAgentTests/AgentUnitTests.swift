@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import VFShiftCore
 @testable import VFShiftAgent
@@ -249,4 +250,48 @@ func recordSameNameNewUUID() throws {
   #expect(trace.vms.map(\.uuid) == ["uuid-old", "uuid-new"])
   #expect(trace.vms.map(\.name) == ["web", "web"])
   #expect(trace.cycles.map(\.present) == [[0], [1]])
+}
+
+@Test("the agent's history of decisions is bounded: a forced move retried for months does not grow it")
+func decisionsBounded() throws {
+  let agent = try Agent(config: AgentConfig(policyPath: "\(TestBed.packageRoot.path)/policies/paper-multinetwork.json"),
+                        log: EventLog(write: { _ in }))
+  let vm = VMIdentity(uuid: "u1", name: "vm1")
+  let plan = Plan(actions: [.demote(vm: vm, pool: "x540", reason: .classNever(className: "low"))])
+  for t in 0..<(3 * Agent.decisionsKept) { agent.recordDecisions(plan, now: Instant(seconds: Double(t))) }
+  #expect(agent.decisions.count <= Agent.decisionsKept)
+  #expect(agent.decisions.count >= Agent.decisionsKept / 2)
+  #expect(agent.decisions.last?.at == Double(3 * Agent.decisionsKept - 1))
+}
+
+@Test("a VM on a VF that cannot be measured: a metric per pool, and one log line when it starts and one when it ends")
+func unmeasuredSeen() throws {
+  let lines = Mutex<[String]>([])
+  let agent = try Agent(config: AgentConfig(policyPath: "\(TestBed.packageRoot.path)/policies/paper-multinetwork.json"),
+                        log: EventLog(write: { line in lines.withLock { $0.append(line) } }))
+  let vm = VMIdentity(uuid: "u7", name: "vm7")
+  let policy = agent.policy
+  func cycle(_ t: Double, _ reading: CounterReading) {
+    let observation = Observation(vms: [VMObservation(identity: vm, placement: .vf(pool: "x540"), reading: reading)],
+                                  pools: ["x540": PoolCapacity(total: 2)])
+    let plan = agent.metrics.withEngine { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
+    agent.report(plan, observation: observation, now: Instant(seconds: t))
+  }
+  func known(_ t: Double) -> CounterReading {
+    .known(source: "vnet0", counters: VMCounters(rxBytes: UInt64(t) * 3_000_000, txBytes: 0, rxPackets: nil, txPackets: nil),
+           at: Instant(seconds: t))
+  }
+  cycle(1, known(1)); cycle(2, known(2))
+  #expect(agent.metrics.render().contains("vfshift_vms_unmeasured{pool=\"x540\"} 0"))
+  for t in 3...12 { cycle(Double(t), .unknown) }
+  #expect(agent.metrics.render().contains("vfshift_vms_unmeasured{pool=\"x540\"} 1"))
+  cycle(13, known(13)); cycle(14, known(14))
+  #expect(agent.metrics.render().contains("vfshift_vms_unmeasured{pool=\"x540\"} 0"))
+  let measurement = lines.withLock { $0 }.filter { $0.contains("\"measurement\"") }
+  #expect(measurement.count == 2, "\(measurement)")
+  #expect(measurement.first?.contains("\"measured\":false") == true)
+  #expect(measurement.first?.contains("\"why\":\"unknown\"") == true)
+  #expect(measurement.last?.contains("\"measured\":true") == true)
+  // The hold says why in status and the log: not moved on a rate nobody measured.
+  #expect(lines.withLock { $0 }.contains { $0.contains("not-measured") && $0.contains("vm7") })
 }

@@ -11,6 +11,13 @@ struct Simulation {
   var counters: [String: VMCounters] = [:]
   var source: [String: String] = [:]
   var unknown: Set<String> = []
+  /// VMs whose sample is missed this cycle (a stale reading).
+  var stale: Set<String> = []
+  /// VMs whose swaps fail: their placement stays as it was.
+  var failing: Set<String> = []
+  /// How the driver tells the engine what became of each action (the agent's
+  /// part after acting); nil = the engine is told nothing.
+  var report: (@Sendable (inout EngineState, Action, _ succeeded: Bool, Instant) -> Void)?
   var poolSizes: [String: Int]
   var heldByOthers: [String: Int] = [:]
   var log: [(at: Double, action: Action)] = []
@@ -44,6 +51,7 @@ struct Simulation {
       c.rxPackets = c.rxPackets.map { $0 + UInt64(packets[vm.name] ?? 0) }
       counters[vm.name] = c
       let reading: CounterReading = unknown.contains(vm.name) ? .unknown
+        : stale.contains(vm.name) ? .stale
         : .known(source: source[vm.name]!, counters: c, at: now)
       observations.append(VMObservation(identity: vm, placement: placement[vm.name]!, reading: reading))
     }
@@ -52,6 +60,9 @@ struct Simulation {
     let plan = decide(&state, policy: policy, observation: Observation(vms: observations, pools: pools), now: now)
     for action in plan.actions {
       log.append((now.seconds, action))
+      let fails = failing.contains(action.vm.name)
+      report?(&state, action, !fails, now)
+      if fails { continue }
       switch action {
       case .promote(let vm, let pool, _): placement[vm.name] = .vf(pool: pool)
       case .demote(let vm, _, _): placement[vm.name] = .virtio
@@ -59,6 +70,13 @@ struct Simulation {
     }
     return plan
   }
+
+  /// The agent stopped and started again: the engine's memory is gone, the
+  /// VMs stay where they are.
+  mutating func restart() { state = EngineState() }
+
+  /// The rules of this cycle's holds, by VM.
+  func holds(_ plan: Plan) -> [String] { plan.holds.map { "\($0.vm.name): \($0.reason.rule)" } }
 
   var onVF: [String] {
     vms.map(\.name).filter { if case .vf = placement[$0]! { true } else { false } }
