@@ -5,9 +5,9 @@ import VFShiftCore
 /// The agent's Prometheus metrics, rendered in the text exposition format.
 /// Names follow `<namespace>_<subsystem>_<what>_<unit>`; labels stay few.
 public final class Metrics: Sendable {
-  struct PoolGauge: Sendable { var capacity = 0; var used = 0; var cap = 0 }
+  struct PoolGauge: Sendable, Equatable { var capacity = 0; var used = 0; var cap = 0 }
   struct VMGauge: Sendable { var className: String; var bytesPerSecond: Double?; var packetsPerSecond: Double?; var onVF: Bool }
-  struct State: Sendable {
+  struct State: Sendable, Equatable {
     var pools: [String: PoolGauge] = [:]
     var swaps: [String: Int] = [:]          // "verb|outcome"
     var swapDurations: [Double] = []        // bucket counts
@@ -27,6 +27,15 @@ public final class Metrics: Sendable {
   /// (copy-on-write) and free the old ones: a third of the cycle's
   /// instructions (bench-agent under callgrind).
   let engine = Mutex(EngineState())
+  /// Counts the changes to `engine`: with `state`, what a rendered exposition
+  /// is current for.
+  let engineChanges = Atomic<UInt64>(0)
+  /// The last exposition and what it was rendered from, so scrapes between
+  /// two changes (Prometheus, or 200 at once) get the same bytes without
+  /// rendering again; and the last per-VM rows, served while the cycle holds
+  /// the engine: a scrape never waits for the cycle (issue #16).
+  let rendered = Mutex<(state: State, engineChanges: UInt64, bytes: [UInt8])?>(nil)
+  let lastRows = Mutex<[(name: String, gauge: VMGauge)]>([])
 
   public init() {
     state.withLock { $0.swapDurations = Array(repeating: 0, count: Metrics.buckets.count) }
@@ -42,7 +51,15 @@ public final class Metrics: Sendable {
 
   /// Runs `body` on the engine state, in place, under the scrape's lock.
   func withEngine<R: Sendable>(_ body: (inout EngineState) -> R) -> R {
-    engine.withLock { body(&$0) }
+    engine.withLock { e in
+      defer { engineChanges.add(1, ordering: .releasing) }
+      return body(&e)
+    }
+  }
+
+  /// Reads the engine state without counting a change (the control socket).
+  func withEngineRead<R: Sendable>(_ body: (EngineState) -> R) -> R {
+    engine.withLock { body($0) }
   }
 
   func swapFinished(verb: String, outcome: String, seconds: Double) {
@@ -60,18 +77,38 @@ public final class Metrics: Sendable {
 
   func error(_ kind: String) { state.withLock { $0.errors[kind, default: 0] += 1 } }
 
-  /// The whole registry, as Prometheus scrapes it.
-  public func render() -> String {
+  /// The exposition a scrape gets: rendered at most once per change, and
+  /// never waiting on the cycle (a cycle in progress is shown as it was).
+  public func exposition() -> [UInt8] {
     let s = state.withLock { $0 }
+    let changes = engineChanges.load(ordering: .acquiring)
+    if let r = rendered.withLock({ $0 }), r.engineChanges == changes, r.state == s { return r.bytes }
+    if let rows = engine.withLockIfAvailable({ Metrics.rows($0) }) {
+      lastRows.withLock { $0 = rows }
+      let bytes = Array(render(s, rows).utf8)
+      rendered.withLock { $0 = (s, changes, bytes) }
+      return bytes
+    }
+    return Array(render(s, lastRows.withLock { $0 }).utf8)
+  }
+
+  static func rows(_ engine: EngineState) -> [(name: String, gauge: VMGauge)] {
     var vmRows: [(name: String, gauge: VMGauge)] = []
-    engine.withLock { engine in
-      let classNames = engine.classNames
-      engine.forEachVM { vm, c, bytes, packets, _, onVF in
-        guard c >= 0, c < classNames.count else { return }
-        vmRows.append((vm.name, VMGauge(className: classNames[c], bytesPerSecond: bytes, packetsPerSecond: packets, onVF: onVF)))
-      }
+    let classNames = engine.classNames
+    engine.forEachVM { vm, c, bytes, packets, _, onVF in
+      guard c >= 0, c < classNames.count else { return }
+      vmRows.append((vm.name, VMGauge(className: classNames[c], bytesPerSecond: bytes, packetsPerSecond: packets, onVF: onVF)))
     }
     vmRows.sort { $0.name < $1.name }
+    return vmRows
+  }
+
+  /// The whole registry, as Prometheus scrapes it.
+  public func render() -> String {
+    render(state.withLock { $0 }, engine.withLock { Metrics.rows($0) })
+  }
+
+  func render(_ s: State, _ vmRows: [(name: String, gauge: VMGauge)]) -> String {
     var out = ""
     func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
     func label(_ v: String) -> String { v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n") }
