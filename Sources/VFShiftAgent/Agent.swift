@@ -120,8 +120,7 @@ public final class Agent: @unchecked Sendable {
     }
     defer { listener?.stop() }
     // Without its control socket the agent still runs: `vfshift status` falls back to the file.
-    let controlPath = config.controlPath ?? ((config.statusPath as NSString).deletingLastPathComponent as NSString)
-      .appendingPathComponent("control.sock")
+    let controlPath = config.controlPath ?? controlSocketPath(besideStatus: config.statusPath)
     var control: ControlListener?
     do {
       try? FileManager.default.createDirectory(atPath: (controlPath as NSString).deletingLastPathComponent,

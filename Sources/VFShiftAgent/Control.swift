@@ -31,6 +31,7 @@ public struct VMDecisionChain: Codable, Sendable, Equatable {
   public var pool: String?
   public var priority: Int?
   public var placement: String
+  public var onVF: Bool
   public var rateSource: String?
   public var intervalBytesPerSecond: Double?
   public var intervalPacketsPerSecond: Double?
@@ -80,7 +81,7 @@ extension Agent {
       }
       let out = VMDecisionChain(
         vm: chain.vm, uuid: chain.uuid, className: chain.className, vf: chain.vf, pool: chain.pool, priority: chain.priority,
-        placement: placement, rateSource: chain.rateSource, intervalBytesPerSecond: chain.intervalBytesPerSecond,
+        placement: placement, onVF: chain.onVF, rateSource: chain.rateSource, intervalBytesPerSecond: chain.intervalBytesPerSecond,
         intervalPacketsPerSecond: chain.intervalPacketsPerSecond, smoothedBytesPerSecond: chain.smoothedBytesPerSecond,
         smoothedPacketsPerSecond: chain.smoothedPacketsPerSecond, intensive: chain.intensive, intensity: chain.intensity,
         promote: threshold(chain.promote, chain.above), demote: threshold(chain.demote, chain.below),
@@ -138,4 +139,15 @@ func statusRows(_ observation: Observation, plan: Plan, policy: Policy, state: E
                           decision: decisions.isEmpty ? "keep" : decisions[identity.uuid] ?? "keep"))
   }
   return rows
+}
+
+/// The agent's control socket beside a status file (what `vfshift run` uses by default).
+public func controlSocketPath(besideStatus statusPath: String) -> String {
+  ((statusPath as NSString).deletingLastPathComponent as NSString).appendingPathComponent("control.sock")
+}
+
+/// Asks the agent on the control socket at `path`; nil when none answers
+/// within `timeout` seconds.
+public func askAgent(socket path: String, _ request: String, timeout: Double = 2) -> [UInt8]? {
+  askUnix(path, Array((request + "\n").utf8), timeout: timeout)
 }

@@ -26,7 +26,8 @@ enum MetricsHTTP {
   static func parse(_ input: [UInt8], exposition: () -> [UInt8]) -> Parsed {
     guard let end = headerEnd(input) else { return .incomplete }
     let head = String(decoding: input[..<end], as: UTF8.self)
-    var lines = head.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
+    // "\r\n" is one Character in Swift: split on either line end.
+    var lines = head.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\r\n" || $0 == "\n" })
     while lines.last?.isEmpty == true { lines.removeLast() }
     let bad: Parsed = .answer(consumed: input.count, response: error("400 Bad Request", "malformed request"), close: true)
     guard let requestLine = lines.first else { return bad }

@@ -304,9 +304,12 @@ final class PollServer: @unchecked Sendable {
 
   /// Answers the request at the head of the input, if it is complete.
   private func answer(_ i: Int, _ now: Double) {
-    switch parse(connections[i].input) {
+    // Only the first maxRequestBytes are looked at: a request that does not
+    // end within them is refused, however fast the rest arrived.
+    let input = connections[i].input
+    switch parse(input.count > limits.maxRequestBytes ? Array(input[..<limits.maxRequestBytes]) : input) {
     case .incomplete:
-      if connections[i].input.count > limits.maxRequestBytes { refuse(i, tooLarge, now); return }
+      if input.count >= limits.maxRequestBytes { refuse(i, tooLarge, now); return }
     case let .answer(consumed, response, close):
       connections[i].input.removeFirst(min(consumed, connections[i].input.count))
       connections[i].requestStarted = connections[i].input.isEmpty ? nil : now
