@@ -311,3 +311,87 @@ func rssAnonKB() -> Int {
     #expect(throws: SystemCallError.self) { try ControlListener(path: scratch.file("control.sock")) { _ in [] } }
   }
 }
+
+@Suite("Listeners: snapshot and status") struct SnapshotAndStatusTests {
+  @Test("a scrape is answered while the cycle holds the engine state (it renders the last snapshot)")
+  func scrapeDuringCycle() throws {
+    let metrics = try busyMetrics()
+    let listener = try MetricsListener(address: "127.0.0.1:0") { metrics.exposition() }
+    defer { listener.stop() }
+    let first = try Client(port: port(listener))
+    first.send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    let before = try #require(first.readResponse()).body
+    // A cycle in progress: the engine held until the scrape has been answered.
+    let holding = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+    Thread {
+      _ = metrics.withEngine { _ in holding.signal(); release.wait() }
+      done.signal()
+    }.start()
+    holding.wait()
+    let during = try Client(port: port(listener), receiveTimeout: 2)
+    during.send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    let answer = during.readResponse()
+    release.signal()
+    done.wait()
+    let body = try #require(answer, "the scrape waited for the cycle").body
+    #expect(body == before, "the last snapshot's rows")
+  }
+
+  @Test("vfshift status asks the running agent; status VM prints its decision chain; without the agent, the file (noted); a bad file is named")
+  func statusFromAgent() async throws {
+    let scratch = Scratch("status")
+    try FileManager.default.createDirectory(atPath: scratch.path, withIntermediateDirectories: true,
+                                            attributes: [.posixPermissions: 0o755])
+    // libvirt's test driver, in the agent's process: three domains, no bed needed.
+    var xml = "<node>\n"
+    for i in 0..<3 {
+      xml += "<domain type='test'><name>vm\(i)</name><uuid>00000000-0000-4000-8000-00000000000\(i)</uuid><memory>65536</memory>"
+      xml += "<vcpu>1</vcpu><os><type>hvm</type></os><devices><interface type='bridge'><mac address='52:54:00:00:00:0\(i)'/>"
+      xml += "<source bridge='br-none'/><target dev='vfst\(i)'/><model type='virtio'/><alias name='ua-net0'/></interface></devices></domain>\n"
+    }
+    try (xml + "</node>\n").write(toFile: scratch.file("node.xml"), atomically: true, encoding: .utf8)
+    let agent = try AgentProcess(scratch: scratch, policy: "\(TestBed.packageRoot.path)/policies/general.json",
+                                 arguments: ["--dry-run", "--connect", "test://\(scratch.file("node.xml"))", "--pool-size", "default=4"])
+    defer { if agent.process.isRunning { agent.process.terminate(); agent.process.waitUntilExit() } }
+    let socket = scratch.file("control.sock")
+    try await agent.waitFor("the control socket answering after a cycle", seconds: 30) {
+      guard let a = askAgent(socket: socket, "status") else { return false }
+      return (try? JSONDecoder().decode(AgentStatus.self, from: Data(a)))?.vms.count == 3
+    }
+    func cli(_ args: [String]) throws -> (code: Int32, out: String, err: String) {
+      let p = Process()
+      p.executableURL = URL(fileURLWithPath: vfshiftBinary)
+      p.arguments = args
+      let out = Pipe(), err = Pipe()
+      p.standardOutput = out; p.standardError = err
+      try p.run()
+      let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+      p.waitUntilExit()
+      return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+    let status = try cli(["status", "--status-file", scratch.file("status.json")])
+    #expect(status.code == 0 && status.err.isEmpty, "\(status)")
+    #expect(status.out.contains("vm1  standard"), "\(status.out)")
+    let chain = try cli(["status", "vm1", "--status-file", scratch.file("status.json")])
+    #expect(chain.code == 0, "\(chain)")
+    for line in ["class                 standard (vf: eligible, pool default, priority 0)", "rank in pool          2 of 3",
+                 "promote threshold     2.0MB/s, 5.0kpkt/s; not above (needs 10.0 s)", "decision              keep"] {
+      #expect(chain.out.contains(line), "\(line) in \(chain.out)")
+    }
+    let json = try cli(["status", "vm2", "--json", "--status-file", scratch.file("status.json")])
+    let decoded = try JSONDecoder().decode(VMDecisionChain.self, from: Data(json.out.utf8))
+    #expect(decoded.vm == "vm2" && decoded.rank == 3 && decoded.contenders == 3 && decoded.swapsPerHourLimit == 6)
+    let unknown = try cli(["status", "nope", "--status-file", scratch.file("status.json")])
+    #expect(unknown.code == 1 && unknown.err.contains("no VM 'nope' in the last cycle"), "\(unknown)")
+
+    agent.process.terminate()
+    agent.process.waitUntilExit()
+    let fallback = try cli(["status", "--status-file", scratch.file("status.json")])
+    #expect(fallback.code == 0 && fallback.err.contains("note: no agent answers at \(socket); showing \(scratch.file("status.json"))"),
+            "\(fallback)")
+    try "{\"policy\": 3}".write(toFile: scratch.file("status.json"), atomically: true, encoding: .utf8)
+    let bad = try cli(["status", "--status-file", scratch.file("status.json")])
+    #expect(bad.code == 1 && bad.err.contains("error: \(scratch.file("status.json")): not a vfshift status:"), "\(bad)")
+    #expect(bad.err.contains("at policy"), "names the field: \(bad.err)")
+  }
+}
