@@ -165,8 +165,13 @@ final class PollServer: @unchecked Sendable {
     _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
     listenFD = fd; wakeFD = wake; self.limits = limits; self.parse = parse
     self.tooLarge = tooLarge; self.timedOut = timedOut; self.admit = admit
-    let thread = Thread { [self] in serve(); finished.signal() }
-    thread.name = name
+    // Named from inside: Foundation on Linux names only the current thread,
+    // and per-thread CPU (bench-agent, bench-listen) is read by that name.
+    let thread = Thread { [self] in
+      Thread.current.name = name
+      serve()
+      finished.signal()
+    }
     thread.start()
   }
 
