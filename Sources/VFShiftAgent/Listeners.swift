@@ -10,11 +10,12 @@ enum MetricsHTTP {
     <p><a href="/metrics">Metrics</a></p></body></html>\n
     """.utf8)
 
+  static func header(_ status: String, _ type: String, length: Int, keepAlive: Bool, extra: String = "") -> [UInt8] {
+    Array("HTTP/1.1 \(status)\r\nContent-Type: \(type)\r\nContent-Length: \(length)\r\n\(extra)Connection: \(keepAlive ? "keep-alive" : "close")\r\n\r\n".utf8)
+  }
   static func response(_ status: String, _ type: String, _ body: [UInt8], keepAlive: Bool, head: Bool = false,
                        extra: String = "") -> [UInt8] {
-    var out = Array("HTTP/1.1 \(status)\r\nContent-Type: \(type)\r\nContent-Length: \(body.count)\r\n\(extra)Connection: \(keepAlive ? "keep-alive" : "close")\r\n\r\n".utf8)
-    if !head { out += body }
-    return out
+    header(status, type, length: body.count, keepAlive: keepAlive, extra: extra) + (head ? [] : body)
   }
   static func error(_ status: String, _ text: String, extra: String = "") -> [UInt8] {
     response(status, "text/plain; charset=utf-8", Array("\(text)\n".utf8), keepAlive: false, extra: extra)
@@ -63,8 +64,13 @@ enum MetricsHTTP {
                                                             extra: "Allow: GET, HEAD\r\n"), close: !keepAlive)
     }
     let isHead = method == "HEAD"
+    if path == "/metrics" {
+      let body = exposition()
+      return .answer(consumed: consumed, response: header("200 OK", "text/plain; version=0.0.4; charset=utf-8", length: body.count,
+                                                         keepAlive: keepAlive),
+                     body: isHead ? [] : body, close: !keepAlive)
+    }
     let answer: [UInt8] = switch path {
-    case "/metrics": response("200 OK", "text/plain; version=0.0.4; charset=utf-8", exposition(), keepAlive: keepAlive, head: isHead)
     case "/": response("200 OK", "text/html; charset=utf-8", index, keepAlive: keepAlive, head: isHead)
     default: response("404 Not Found", "text/plain; charset=utf-8", Array("vfshift serves /metrics\n".utf8), keepAlive: keepAlive, head: isHead)
     }

@@ -113,9 +113,10 @@ struct ListenerLimits: Sendable {
 /// What a protocol makes of the bytes a connection has sent so far.
 enum Parsed: Sendable {
   case incomplete
-  /// The first `consumed` bytes are answered by `response`; `close` ends the
-  /// connection once it is sent.
-  case answer(consumed: Int, response: [UInt8], close: Bool)
+  /// The first `consumed` bytes are answered by `response` then `body`
+  /// (apart, so a cached body is sent from where it is, not copied per
+  /// request); `close` ends the connection once they are sent.
+  case answer(consumed: Int, response: [UInt8], body: [UInt8] = [], close: Bool)
 }
 
 /// One thread and one poll(2) over the listening socket and all its
@@ -128,7 +129,10 @@ final class PollServer: @unchecked Sendable {
     var fd: Int32
     var input: [UInt8] = []
     var output: [UInt8] = []
+    var body: [UInt8] = []
+    /// Bytes of output, then body, sent so far.
     var sent = 0
+    var writing: Bool { sent < output.count + body.count }
     /// When the request now arriving sent its first byte.
     var requestStarted: Double?
     var outputDeadline = 0.0
@@ -196,7 +200,7 @@ final class PollServer: @unchecked Sendable {
       fds.append(pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0))
       var next = Double.infinity
       for c in connections {
-        let writing = c.sent < c.output.count
+        let writing = c.writing
         fds.append(pollfd(fd: c.fd, events: Int16(writing ? POLLOUT : POLLIN), revents: 0))
         next = min(next, deadline(of: c))
       }
@@ -225,7 +229,7 @@ final class PollServer: @unchecked Sendable {
 
   private func deadline(of c: Connection) -> Double {
     if let d = c.drainUntil { return d }
-    if c.sent < c.output.count { return c.outputDeadline }
+    if c.writing { return c.outputDeadline }
     if let started = c.requestStarted { return started + limits.requestDeadline }
     return c.lastActive + limits.idleTimeout
   }
@@ -233,7 +237,7 @@ final class PollServer: @unchecked Sendable {
   private func expire(_ i: Int, _ now: Double) {
     let c = connections[i]
     // A request cut off at its deadline is told so; anything else just closes.
-    if c.drainUntil == nil, c.sent >= c.output.count, c.requestStarted != nil {
+    if c.drainUntil == nil, !c.writing, c.requestStarted != nil {
       refuse(i, timedOut, now)
     } else {
       connections[i].closed = true
@@ -244,6 +248,7 @@ final class PollServer: @unchecked Sendable {
     connections[i].input = []
     connections[i].requestStarted = nil
     connections[i].output = response
+    connections[i].body = []
     connections[i].sent = 0
     connections[i].outputDeadline = now + limits.requestDeadline
     connections[i].closeAfterOutput = true
@@ -269,7 +274,7 @@ final class PollServer: @unchecked Sendable {
     var victim = connections.count - 1
     var oldest = Double.infinity
     for (i, c) in connections.enumerated()
-    where !c.closed && c.requestStarted == nil && c.sent >= c.output.count && c.drainUntil == nil && c.lastActive < oldest {
+    where !c.closed && c.requestStarted == nil && !c.writing && c.drainUntil == nil && c.lastActive < oldest {
       oldest = c.lastActive
       victim = i
     }
@@ -290,9 +295,10 @@ final class PollServer: @unchecked Sendable {
     }
     if n == 0 {
       // The client is done sending: answer what it sent, if it is a request.
-      if !connections[i].input.isEmpty, case .answer(_, let response, _) = parse(connections[i].input) {
+      if !connections[i].input.isEmpty, case .answer(_, let response, let body, _) = parse(connections[i].input) {
         connections[i].input = []
         connections[i].output = response
+        connections[i].body = body
         connections[i].sent = 0
         connections[i].outputDeadline = now + limits.requestDeadline
         connections[i].closeAfterOutput = true
@@ -315,10 +321,11 @@ final class PollServer: @unchecked Sendable {
     switch parse(input.count > limits.maxRequestBytes ? Array(input[..<limits.maxRequestBytes]) : input) {
     case .incomplete:
       if input.count >= limits.maxRequestBytes { refuse(i, tooLarge, now); return }
-    case let .answer(consumed, response, close):
+    case let .answer(consumed, response, body, close):
       connections[i].input.removeFirst(min(consumed, connections[i].input.count))
       connections[i].requestStarted = connections[i].input.isEmpty ? nil : now
       connections[i].output = response
+      connections[i].body = body
       connections[i].sent = 0
       connections[i].outputDeadline = now + limits.requestDeadline
       connections[i].closeAfterOutput = close
@@ -329,11 +336,16 @@ final class PollServer: @unchecked Sendable {
 
   private func flush(_ i: Int, _ now: Double) {
     let fd = connections[i].fd
-    while connections[i].sent < connections[i].output.count {
-      let start = connections[i].sent
-      let k = connections[i].output[start...].withUnsafeBytes {
-        send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
-      }
+    while connections[i].writing {
+      let start = connections[i].sent, head = connections[i].output.count
+      let k = start < head
+        ? connections[i].output[start...].withUnsafeBytes {
+          // MSG_MORE: the header waits for the body, one segment not two.
+          send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT) | (connections[i].body.isEmpty ? 0 : Int32(MSG_MORE)))
+        }
+        : connections[i].body[(start - head)...].withUnsafeBytes {
+          send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+        }
       if k < 0 {
         if errno == EINTR { continue }
         if errno != EAGAIN { connections[i].closed = true }
@@ -342,6 +354,7 @@ final class PollServer: @unchecked Sendable {
       connections[i].sent += k
     }
     connections[i].output = []
+    connections[i].body = []
     connections[i].sent = 0
     connections[i].lastActive = now
     if connections[i].closeAfterOutput {
