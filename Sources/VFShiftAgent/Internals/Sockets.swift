@@ -169,10 +169,12 @@ final class PollServer: @unchecked Sendable {
     _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
     listenFD = fd; wakeFD = wake; self.limits = limits; self.parse = parse
     self.tooLarge = tooLarge; self.timedOut = timedOut; self.admit = admit
-    // Named from inside: Foundation on Linux names only the current thread,
-    // and per-thread CPU (bench-agent, bench-listen) is read by that name.
+    // Named from inside, through /proc: a new thread inherits its creator's
+    // name (a dispatch worker's), Foundation's Thread.name did not always
+    // replace it, and per-thread CPU (bench-agent, bench-listen) is read by it.
     let thread = Thread { [self] in
-      Thread.current.name = name
+      let comm = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+      if comm >= 0 { _ = writeAll(comm, Array(name.utf8.prefix(15))); close(comm) }
       serve()
       finished.signal()
     }
