@@ -438,8 +438,8 @@ func listenUnix(_ path: String) throws -> Int32 {
   var addr = try unixAddress(path)
   let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
   guard fd >= 0 else { throw SystemCallError(call: "socket", detail: path, errno: errno) }
-  // The mode is set before the path exists: no moment where others may connect.
-  _ = fchmod(fd, 0o600)
+  // The umask makes the path 0600 as bind creates it: no moment where
+  // others may connect (chmod after it only confirms it).
   let old = umask(0o177)
   let rc = withUnsafePointer(to: &addr) { p in
     p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
