@@ -400,55 +400,57 @@ func rssAnonKB() -> Int {
   }
 }
 
-@Test("status VM: the chain carries the engine's sustain clock, dwell left, rank and the plan's rule, as of the last cycle")
-func decisionChainFromEngine() throws {
-  let policyPath = "\(TestBed.packageRoot.path)/policies/general.json"
-  let policy = try loadPolicy(policyPath)
-  let agent = try Agent(config: AgentConfig(policyPath: policyPath))
-  var plan = Plan()
-  var observation = Observation(vms: [], pools: [:])
-  // "busy" pushes 3 MB/s (over the 2 MB/s promote threshold) from t=0; "held"
-  // has had its VF since t=0; "quiet" sends nothing.
-  for t in 0...6 {
-    func vm(_ name: String, _ bytesPerSecond: UInt64, _ placement: Placement) -> VMObservation {
-      VMObservation(identity: VMIdentity(uuid: "u-\(name)", name: name), placement: placement,
-                    reading: .known(source: "tap-\(name)", counters: VMCounters(rxBytes: bytesPerSecond * UInt64(t), txBytes: 0,
-                                                                              rxPackets: 0, txPackets: 0),
-                                    at: Instant(seconds: Double(t))),
-                    vfSince: placement == .virtio ? nil : Instant(seconds: 0))
+extension SnapshotAndStatusTests {
+  @Test("status VM: the chain carries the engine's sustain clock, dwell left, rank and the plan's rule, as of the last cycle")
+  func decisionChainFromEngine() throws {
+    let policyPath = "\(TestBed.packageRoot.path)/policies/general.json"
+    let policy = try loadPolicy(policyPath)
+    let agent = try Agent(config: AgentConfig(policyPath: policyPath))
+    var plan = Plan()
+    var observation = Observation(vms: [], pools: [:])
+    // "busy" pushes 3 MB/s (over the 2 MB/s promote threshold) from t=0; "held"
+    // has had its VF since t=0; "quiet" sends nothing.
+    for t in 0...6 {
+      func vm(_ name: String, _ bytesPerSecond: UInt64, _ placement: Placement) -> VMObservation {
+        VMObservation(identity: VMIdentity(uuid: "u-\(name)", name: name), placement: placement,
+                      reading: .known(source: "tap-\(name)", counters: VMCounters(rxBytes: bytesPerSecond * UInt64(t), txBytes: 0,
+                                                                                rxPackets: 0, txPackets: 0),
+                                      at: Instant(seconds: Double(t))),
+                      vfSince: placement == .virtio ? nil : Instant(seconds: 0))
+      }
+      observation = Observation(vms: [vm("busy", 3_000_000, .virtio), vm("held", 0, .vf(pool: "default")), vm("quiet", 0, .virtio)],
+                                pools: ["default": PoolCapacity(total: 4)])
+      let now = Instant(seconds: Double(t))
+      plan = agent.metrics.withEngine { decide(&$0, policy: policy, observation: observation, now: now) }
     }
-    observation = Observation(vms: [vm("busy", 3_000_000, .virtio), vm("held", 0, .vf(pool: "default")), vm("quiet", 0, .virtio)],
-                              pools: ["default": PoolCapacity(total: 4)])
-    let now = Instant(seconds: Double(t))
-    plan = agent.metrics.withEngine { decide(&$0, policy: policy, observation: observation, now: now) }
-  }
-  agent.lastCycle.withLock {
-    $0 = LastCycle(observation: observation, plan: plan, pools: [], policy: policy, cycle: 6, now: Instant(seconds: 6), updatedAt: "t6")
-  }
-  func chain(_ name: String) throws -> VMDecisionChain {
-    try JSONDecoder().decode(VMDecisionChain.self, from: Data(agent.controlAnswer("vm \(name)")))
-  }
-  let busy = try chain("busy")
-  #expect(busy.className == "standard" && busy.rateSource == "tap-busy" && busy.placement == "virtio")
-  #expect(busy.intervalBytesPerSecond == 3_000_000)
-  let above = try #require(busy.promote?.heldSeconds)
-  #expect(above >= 5 && above <= 6 && busy.promote?.sustainSeconds == 10, "held \(above) s of 10")
-  #expect(busy.demote?.heldSeconds == nil)
-  #expect(busy.rank == 1 && busy.contenders == 3, "the busiest ranks first")
-  let held = try chain("held")
-  #expect(held.onVF && held.placement == "vf:default")
-  #expect(held.dwellLeftSeconds == 294, "300 s dwell from t=0, at t=6")
-  let quiet = try chain("quiet")
-  #expect(quiet.rank == 3 || quiet.rank == 2)
-  #expect(String(decoding: agent.controlAnswer("vm nobody"), as: UTF8.self).contains("no VM 'nobody' in the last cycle"))
-  #expect(String(decoding: agent.controlAnswer("bogus"), as: UTF8.self).contains("unknown request 'bogus'"))
-  // What the plan said of a VM is its decision and rule.
-  if let action = plan.actions.first {
-    let c = try chain(action.vm.name)
-    #expect(c.decision == action.verb && c.rule == action.reason.rule)
-  }
-  if let hold = plan.holds.first {
-    let c = try chain(hold.vm.name)
-    #expect(c.decision.hasPrefix("hold") && c.rule == hold.reason.rule)
+    agent.lastCycle.withLock {
+      $0 = LastCycle(observation: observation, plan: plan, pools: [], policy: policy, cycle: 6, now: Instant(seconds: 6), updatedAt: "t6")
+    }
+    func chain(_ name: String) throws -> VMDecisionChain {
+      try JSONDecoder().decode(VMDecisionChain.self, from: Data(agent.controlAnswer("vm \(name)")))
+    }
+    let busy = try chain("busy")
+    #expect(busy.className == "standard" && busy.rateSource == "tap-busy" && busy.placement == "virtio")
+    #expect(busy.intervalBytesPerSecond == 3_000_000)
+    let above = try #require(busy.promote?.heldSeconds)
+    #expect(above >= 5 && above <= 6 && busy.promote?.sustainSeconds == 10, "held \(above) s of 10")
+    #expect(busy.demote?.heldSeconds == nil)
+    #expect(busy.rank == 1 && busy.contenders == 3, "the busiest ranks first")
+    let held = try chain("held")
+    #expect(held.onVF && held.placement == "vf:default")
+    #expect(held.dwellLeftSeconds == 294, "300 s dwell from t=0, at t=6")
+    let quiet = try chain("quiet")
+    #expect(quiet.rank == 3 || quiet.rank == 2)
+    #expect(String(decoding: agent.controlAnswer("vm nobody"), as: UTF8.self).contains("no VM 'nobody' in the last cycle"))
+    #expect(String(decoding: agent.controlAnswer("bogus"), as: UTF8.self).contains("unknown request 'bogus'"))
+    // What the plan said of a VM is its decision and rule.
+    if let action = plan.actions.first {
+      let c = try chain(action.vm.name)
+      #expect(c.decision == action.verb && c.rule == action.reason.rule)
+    }
+    if let hold = plan.holds.first {
+      let c = try chain(hold.vm.name)
+      #expect(c.decision.hasPrefix("hold") && c.rule == hold.reason.rule)
+    }
   }
 }
