@@ -18,6 +18,8 @@ public struct AgentConfig: Sendable {
   public static let defaultStatusPath = "/run/vfshift/status.json"
   public var statusPath = AgentConfig.defaultStatusPath
   public var lockPath = "/run/vfshift/agent.lock"
+  /// The control socket `vfshift status` asks; nil: `control.sock` beside the status file.
+  public var controlPath: String?
   /// Write the observed samples as a trace (for `whatif` on the host's own traffic).
   public var recordPath: String?
   /// Only record: observe, never decide or act.
@@ -62,6 +64,8 @@ public final class Agent: @unchecked Sendable {
   /// inventory's generation stands (the same array, for observe's cache).
   var attributed: (generation: UInt64, domains: [DomainInventory])?
   var cycle = 0
+  /// The last cycle's view, for the control socket.
+  let lastCycle = Mutex<LastCycle?>(nil)
   let startedAt = ContinuousClock.now
   /// Decisions this process made, for tests comparing with a replay: the
   /// last `decisionsKept` of them, so a forced move retried for months does
@@ -142,8 +146,22 @@ public final class Agent: @unchecked Sendable {
                           })
     var listener: MetricsListener?
     if let address = config.metricsListen {
-      listener = try MetricsListener(address: address) { [metrics] in metrics.render() }
+      listener = try MetricsListener(address: address) { [metrics] in metrics.exposition() }
     }
+    defer { listener?.stop() }
+    // Without its control socket the agent still runs: `vfshift status` falls back to the file.
+    let controlPath = config.controlPath ?? controlSocketPath(besideStatus: config.statusPath)
+    var control: ControlListener?
+    do {
+      try? FileManager.default.createDirectory(atPath: (controlPath as NSString).deletingLastPathComponent,
+                                               withIntermediateDirectories: true)
+      control = try ControlListener(path: controlPath) { [weak self] line in
+        self?.controlAnswer(line) ?? Array("{\"error\":\"agent stopping\"}\n".utf8)
+      }
+    } catch {
+      log.emit("error", ["kind": "control-socket", "error": .string("\(error)")])
+    }
+    defer { control?.stop() }
     if let path = config.recordPath { recorder = try TraceRecorder(path: path, interval: interval, pools: poolTotals) }
     let events = connection.subscribe()
     let watcher = Task { [weak self] in
@@ -154,6 +172,7 @@ public final class Agent: @unchecked Sendable {
     defer { watcher.cancel() }
     log.emit("start", ["policy": .string(policy.name), "dryRun": .bool(config.dryRun), "intervalSeconds": .number(interval),
                        "counterSource": .string(reader.source.rawValue), "metrics": .string(listener?.boundAddress ?? "off"),
+                       "control": .string(control?.path ?? "off"),
                        "pools": .object(poolTotals.mapValues { .number(Double($0)) })])
     notifySystemd("READY=1\nSTATUS=running policy \(policy.name)\(config.dryRun ? " (dry run)" : "")")
 
@@ -459,7 +478,11 @@ public final class Agent: @unchecked Sendable {
   /// Which source measures a VM, and why it is unknown: a VF as its
   /// pool's `counters` decided, a virtio NIC by its host device.
   func counterSource(_ vm: VMObservation) -> (source: String?, reason: String?) {
-    if let choice = vfSources?.choices[vm.identity.uuid] { return (choice.source.rawValue, choice.reason) }
+    counterSource(vm, choices: vfSources?.choices ?? [:])
+  }
+
+  func counterSource(_ vm: VMObservation, choices: [String: TrafficSourceChoice]) -> (source: String?, reason: String?) {
+    if let choice = choices[vm.identity.uuid] { return (choice.source.rawValue, choice.reason) }
     if case .virtio = vm.placement { return (TrafficSource.host.rawValue, nil) }
     if case .vf = vm.placement, vm.reading.isUnknown { return (TrafficSource.unknown.rawValue, "a VF passed to the guest has no host netdev") }
     if case .vf = vm.placement { return (TrafficSource.host.rawValue, nil) }
@@ -478,39 +501,8 @@ public final class Agent: @unchecked Sendable {
     // are built only for the cycles that write it.
     let writeStatus = news || cycle % 10 == 0
     var used: [String: Int] = [:]
-    var rows: [StatusRow] = []
-    if writeStatus { rows.reserveCapacity(observation.vms.count) }
-    // What the plan says of the few VMs it names, looked up per row instead
-    // of searching the plan's lists once per VM.
-    var decisions: [String: String] = [:]
-    if writeStatus {
-      for action in plan.actions where decisions[action.vm.uuid] == nil {
-        decisions[action.vm.uuid] = "\(action.verb): \(action.reason)"
-      }
-      for hold in plan.holds where decisions[hold.vm.uuid] == nil { decisions[hold.vm.uuid] = "hold: \(hold.reason)" }
-    }
     for i in observation.vms.indices {
       if case .vf(let p) = observation.vms[i].placement { used[p, default: 0] += 1 }
-    }
-    if writeStatus {
-      metrics.withEngine { state in
-        for i in observation.vms.indices {
-          let identity = observation.vms[i].identity
-          let rate = state.rate(of: identity.uuid)
-          let placement: String = switch observation.vms[i].placement {
-          case .virtio: "virtio"
-          case .vf(let p): "vf:\(p)"
-          case .transitioning: "swapping"
-          case .none: "none"
-          }
-          let source = counterSource(observation.vms[i])
-          rows.append(StatusRow(vm: identity.name, className: className(identity), placement: placement,
-                                bytesPerSecond: rate?.bytesPerSecond, packetsPerSecond: rate?.packetsPerSecond,
-                                intensive: rate?.intensive ?? false,
-                                decision: decisions.isEmpty ? "keep" : decisions[identity.uuid] ?? "keep",
-                                counterSource: source.source, counterSourceReason: source.reason))
-        }
-      }
     }
     for (p, n) in observation.pools { used[p, default: 0] += n.heldByOthers }
     var pools: [String: (capacity: Int, used: Int, cap: Int)] = [:]
@@ -525,13 +517,15 @@ public final class Agent: @unchecked Sendable {
     }
     metrics.observeWaiting(waiting)
     if let path = config.metricsTextfile { writeAtomically(metrics.render(), to: path) }
+    let last = LastCycle(observation: observation, plan: plan,
+                         pools: pools.map { .init(name: $0.key, vfs: $0.value.capacity, used: $0.value.used, cap: $0.value.cap) }
+                           .sorted { $0.name < $1.name },
+                         policy: policy, cycle: cycle, now: now, updatedAt: logTimestamp(),
+                         sources: vfSources?.choices ?? [:])
+    lastCycle.withLock { $0 = last }
     if writeStatus {
-      let status = AgentStatus(policy: policy.name, dryRun: config.dryRun, pid: Int(getpid()), cycle: cycle,
-                               intervalSeconds: interval, updatedAt: logTimestamp(),
-                               pools: pools.map { .init(name: $0.key, vfs: $0.value.capacity, used: $0.value.used, cap: $0.value.cap) }
-                                 .sorted { $0.name < $1.name },
-                               vms: rows)
-      writeAtomically(status.json, to: config.statusPath)
+      let rows = metrics.withEngineRead { statusRows(observation, plan: plan, policy: policy, state: $0, source: counterSource) }
+      writeAtomically(status(last, rows: rows).json, to: config.statusPath)
     }
   }
 }

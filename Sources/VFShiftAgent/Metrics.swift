@@ -5,9 +5,9 @@ import VFShiftCore
 /// The agent's Prometheus metrics, rendered in the text exposition format.
 /// Names follow `<namespace>_<subsystem>_<what>_<unit>`; labels stay few.
 public final class Metrics: Sendable {
-  struct PoolGauge: Sendable { var capacity = 0; var used = 0; var cap = 0 }
+  struct PoolGauge: Sendable, Equatable { var capacity = 0; var used = 0; var cap = 0 }
   struct VMGauge: Sendable { var className: String; var bytesPerSecond: Double?; var packetsPerSecond: Double?; var onVF: Bool }
-  struct State: Sendable {
+  struct State: Sendable, Equatable {
     var pools: [String: PoolGauge] = [:]
     var swaps: [String: Int] = [:]          // "verb|outcome"
     var swapDurations: [Double] = []        // bucket counts
@@ -21,8 +21,9 @@ public final class Metrics: Sendable {
     var errors: [String: Int] = [:]
     var dryRun = false
     /// Each VM on a VF: what measures it, and why it is unknown.
-    var counterSources: [(vm: String, source: String, reason: String?)] = []
+    var counterSources: [CounterSourceRow] = []
   }
+  struct CounterSourceRow: Sendable, Equatable { var vm: String; var source: String; var reason: String? }
   static let buckets: [Double] = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
   let state = Mutex(State())
   /// The agent's engine state itself, which its loop decides on in place
@@ -32,6 +33,15 @@ public final class Metrics: Sendable {
   /// (copy-on-write) and free the old ones: a third of the cycle's
   /// instructions (bench-agent under callgrind).
   let engine = Mutex(EngineState())
+  /// Counts the changes to `engine`: with `state`, what a rendered exposition
+  /// is current for.
+  let engineChanges = Atomic<UInt64>(0)
+  /// The last exposition and what it was rendered from, so scrapes between
+  /// two changes (Prometheus, or 200 at once) get the same bytes without
+  /// rendering again; and the last per-VM rows, served while the cycle holds
+  /// the engine: a scrape never waits for the cycle (issue #16).
+  let rendered = Mutex<(state: State, engineChanges: UInt64, bytes: [UInt8])?>(nil)
+  let lastRows = Mutex(EngineRows())
 
   public init() {
     state.withLock { $0.swapDurations = Array(repeating: 0, count: Metrics.buckets.count) }
@@ -47,7 +57,15 @@ public final class Metrics: Sendable {
 
   /// Runs `body` on the engine state, in place, under the scrape's lock.
   func withEngine<R: Sendable>(_ body: (inout EngineState) -> R) -> R {
-    engine.withLock { body(&$0) }
+    engine.withLock { e in
+      defer { engineChanges.add(1, ordering: .releasing) }
+      return body(&e)
+    }
+  }
+
+  /// Reads the engine state without counting a change (the control socket).
+  func withEngineRead<R: Sendable>(_ body: (EngineState) -> R) -> R {
+    engine.withLock { body($0) }
   }
 
   func swapFinished(verb: String, outcome: String, seconds: Double) {
@@ -64,7 +82,7 @@ public final class Metrics: Sendable {
   }
 
   func observeCounterSources(_ rows: [(vm: String, source: String, reason: String?)]) {
-    state.withLock { $0.counterSources = rows }
+    state.withLock { $0.counterSources = rows.map { CounterSourceRow(vm: $0.vm, source: $0.source, reason: $0.reason) } }
   }
 
   /// Per pool, the managed VMs that want one of its VFs and were held this cycle.
@@ -76,20 +94,45 @@ public final class Metrics: Sendable {
 
   func error(_ kind: String) { state.withLock { $0.errors[kind, default: 0] += 1 } }
 
+  /// The exposition a scrape gets: rendered at most once per change, and
+  /// never waiting on the cycle (a cycle in progress is shown as it was).
+  public func exposition() -> [UInt8] {
+    let s = state.withLock { $0 }
+    let changes = engineChanges.load(ordering: .acquiring)
+    if let r = rendered.withLock({ $0 }), r.engineChanges == changes, r.state == s { return r.bytes }
+    if let rows = engine.withLockIfAvailable({ Metrics.rows($0) }) {
+      lastRows.withLock { $0 = rows }
+      let bytes = Array(render(s, rows).utf8)
+      rendered.withLock { $0 = (s, changes, bytes) }
+      return bytes
+    }
+    return Array(render(s, lastRows.withLock { $0 }).utf8)
+  }
+
+  /// What the metrics take from the engine state, copied out under its lock.
+  struct EngineRows: Sendable {
+    var vms: [(name: String, gauge: VMGauge)] = []
+    var unmeasured: [(pool: String, vms: Int)] = []
+  }
+
+  static func rows(_ engine: EngineState) -> EngineRows {
+    var rows = EngineRows(unmeasured: engine.unmeasuredOnVF)
+    let classNames = engine.classNames
+    engine.forEachVM { vm, c, bytes, packets, _, onVF in
+      guard c >= 0, c < classNames.count else { return }
+      rows.vms.append((vm.name, VMGauge(className: classNames[c], bytesPerSecond: bytes, packetsPerSecond: packets, onVF: onVF)))
+    }
+    rows.vms.sort { $0.name < $1.name }
+    return rows
+  }
+
   /// The whole registry, as Prometheus scrapes it.
   public func render() -> String {
-    let s = state.withLock { $0 }
-    var vmRows: [(name: String, gauge: VMGauge)] = []
-    var unmeasured: [(pool: String, vms: Int)] = []
-    engine.withLock { engine in
-      unmeasured = engine.unmeasuredOnVF
-      let classNames = engine.classNames
-      engine.forEachVM { vm, c, bytes, packets, _, onVF in
-        guard c >= 0, c < classNames.count else { return }
-        vmRows.append((vm.name, VMGauge(className: classNames[c], bytesPerSecond: bytes, packetsPerSecond: packets, onVF: onVF)))
-      }
-    }
-    vmRows.sort { $0.name < $1.name }
+    render(state.withLock { $0 }, engine.withLock { Metrics.rows($0) })
+  }
+
+  func render(_ s: State, _ rows: EngineRows) -> String {
+    let vmRows = rows.vms, unmeasured = rows.unmeasured
     var out = ""
     func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
     func label(_ v: String) -> String { v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n") }

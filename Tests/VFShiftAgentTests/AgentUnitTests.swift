@@ -213,10 +213,11 @@ func unitHardening() throws {
   #expect(score <= 3.0)
 }
 
-@Test("the metrics endpoint binds loopback by default and serves /metrics only: any other path or method is a 404")
+@Test("the metrics endpoint binds loopback by default and serves /metrics (and / with a link): other paths 404, other methods 405")
 func metricsOnlyOnLoopback() throws {
   #expect(AgentConfig(policyPath: "p").metricsListen == "127.0.0.1:9479")
-  let listener = try MetricsListener(address: ":0") { "vfshift_up 1\n" }
+  let listener = try MetricsListener(address: ":0") { Array("vfshift_up 1\n".utf8) }
+  defer { listener.stop() }
   #expect(listener.boundAddress.hasPrefix("127.0.0.1:"), "an empty host is loopback: \(listener.boundAddress)")
   let port = String(listener.boundAddress.split(separator: ":")[1])
   let out = try TestBed.run(["python3", "-c", """
@@ -229,7 +230,11 @@ func metricsOnlyOnLoopback() throws {
     """, port])
   let lines = out.split(separator: "\n").map(String.init)
   #expect(lines.first == "GET /metrics 200 'vfshift_up 1\\n'", "\(lines)")
-  #expect(lines.dropFirst().count == 4 && lines.dropFirst().allSatisfy { $0.contains(" 404 'vfshift serves only /metrics\\n'") }, "\(lines)")
+  #expect(lines.count == 5, "\(lines)")
+  #expect(lines.dropFirst().first?.hasPrefix("GET / 200 '<!doctype html>") == true, "\(lines)")
+  #expect(lines.dropFirst(2).first == "GET /metrics/../etc/passwd 404 'vfshift serves /metrics\\n'", "\(lines)")
+  #expect(lines.dropFirst(3).first == "POST /metrics 405 'only GET and HEAD\\n'", "\(lines)")
+  #expect(lines.dropFirst(4).first == "GET /status 404 'vfshift serves /metrics\\n'", "\(lines)")
 }
 
 @Test("record: a domain re-created under its old name with a new UUID is a second VM, and the trace still parses")
