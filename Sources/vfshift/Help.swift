@@ -15,6 +15,9 @@ func help(for command: String) -> String? {
       --policy FILE    A policy file; repeat to compare. Default: every bundled policy.
       --vfs N          VFs per pool where the trace does not record it (default 8).
       --json           Print one JSON object instead of the table.
+      --report FILE    Also write a self-contained HTML page: per policy, which VM
+                       held each VF over time beside the oracle's choice, each
+                       VM's traffic (busiest first), the swaps, and the table.
       -h, --help       Show this help.
 
     A progress line goes to stderr on long replays; results go to stdout.
