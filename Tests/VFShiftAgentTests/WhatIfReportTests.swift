@@ -140,7 +140,7 @@ func reportOnPaperTrace() throws {
     .components(separatedBy: "</table>").first)
   let domRows = summary.components(separatedBy: "<tr>").dropFirst().map { row in
     row.components(separatedBy: ["<", ">"]).enumerated().filter { $0.offset % 2 == 0 }.map(\.element)
-      .filter { !$0.isEmpty }
+      .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
       .map { $0.replacingOccurrences(of: "&amp;", with: "&").replacingOccurrences(of: "&#39;", with: "'") }
   }
   #expect(domRows.count == table.count && table.count > 10)
