@@ -118,8 +118,9 @@ private func policySection(trace: Trace, report: ReplayReport) -> String {
   // The busiest VMs get rows and colours; the others are drawn grey.
   let totals = trace.vms.indices.map { v in t.bytes(ofVM: v).reduce(0, +) }
   let ranked = trace.vms.indices.sorted { totals[$0] != totals[$1] ? totals[$0] > totals[$1] : $0 < $1 }
-  let top = Array(ranked.prefix(reportTopVMs))
-  let others = Array(ranked.dropFirst(reportTopVMs))
+  // A VM that moved nothing (or was not measured) gets no row of its own.
+  let top = Array(ranked.prefix(reportTopVMs).prefix { totals[$0] > 0 })
+  let others = Array(ranked.dropFirst(top.count))
   let shown = Set(top)
   func colour(_ vm: Int) -> String {
     shown.contains(vm) ? "hsl(\(Int((Double(vm) * 137.508).truncatingRemainder(dividingBy: 360))),65%,48%)" : "#b8b8b8"
