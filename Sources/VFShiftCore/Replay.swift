@@ -63,7 +63,6 @@ func percentile(_ xs: [Double], _ q: Double) -> Double? {
 private struct OracleCandidate {
   var pool = 0
   var pinned = false
-  var vm: Int32 = 0  // in the padding after `pinned`: the stride stays 24 bytes
   var bytes = 0.0
 }
 
@@ -140,16 +139,6 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
   var lastSample = [Int](repeating: -1, count: vmCount)
   var vfsInUse = 0
   var sampled: [Bool] = []
-  // The timeline's bytes live apart from it while the loop writes them, so
-  // the writes need no optional access.
-  var timeline = options.timelineColumns.map { columns in
-    ReplayTimeline(columns: TimeColumns(trace: trace, maxColumns: columns), pools: policy.pools.map(\.name), usable: usable,
-                   vmClass: classOfVM.map { $0 >= 0 ? policy.classes[$0].name : nil }, bytes: [])
-  }
-  let recording = timeline != nil
-  let columnCount = timeline?.columns.count ?? 0
-  var timelineBytes = [Double](repeating: 0, count: vmCount * columnCount)
-  var oracleHeld = Set<Int>()
 
   for k in trace.cycles.indices {
     if k % progressEvery == 0, let progress = options.progress { progress(Double(k) / Double(trace.cycles.count)) }
@@ -165,12 +154,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       // A VM that leaves gives its VF back (its domain stopped).
       let staying = Set(trace.cycles[k].present)
       for v in presentKey where !staying.contains(v) {
-        if case .vf(let pool) = placement[Int(v)] {
-          vfsInUse -= 1
-          if recording, let p = policy.poolIndex(named: pool) {
-            timeline?.changes.append(.init(cycle: k, vm: Int(v), pool: p, holder: .policy, holds: false))
-          }
-        }
+        if case .vf = placement[Int(v)] { vfsInUse -= 1 }
         placement[Int(v)] = .virtio
       }
       presentKey = trace.cycles[k].present
@@ -191,7 +175,6 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       oracleCandidates = Array(repeating: OracleCandidate(), count: sampleRange.count)
     }
     var candidateCount = 0
-    let column = recording ? timeline!.columns.column(now) : 0
     var eligibleBytes = 0.0, eligibleVFBytes = 0.0, missedBursts = 0
     do {
       var vms = observation.vms.mutableSpan
@@ -215,6 +198,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
         let previous = last[v]
         last[v] = s
         let c = classOfVM[v]
+        // `intervalBytes`'s rule (ReplayTimeline.swift), written out for this loop's speed.
         guard c >= 0, previous >= 0, let (counters, at) = samples[s].reading.counters,
               case let .known(lastSource, lastCounters, lastAt) = samples[previous].reading,
               samples[s].reading.isFrom(lastSource),
@@ -227,13 +211,12 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
         let onVF: Bool = if case .vf = placement[v] { true } else { false }
         shares[c].bytes += bytes
         shares[c].packets += packets
-        if recording { timelineBytes[v &* columnCount &+ column] += bytes }
         if onVF { shares[c].vfBytes += bytes; shares[c].vfPackets += packets }
         let p = classPool[c]
         if p >= 0 {
           eligibleBytes += bytes
           if onVF { eligibleVFBytes += bytes }
-          candidates[candidateCount] = OracleCandidate(pool: p, pinned: classPinned[c], vm: vm, bytes: bytes)
+          candidates[candidateCount] = OracleCandidate(pool: p, pinned: classPinned[c], bytes: bytes)
           candidateCount += 1
         }
         // Onset: the first sample over the promote threshold, for time-to-promote.
@@ -266,23 +249,6 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       report.oracleEligibleVFBytes += sumOfLargest(&oraclePinned, usable[p])
       report.oracleEligibleVFBytes += sumOfLargest(&oracleOthers, max(0, usable[p] - oraclePinned.count))
     }
-    if recording {
-      // Who lets go first, then who takes over: never more holders than VFs.
-      var chosen: [(vm: Int, pool: Int)] = []
-      for p in usable.indices {
-        let mine = oracleCandidates.prefix(candidateCount).filter { $0.pool == p }
-        chosen += oracleChoice(pinned: mine.filter(\.pinned).map { (Int($0.vm), $0.bytes) },
-                               others: mine.filter { !$0.pinned }.map { (Int($0.vm), $0.bytes) }, usable: usable[p]).map { ($0, p) }
-      }
-      let held = Set(chosen.map(\.vm))
-      for v in oracleHeld.subtracting(held).sorted() {
-        timeline?.changes.append(.init(cycle: k, vm: v, pool: classPool[classOfVM[v]], holder: .oracle, holds: false))
-      }
-      for (v, p) in chosen where !oracleHeld.contains(v) {
-        timeline?.changes.append(.init(cycle: k, vm: v, pool: p, holder: .oracle, holds: true))
-      }
-      oracleHeld = held
-    }
 
     let plan = decide(&state, policy: policy, observation: observation, now: now)
     report.cycles += 1
@@ -292,10 +258,6 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
       if let last = lastSwap[v], last.verb != verb, now - last.at < flapWindow { report.flaps += 1 }
       lastSwap[v] = (now, verb)
       report.swaps.append(.init(at: now, verb: verb, vm: action.vm.name, pool: action.pool))
-      if recording, let p = policy.poolIndex(named: action.pool) {
-        let holds: Bool = if case .promote = action { true } else { false }
-        timeline?.changes.append(.init(cycle: k + 1, vm: v, pool: p, holder: .policy, holds: holds))
-      }
       let wasOnVF: Bool = if case .vf = placement[v] { true } else { false }
       if case .promote = action {
         placement[v] = .vf(pool: action.pool)
@@ -310,13 +272,9 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
     }
   }
   options.progress?(1)
-  timeline?.bytes = timelineBytes
-  // A plan may list a promotion before the demotion that makes room for it.
-  if let changes = timeline?.changes {
-    timeline?.changes = changes.enumerated().sorted { a, b in
-      (a.element.cycle, a.element.holds ? 1 : 0, a.offset) < (b.element.cycle, b.element.holds ? 1 : 0, b.offset)
-    }.map(\.element)
+  if let columns = options.timelineColumns {
+    report.timeline = ReplayTimeline(trace: trace, policy: policy, classOfVM: classOfVM, usable: usable, swaps: report.swaps,
+                                     maxColumns: columns)
   }
-  report.timeline = timeline
   return report
 }
