@@ -255,3 +255,28 @@ func timelineIsFaithful() throws {
     }
   }
 }
+
+@Test("a VM promoted and gone by the next cycle never holds a VF in the timeline")
+func timelinePromotedThenGone() throws {
+  // Two VMs under all-sriov (every VM pinned to a VF): both are promoted at
+  // the first decision; vm2 leaves before the interval its promotion was for.
+  var trace = Trace(intervalSeconds: 1, poolSizes: ["x540": 4])
+  trace.vms = [VMIdentity(uuid: "u1", name: "vm1"), VMIdentity(uuid: "u2", name: "vm2")]
+  for t in 1...10 {
+    let present: [Int32] = t == 1 ? [0, 1] : [0]
+    let start = trace.samples.count
+    for v in present {
+      trace.samples.append(TraceSample(vm: v, reading: .known(source: "vnet\(v)",
+        counters: VMCounters(rxBytes: UInt64(t) * 1_000_000, txBytes: 0, rxPackets: nil, txPackets: nil),
+        at: Instant(seconds: Double(t)))))
+    }
+    trace.cycles.append(TraceCycle(at: Instant(seconds: Double(t)), samples: start..<trace.samples.count, present: present))
+  }
+  let policy = try loadPolicy("\(TestBed.packageRoot.path)/policies/all-sriov.json")
+  let report = replay(trace, policy: policy, options: ReplayOptions(timelineColumns: 600))
+  try #require(report.swaps.contains { $0.verb == "promote" && $0.vm == "vm2" && $0.at == Instant(seconds: 1) },
+               "the scenario needs vm2 promoted at the first cycle: \(report.swaps)")
+  let timeline = try #require(report.timeline)
+  #expect(!timeline.changes.contains { $0.vm == 1 && $0.holder == .policy && $0.holds })
+  #expect(timeline.changes.contains { $0.vm == 0 && $0.holder == .policy && $0.holds && $0.cycle == 1 })
+}
