@@ -41,6 +41,8 @@ public struct ReplayReport: Sendable, Equatable {
   public var reactiveEligibleVFBytes = 0.0
   /// Seconds managed VMs were present, summed over them: what "per VM" means.
   public var managedVMSeconds = 0.0
+  /// Only when asked for (`ReplayOptions.timelineColumns`).
+  public var timeline: ReplayTimeline?
 
   public var swapCount: Int { swaps.count }
   /// Swaps of managed VMs per 10 minutes each was present: a VM present for
@@ -109,8 +111,11 @@ public struct ReplayOptions: Sendable {
   public var vfsPerPool: Int?
   /// Called now and then with the share of cycles done.
   public var progress: (@Sendable (Double) -> Void)?
-  public init(vfsPerPool: Int? = nil, progress: (@Sendable (Double) -> Void)? = nil) {
-    self.vfsPerPool = vfsPerPool; self.progress = progress
+  /// Record a `ReplayTimeline` with traffic in at most this many time columns;
+  /// nil (the default) records none.
+  public var timelineColumns: Int?
+  public init(vfsPerPool: Int? = nil, progress: (@Sendable (Double) -> Void)? = nil, timelineColumns: Int? = nil) {
+    self.vfsPerPool = vfsPerPool; self.progress = progress; self.timelineColumns = timelineColumns
   }
 }
 
@@ -234,6 +239,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
         let previous = last[v]
         last[v] = s
         let c = classOfVM[v]
+        // `intervalBytes`'s rule (ReplayTimeline.swift), written out for this loop's speed.
         guard c >= 0, previous >= 0, let (counters, at) = samples[s].reading.counters,
               case let .known(lastSource, lastCounters, lastAt) = samples[previous].reading,
               samples[s].reading.isFrom(lastSource),
@@ -321,5 +327,9 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
     }
   }
   options.progress?(1)
+  if let columns = options.timelineColumns {
+    report.timeline = ReplayTimeline(trace: trace, policy: policy, classOfVM: classOfVM, usable: usable, swaps: report.swaps,
+                                     maxColumns: columns)
+  }
   return report
 }

@@ -20,6 +20,9 @@ func help(for command: String) -> String? {
       --json           Print one JSON object instead of the table.
       --strict         A file that gives no VM (no rows, not GWA-T-12, unreadable,
                        not a regular file) is an error, not a warning.
+      --report FILE    Also write a self-contained HTML page: per policy, which VM
+                       held each VF over time beside the oracle's choice, each
+                       VM's traffic (busiest first), the swaps, and the table.
       -h, --help       Show this help.
 
     The table's first lines account for the input: files found, VMs imported,

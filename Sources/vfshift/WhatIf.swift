@@ -3,7 +3,7 @@ import VFShiftCore
 import VFShiftAgent
 
 func whatif(_ argv: [String]) throws -> ExitCode {
-  let args = try Arguments(argv, command: "whatif", valued: ["--trace", "--policy", "--vfs"], flags: ["--json", "--strict"])
+  let args = try Arguments(argv, command: "whatif", valued: ["--trace", "--policy", "--vfs", "--report"], flags: ["--json", "--strict"])
   guard args.positionals.isEmpty else {
     throw UsageError(message: "unexpected argument '\(args.positionals[0])' (the trace goes after --trace)", command: "whatif")
   }
@@ -20,6 +20,8 @@ func whatif(_ argv: [String]) throws -> ExitCode {
     }
   }
   let vfs = try args.int("--vfs")
+  let reportPath = try args.value("--report")
+  if let reportPath { try checkWritable(reportPath) }
   var policies: [Policy] = []
   var invalid = false
   for path in policyPaths {
@@ -43,7 +45,8 @@ func whatif(_ argv: [String]) throws -> ExitCode {
         printError("whatif: \(name): \(Int((f * 100).rounded())) % of \(cycles) cycles")
       }
     }
-    reports.append(replay(trace, policy: policy, options: ReplayOptions(vfsPerPool: vfs, progress: progress)))
+    reports.append(replay(trace, policy: policy, options: ReplayOptions(vfsPerPool: vfs, progress: progress,
+                                                           timelineColumns: reportPath == nil ? nil : reportColumns)))
   }
   for r in reports where !r.ambiguousVMs.isEmpty {
     for (vm, classes) in r.ambiguousVMs.sorted(by: { $0.key < $1.key }) {
@@ -54,6 +57,10 @@ func whatif(_ argv: [String]) throws -> ExitCode {
     print(whatifJSON(trace: trace, path: tracePath, inputs: inputs, reports: reports))
   } else {
     print(whatifTable(trace: trace, path: tracePath, inputs: inputs, reports: reports))
+  }
+  if let reportPath {
+    try writeOutput(whatifHTML(trace: trace, path: tracePath, reports: reports), to: reportPath)
+    printError("whatif: report written to \(reportPath)")
   }
   return .ok
 }
@@ -96,6 +103,26 @@ func whatifTable(trace: Trace, path: String, inputs: TraceInputs, reports: [Repl
     + "\(fmtSeconds(span)) of traffic, \(trace.samples.count) VM-samples\n"
   if !trace.source.isEmpty && trace.source != path { out += "  source: \(trace.source)\n" }
   out += "\n"
+  let rows = whatifRows(reports)
+  let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+  for (i, r) in rows.enumerated() {
+    out += r.enumerated().map { c, cell in
+      c == 0 ? cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+        : String(repeating: " ", count: widths[c] - cell.count) + cell
+    }.joined(separator: "   ") + "\n"
+    if i == 0 { out += String(repeating: "─", count: widths.reduce(0, +) + 3 * (widths.count - 1)) + "\n" }
+  }
+  out += "\n" + oracleNote
+  return out
+}
+
+let oracleNote = "Reactive bound: each interval, the pool's busiest eligible VMs of the interval before ride its VFs, at no swap cost"
+  + " — the best a causal policy without forecasting can do.\n"
+  + "Oracle: each interval, the pool's busiest eligible VMs ride its VFs, at no swap cost — an upper bound."
+
+/// The summary's rows, a header of policy names first: the text table and the
+/// HTML report show the same figures.
+func whatifRows(_ reports: [ReplayReport]) -> [[String]] {
   var rows: [[String]] = [["", ] + reports.map(\.policy)]
   func row(_ label: String, _ f: (ReplayReport) -> String) { rows.append([label] + reports.map(f)) }
   row("managed VMs") { "\($0.managedVMs)" }
@@ -121,18 +148,7 @@ func whatifTable(trace: Trace, path: String, inputs: TraceInputs, reports: [Repl
     row("  bytes on a VF") { r in percent(r.classes.first { $0.name == name }?.byteShare) }
     row("  packets on a VF") { r in percent(r.classes.first { $0.name == name }?.packetShare) }
   }
-  let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
-  for (i, r) in rows.enumerated() {
-    out += r.enumerated().map { c, cell in
-      c == 0 ? cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
-        : String(repeating: " ", count: widths[c] - cell.count) + cell
-    }.joined(separator: "   ") + "\n"
-    if i == 0 { out += String(repeating: "─", count: widths.reduce(0, +) + 3 * (widths.count - 1)) + "\n" }
-  }
-  out += "\nReactive bound: each interval, the pool's busiest eligible VMs of the interval before ride its VFs, at no swap cost"
-    + " — the best a causal policy without forecasting can do."
-  out += "\nOracle: each interval, the pool's busiest eligible VMs ride its VFs, at no swap cost — an upper bound."
-  return out
+  return rows
 }
 
 func fmtSeconds(_ s: Double) -> String {
@@ -197,6 +213,18 @@ func policyCheck(_ argv: [String]) throws -> ExitCode {
     }
   }
   return ok ? .ok : .failure
+}
+
+/// Fails before a long replay, not after it, when the report could not be written.
+func checkWritable(_ path: String) throws {
+  let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+  var isDir: ObjCBool = false
+  guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+    throw FileError(path: path, reason: "cannot be written: directory \(dir) does not exist")
+  }
+  guard FileManager.default.isWritableFile(atPath: dir) else {
+    throw FileError(path: path, reason: "cannot be written: directory \(dir) is not writable")
+  }
 }
 
 func writeOutput(_ text: String, to path: String) throws {

@@ -24,7 +24,7 @@ With no options, 'vfshift whatif' replays the bundled public trace through the b
 
 func usageLine(_ command: String) -> String {
   switch command {
-  case "whatif": "vfshift whatif [--trace PATH ...] [--policy FILE ...] [--vfs N] [--json] [--strict]"
+  case "whatif": "vfshift whatif [--trace PATH ...] [--policy FILE ...] [--vfs N] [--json] [--strict] [--report FILE.html]"
   case "policy check": "vfshift policy check FILE..."
   case "trace import": "vfshift trace import DIR... --out FILE [--vms LIST] [--rename OLD=NEW ...] [--label VM=LABEL ...] [--strict]"
   case "trace scenario": "vfshift trace scenario --out FILE [--seconds N] [--seed N]"
