@@ -84,6 +84,7 @@ func poolChecks(_ pool: VFPool, connection: LibvirtConnection?, sysfs: SysfsRoot
     }
     checks.append(ReadinessCheck(subject, "network \(pool.network)", .pass, "hostdev pool of PF \(pf)"))
     checks += SRIOVReadiness.physicalFunctionChecks(pool: pool.name, pf: pf, sysfs: sysfs)
+    checks.append(hostdevCounterCheck(pool, pf: pf, sysfs: sysfs))
   default:
     // The test bed's stand-in: whole netdevs handed out as macvtap passthrough.
     let missing = network.members.filter { !FileManager.default.fileExists(atPath: "\(sysfs.path)/class/net/\($0)") }
@@ -93,8 +94,45 @@ func poolChecks(_ pool: VFPool, connection: LibvirtConnection?, sysfs: SysfsRoot
                                  fix: "create the member netdevs, or list the right ones in the network's <forward>"))
     checks.append(ReadinessCheck(subject, "SR-IOV", .warn, "a passthrough stand-in is not SR-IOV: no PF, no IOMMU, swaps are real but the VF is not",
                                  fix: "for production, point the pool at a <forward mode='hostdev'> network of a real PF"))
+    switch pool.counters {
+    case .guestAgent:
+      checks.append(ReadinessCheck(subject, "VF counters (counters: guestAgent)", .pass,
+                                   "read through each VM's guest agent, as on a real VF (see each VM's guest agent check)"))
+    case .auto, .host:
+      checks.append(ReadinessCheck(subject, "VF counters (counters: \(pool.counters.rawValue))", .pass,
+                                   "the stand-in's host netdev; a real VF has none (representor, PF statistics or guest agent there)"))
+    case .representor, .pf:
+      checks.append(ReadinessCheck(subject, "VF counters (counters: \(pool.counters.rawValue))", .fail,
+                                   "a passthrough stand-in has no PF and no representors",
+                                   fix: "use counters: \"guestAgent\" (or \"auto\") for a stand-in pool"))
+    }
   }
   return checks
+}
+
+/// Which VF counter source works for a hostdev pool, judged on its PF's first VF.
+func hostdevCounterCheck(_ pool: VFPool, pf: String, sysfs: SysfsRoot) -> ReadinessCheck {
+  let subject = "pool \(pool.name)", what = "VF counters (counters: \(pool.counters.rawValue))"
+  guard let first = (try? physicalFunction(netdev: pf, sysfs: sysfs))?.virtualFunctions.first,
+        let location = try? virtualFunctionLocation(first.address, sysfs: sysfs) else {
+    return ReadinessCheck(subject, what, .warn, "no VF of \(pf) to judge by", fix: "enable the PF's VFs (see above)")
+  }
+  let representor = representor(of: location, sysfs: sysfs)
+  switch (pool.counters, representor) {
+  case (.representor, .found(let netdev)), (.auto, .found(let netdev)):
+    return ReadinessCheck(subject, what, .pass, "representor \(netdev) of VF \(location.index) (switchdev), read with every other interface")
+  case (.representor, .none(let why)):
+    return ReadinessCheck(subject, what, .fail, why, fix: "put the PF's eswitch in switchdev mode (devlink dev eswitch set … mode switchdev) or use counters: \"pf\"")
+  case (.auto, .none(let why)):
+    return ReadinessCheck(subject, what, .pass, "\(why); PF \(pf)'s per-VF statistics next (IFLA_VF_STATS; a driver without them leaves the guest agent)")
+  case (.pf, _):
+    return ReadinessCheck(subject, what, .pass, "PF \(pf)'s per-VF statistics, one request per cycle (a driver that sends none leaves the VMs unmeasured)")
+  case (.guestAgent, _):
+    return ReadinessCheck(subject, what, .pass, "each VM's guest agent (see its guest agent check)")
+  case (.host, _):
+    return ReadinessCheck(subject, what, .fail, "a VF passed to a guest has no host netdev to read",
+                          fix: "use counters: \"auto\", \"representor\", \"pf\" or \"guestAgent\"")
+  }
 }
 
 func vmChecks(_ policy: Policy, connection: LibvirtConnection, options o: DoctorOptions) async -> [ReadinessCheck] {
@@ -131,7 +169,11 @@ func vmChecks(_ policy: Policy, connection: LibvirtConnection, options o: Doctor
       _ = try connection.guestAgentCommand(uuid: domain.uuid, #"{"execute":"guest-ping"}"#, timeoutSeconds: o.guestAgentTimeoutSeconds)
       checks.append(ReadinessCheck(subject, "guest agent", .pass, "answers guest-ping"))
     } catch {
-      checks.append(ReadinessCheck(subject, "guest agent", .warn, error.message,
+      // Where the pool reads VF counters through the agent, a VM without one
+      // would sit on its VF unmeasured.
+      let needed = pool?.counters == .guestAgent
+      checks.append(ReadinessCheck(subject, "guest agent", needed ? .fail : .warn,
+                                   needed ? "\(error.message); pool \(pool!.name) reads its VF counters through it" : error.message,
                                    fix: "add a virtio-serial channel org.qemu.guest_agent.0 to the domain and run qemu-guest-agent in the guest: without it a VM on a VF is measured only where the host sees its VF (representor or PF statistics)"))
     }
   }

@@ -227,7 +227,7 @@ struct FaultTests {
   func guestIgnoresUnplugThenResumes() async throws {
     let f = try FaultBed("unplug-later")
     let agent = try AgentProcess(scratch: f.scratch, policy: try f.policy(faultPolicy()),
-                                 environment: ["VFSHIFT_PAUSE_AT_STEP": "attached"])
+                                 environment: ["VFSHIFT_PAUSE_AT_STEP": "guest-uses-new"])
     defer { _ = agent.stop(signal: SIGKILL) }
     let vm = try await agent.waitPaused()
     _ = try virsh("suspend", vm)
@@ -249,7 +249,7 @@ struct FaultTests {
   func guestIgnoresUnplugForGood() async throws {
     let f = try FaultBed("unplug-never")
     let agent = try AgentProcess(scratch: f.scratch, policy: try f.policy(faultPolicy()),
-                                 environment: ["VFSHIFT_PAUSE_AT_STEP": "attached"])
+                                 environment: ["VFSHIFT_PAUSE_AT_STEP": "guest-uses-new"])
     defer { _ = agent.stop(signal: SIGKILL) }
     let vm = try await agent.waitPaused()
     _ = try virsh("suspend", vm)
