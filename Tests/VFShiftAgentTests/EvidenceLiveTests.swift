@@ -27,18 +27,13 @@ struct EvidenceLiveTests {
 
   @Test("promoted on its traffic; on the VF its rate comes from the guest agent, within 20 % of the paced rate; demoted within sustain + 3 cycles of the traffic stopping")
   func guestAgentMeasuresTheVF() async throws {
-    let bed = try TestBed.require()
-    let lease = TestBedLease()
-    defer { withExtendedLifetime(lease) {} }
-    try resetAllGuests(bed)
-    defer { try? resetAllGuests(bed) }
+    let (bed, lease) = try leasedBed()
+    defer { withExtendedLifetime(lease) {}; try? resetAllGuests(bed) }
     #expect(Self.policy.contains("counters: \"guestAgent\""))
     let g3 = try #require(bed.guests.first { $0.name == "vfs-g3" })
     let scratch = Scratch("evidence-ga")
-    try Self.policy.write(toFile: scratch.file("p.json"), atomically: true, encoding: .utf8)
-    let agent = try AgentProcess(scratch: scratch, policy: scratch.file("p.json"))
+    let agent = try await startedAgent(scratch, policy: Self.policy)
     defer { _ = agent.stop() }
-    try await agent.waitFor("agent start", seconds: 20) { !agent.events("start").isEmpty }
     let traffic = try TrafficSource(to: g3.ip, bytesPerSecond: Self.paced)
     defer { traffic.stop() }
     try await agent.waitFor("vfs-g3 promoted", seconds: 45) { agent.swaps.contains { $0 == ("promote", "vfs-g3", "done") } }
@@ -64,23 +59,18 @@ struct EvidenceLiveTests {
 
   @Test("SIGKILLed and restarted while its guest streams: the guest keeps its VF through a whole demote sustain; when the traffic stops, it is demoted")
   func restartKeepsTheVF() async throws {
-    let bed = try TestBed.require()
-    let lease = TestBedLease()
-    defer { withExtendedLifetime(lease) {} }
-    try resetAllGuests(bed)
-    defer { try? resetAllGuests(bed) }
+    let (bed, lease) = try leasedBed()
+    defer { withExtendedLifetime(lease) {}; try? resetAllGuests(bed) }
     let g3 = try #require(bed.guests.first { $0.name == "vfs-g3" })
     let scratch = Scratch("evidence-restart")
-    try Self.policy.write(toFile: scratch.file("p.json"), atomically: true, encoding: .utf8)
     let traffic = try TrafficSource(to: g3.ip, bytesPerSecond: Self.paced)
     defer { traffic.stop() }
-    let first = try AgentProcess(scratch: scratch, policy: scratch.file("p.json"))
+    let first = try await startedAgent(scratch, policy: Self.policy)
     try await first.waitFor("vfs-g3 promoted", seconds: 45) { first.swaps.contains { $0 == ("promote", "vfs-g3", "done") } }
     #expect(first.stop(signal: SIGKILL) == SIGKILL)
 
-    let second = try AgentProcess(scratch: scratch, policy: scratch.file("p.json"), logName: "agent2.log")
+    let second = try await startedAgent(scratch, policy: Self.policy, logName: "agent2.log")
     defer { _ = second.stop() }
-    try await second.waitFor("the restarted agent's start", seconds: 20) { !second.events("start").isEmpty }
     // A whole demote sustain and 3 cycles more, by the agent's own cycle count.
     let cycles = Int(Self.demoteSustain / Self.interval) + 3
     try await second.waitFor("\(cycles) cycles of the restarted agent", seconds: 40) {

@@ -28,17 +28,12 @@ struct GuestConfirmTests {
 
   @Test("a promotion keeps the virtio NIC's MAC and proceeds once the guest agent shows the new NIC addressed")
   func sameMACConfirmed() async throws {
-    let bed = try TestBed.require()
-    let lease = TestBedLease()
-    defer { withExtendedLifetime(lease) {} }
-    try resetAllGuests(bed)
-    defer { try? resetAllGuests(bed) }
+    let (bed, lease) = try leasedBed()
+    defer { withExtendedLifetime(lease) {}; try? resetAllGuests(bed) }
     let g3 = try #require(bed.guests.first { $0.name == "vfs-g3" })
     let scratch = Scratch("confirm")
-    try bedPolicy().write(toFile: scratch.file("p.json"), atomically: true, encoding: .utf8)
-    let agent = try AgentProcess(scratch: scratch, policy: scratch.file("p.json"))
+    let agent = try await startedAgent(scratch, policy: bedPolicy())
     defer { _ = agent.stop() }
-    try await agent.waitFor("agent start", seconds: 20) { !agent.events("start").isEmpty }
     let traffic = try TrafficSource(to: g3.ip, bytesPerSecond: 5e6)
     defer { traffic.stop() }
     try await agent.waitFor("vfs-g3 promoted", seconds: 45) { agent.swaps.contains { $0 == ("promote", "vfs-g3", "done") } }
@@ -51,10 +46,8 @@ struct GuestConfirmTests {
 
   @Test("a guest that never brings the new NIC up: the swap rolls back, the VM keeps its virtio NIC and address, and is held off")
   func guestWithoutDriverRollsBack() async throws {
-    let bed = try TestBed.require()
-    let lease = TestBedLease()
+    let (bed, lease) = try leasedBed()
     defer { withExtendedLifetime(lease) {} }
-    try resetAllGuests(bed)
     let g3 = try #require(bed.guests.first { $0.name == "vfs-g3" })
     // The guest's kernel binds no network driver to a virtio device that
     // appears from now on (the virtio bus's autoprobe; the PCI bus's is
@@ -67,13 +60,11 @@ struct GuestConfirmTests {
     }
     let before = try liveInventory("vfs-g3")
     let scratch = Scratch("rollback")
-    try bedPolicy().replacingOccurrences(of: "maxInUse: 1 }", with: "maxInUse: 1, confirmSeconds: 3 }")
-      .write(toFile: scratch.file("p.json"), atomically: true, encoding: .utf8)
     let ping = try PingMonitor(guest: g3.name, ip: g3.ip, scratch: scratch)
     defer { ping.stop() }
-    let agent = try AgentProcess(scratch: scratch, policy: scratch.file("p.json"))
+    let agent = try await startedAgent(scratch, policy: bedPolicy().replacingOccurrences(of: "maxInUse: 1 }",
+                                                                                  with: "maxInUse: 1, confirmSeconds: 3 }"))
     defer { _ = agent.stop() }
-    try await agent.waitFor("agent start", seconds: 20) { !agent.events("start").isEmpty }
     let traffic = try TrafficSource(to: g3.ip, bytesPerSecond: 5e6)
     defer { traffic.stop() }
     do {

@@ -20,6 +20,10 @@ let vfshiftBinary: String = {
   return TestBed.packageRoot.appendingPathComponent(".build/debug/vfshift").path
 }()
 
+/// `vfshift ARGS` as an operator runs it: exit status and both outputs
+/// (drained together, so a child filling one pipe never stalls).
+func vfshiftCLI(_ args: [String]) throws -> TestBed.Output { try TestBed.execute([vfshiftBinary] + args) }
+
 /// A scratch directory per test, removed at the end.
 final class Scratch {
   let path: String
@@ -205,6 +209,23 @@ func unixTime(_ iso: Any?) -> Double? {
   let f = ISO8601DateFormatter()
   f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
   return f.date(from: s)?.timeIntervalSince1970
+}
+
+/// A live test's start: the bed up and leased, every guest as `up` made it.
+/// Hold the lease (`withExtendedLifetime`) for the whole test.
+func leasedBed() throws -> (bed: TestBedState, lease: TestBedLease) {
+  let bed = try TestBed.require()
+  let lease = TestBedLease()
+  try resetAllGuests(bed)
+  return (bed, lease)
+}
+
+/// `vfshift run` on `policy` (its text, written to the scratch), once it has started.
+func startedAgent(_ scratch: Scratch, policy: String, logName: String = "agent.log") async throws -> AgentProcess {
+  try policy.write(toFile: scratch.file("p.json"), atomically: true, encoding: .utf8)
+  let agent = try AgentProcess(scratch: scratch, policy: scratch.file("p.json"), logName: logName)
+  try await agent.waitFor("agent start", seconds: 20) { !agent.events("start").isEmpty }
+  return agent
 }
 
 /// Puts every guest back as `up` made it, so each test starts from the same bed.

@@ -6,16 +6,8 @@ import VFShiftTestSupport
 // binary as an operator runs it, on a GWA-T-12 directory written here.
 
 private func vfshift(_ args: [String]) throws -> (code: Int32, out: String, err: String) {
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: vfshiftBinary)
-  p.arguments = args
-  let out = Pipe(), err = Pipe()
-  p.standardOutput = out; p.standardError = err
-  try p.run()
-  // Read before waiting: a full pipe would stop the child.
-  let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-  p.waitUntilExit()
-  return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+  let r = try vfshiftCLI(args)
+  return (r.status, r.stdout, r.stderr)
 }
 
 /// Two VMs' files as the archive writes them, one with CR LF line ends

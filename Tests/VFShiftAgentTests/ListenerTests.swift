@@ -363,15 +363,8 @@ func rssAnonKB() -> Int {
       return (try? JSONDecoder().decode(AgentStatus.self, from: Data(a)))?.vms.count == 3
     }
     func cli(_ args: [String]) throws -> (code: Int32, out: String, err: String) {
-      let p = Process()
-      p.executableURL = URL(fileURLWithPath: vfshiftBinary)
-      p.arguments = args
-      let out = Pipe(), err = Pipe()
-      p.standardOutput = out; p.standardError = err
-      try p.run()
-      let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-      p.waitUntilExit()
-      return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+      let r = try vfshiftCLI(args)
+      return (r.status, r.stdout, r.stderr)
     }
     let status = try cli(["status", "--status-file", scratch.file("status.json")])
     #expect(status.code == 0 && status.err.isEmpty, "\(status)")

@@ -41,16 +41,8 @@ enum Browser {
 }
 
 private func vfshift(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: vfshiftBinary)
-  p.arguments = args
-  let out = Pipe(), err = Pipe()
-  p.standardOutput = out; p.standardError = err
-  try p.run()
-  // Both pipes drained before the wait: a full pipe would block the child.
-  let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-  p.waitUntilExit()
-  return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+  let r = try vfshiftCLI(args)
+  return (r.status, r.stdout, r.stderr)
 }
 
 private func count(_ needle: String, in text: some StringProtocol) -> Int {
