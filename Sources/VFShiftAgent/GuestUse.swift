@@ -1,4 +1,3 @@
-import Foundation
 import VFShiftCore
 import VFShiftLibvirt
 
@@ -10,39 +9,19 @@ enum GuestUse: Equatable {
   case notConfirmed(why: String)
 }
 
-/// A guest's NICs as its QEMU guest agent reports them
-/// (`guest-network-get-interfaces`: name, hardware-address, ip-addresses).
-struct GuestNIC: Equatable {
-  var name: String
-  var mac: String
-  var ipv4: [String]
-}
-
-/// nil when the reply is not the agent's list of interfaces.
-func parseGuestNICs(_ json: String) -> [GuestNIC]? {
-  guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
-        let list = object["return"] as? [[String: Any]] else { return nil }
-  return list.compactMap { i in
-    guard let name = i["name"] as? String else { return nil }
-    let addresses = (i["ip-addresses"] as? [[String: Any]]) ?? []
-    return GuestNIC(name: name, mac: ((i["hardware-address"] as? String) ?? "").lowercased(),
-                    ipv4: addresses.filter { $0["ip-address-type"] as? String == "ipv4" }.compactMap { $0["ip-address"] as? String })
-  }
-}
-
 extension Swapper {
   /// The guest's NIC names now, or nil when its agent does not answer.
-  func guestNICs(_ uuid: String) async -> [GuestNIC]? {
-    guard let reply = try? await connection.guestAgentCommandOffloaded(uuid: uuid, #"{"execute":"guest-network-get-interfaces"}"#,
+  func guestNICs(_ uuid: String) async -> [GuestInterface]? {
+    guard let reply = try? await connection.guestAgentCommandOffloaded(uuid: uuid, guestNetworkInterfacesCommand,
                                                                          timeoutSeconds: 1) else { return nil }
-    return parseGuestNICs(reply)
+    return try? parseGuestNetworkInterfaces(reply)
   }
 
   /// Polls until the guest shows it uses `nic`: its agent lists a NIC it did
   /// not have before (`before`) with this MAC and an IPv4 address, or —
   /// without an agent — libvirt's counters of the new NIC show the guest
   /// transmitting on it. Gives up at `within`.
-  func confirmGuestUses(_ domain: DomainInventory, nic: NIC, before: [GuestNIC]?, within: Duration) async -> GuestUse {
+  func confirmGuestUses(_ domain: DomainInventory, nic: NIC, before: [GuestInterface]?, within: Duration) async -> GuestUse {
     let deadline = ContinuousClock.now + within
     let device = nic.hostDevice
     let first = before != nil ? nil : device.flatMap { try? connection.interfaceStats(uuid: domain.uuid, device: $0) }

@@ -151,7 +151,7 @@ public struct Swapper: Sendable {
     return settle(domain, "demote", report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
   }
 
-  func guestTakes(_ domain: DomainInventory, _ verb: String, nic: NIC, before: [GuestNIC]?, pool: VFPool) async -> Bool {
+  func guestTakes(_ domain: DomainInventory, _ verb: String, nic: NIC, before: [GuestInterface]?, pool: VFPool) async -> Bool {
     switch await confirmGuestUses(domain, nic: nic, before: before, within: .milliseconds(Int64(pool.confirmSeconds * 1000))) {
     case .confirmed(let how):
       step(domain, verb, "guest-uses-new", ["by": .string(how)])

@@ -23,7 +23,7 @@ public indirect enum JSONValue: Sendable, Equatable {
     }
   }
 
-  var typeName: String {
+  public var typeName: String {
     switch self {
     case .object: "an object"
     case .array: "an array"

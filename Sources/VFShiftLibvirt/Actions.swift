@@ -1,3 +1,4 @@
+import VFShiftCore
 import Foundation
 
 /// How a detach ended.

@@ -10,8 +10,13 @@ public struct GuestInterface: Sendable, Equatable {
   public var mac: String?
   /// nil when the agent sent no `statistics` (it may leave them out).
   public var counters: VMCounters?
+  /// Its IPv4 addresses (`ip-addresses` of type ipv4): a swap takes a new NIC
+  /// that has one as the guest using it.
+  public var ipv4: [String]
 
-  public init(name: String, mac: String?, counters: VMCounters?) { self.name = name; self.mac = mac; self.counters = counters }
+  public init(name: String, mac: String?, counters: VMCounters?, ipv4: [String] = []) {
+    self.name = name; self.mac = mac; self.counters = counters; self.ipv4 = ipv4
+  }
 }
 
 /// Why a guest agent's reply could not be read: where in it and what.
@@ -34,7 +39,7 @@ public func parseGuestNetworkInterfaces(_ json: String) throws(GuestAgentReplyEr
     throw GuestAgentReplyError(path: "line \(error.line) column \(error.column)", problem: error.reason)
   }
   guard case .object(let top) = root.value else {
-    throw GuestAgentReplyError(path: "$", problem: "is \(kind(root.value)), not an object")
+    throw GuestAgentReplyError(path: "$", problem: "is \(root.value.typeName), not an object")
   }
   if let error = top.first(where: { $0.key == "error" })?.value {
     var desc = "no description"
@@ -45,13 +50,13 @@ public func parseGuestNetworkInterfaces(_ json: String) throws(GuestAgentReplyEr
     throw GuestAgentReplyError(path: "$", problem: "has neither \"return\" nor \"error\"")
   }
   guard case .array(let items) = ret.value else {
-    throw GuestAgentReplyError(path: "return", problem: "is \(kind(ret.value)), not an array")
+    throw GuestAgentReplyError(path: "return", problem: "is \(ret.value.typeName), not an array")
   }
   var out: [GuestInterface] = []
   for (i, item) in items.enumerated() {
     let path = "return[\(i)]"
     guard case .object(let o) = item.value else {
-      throw GuestAgentReplyError(path: path, problem: "is \(kind(item.value)), not an object")
+      throw GuestAgentReplyError(path: path, problem: "is \(item.value.typeName), not an object")
     }
     func field(_ key: String) -> JSONNode? { o.first(where: { $0.key == key })?.value }
     guard let n = field("name"), case .string(let name) = n.value else {
@@ -60,14 +65,14 @@ public func parseGuestNetworkInterfaces(_ json: String) throws(GuestAgentReplyEr
     var mac: String? = nil
     if let m = field("hardware-address") {
       guard case .string(let s) = m.value else {
-        throw GuestAgentReplyError(path: "\(path).hardware-address", problem: "is \(kind(m.value)), not a string")
+        throw GuestAgentReplyError(path: "\(path).hardware-address", problem: "is \(m.value.typeName), not a string")
       }
       mac = s.lowercased()
     }
     var counters: VMCounters? = nil
     if let s = field("statistics") {
       guard case .object(let stats) = s.value else {
-        throw GuestAgentReplyError(path: "\(path).statistics", problem: "is \(kind(s.value)), not an object")
+        throw GuestAgentReplyError(path: "\(path).statistics", problem: "is \(s.value.typeName), not an object")
       }
       func counter(_ key: String) throws(GuestAgentReplyError) -> UInt64 {
         guard let v = stats.first(where: { $0.key == key })?.value else {
@@ -82,7 +87,19 @@ public func parseGuestNetworkInterfaces(_ json: String) throws(GuestAgentReplyEr
       counters = VMCounters(rxBytes: try counter("rx-bytes"), txBytes: try counter("tx-bytes"),
                             rxPackets: try counter("rx-packets"), txPackets: try counter("tx-packets"))
     }
-    out.append(GuestInterface(name: name, mac: mac, counters: counters))
+    var ipv4: [String] = []
+    if let a = field("ip-addresses") {
+      guard case .array(let addresses) = a.value else {
+        throw GuestAgentReplyError(path: "\(path).ip-addresses", problem: "is \(a.value.typeName), not an array")
+      }
+      for address in addresses {
+        guard case .object(let fields) = address.value,
+              case .string("ipv4")? = fields.first(where: { $0.key == "ip-address-type" })?.value.value,
+              case .string(let ip)? = fields.first(where: { $0.key == "ip-address" })?.value.value else { continue }
+        ipv4.append(ip)
+      }
+    }
+    out.append(GuestInterface(name: name, mac: mac, counters: counters, ipv4: ipv4))
   }
   return out
 }
@@ -103,15 +120,4 @@ public func guestCounters(_ interfaces: [GuestInterface], mac: String) -> Result
     return .failure(GuestAgentReplyError(path: "return", problem: "guest interface \(matching[0].name) (\(wanted)) has no statistics"))
   }
   return .success((matching[0].name, counters))
-}
-
-private func kind(_ v: JSONValue) -> String {
-  switch v {
-  case .object: "an object"
-  case .array: "an array"
-  case .string: "a string"
-  case .number: "a number"
-  case .bool: "a boolean"
-  case .null: "null"
-  }
 }

@@ -1,3 +1,4 @@
+import VFShiftCore
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML

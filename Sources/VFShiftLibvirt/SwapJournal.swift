@@ -1,3 +1,4 @@
+import VFShiftCore
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML
@@ -143,21 +144,4 @@ public struct ParkedNIC: Sendable, Equatable {
     guard !saved.isEmpty else { throw DomainXMLError(path: "parked", problem: "holds no saved <interface>") }
     self.init(pool: pool, sinceUnixMilliseconds: since, savedInterfaceXML: saved)
   }
-}
-
-/// XML text and attribute escaping, for metadata elements written by hand.
-public func xmlEscape(_ s: String) -> String {
-  var out = ""
-  out.reserveCapacity(s.utf8.count)
-  for c in s {
-    switch c {
-    case "&": out += "&amp;"
-    case "<": out += "&lt;"
-    case ">": out += "&gt;"
-    case "\"": out += "&quot;"
-    case "'": out += "&apos;"
-    default: out.append(c)
-    }
-  }
-  return out
 }

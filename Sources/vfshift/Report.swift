@@ -15,12 +15,12 @@ func whatifHTML(trace: Trace, path: String, reports: [ReplayReport]) -> String {
   let columns = reports.first?.timeline?.columns ?? TimeColumns(trace: trace, maxColumns: reportColumns)
   var out = """
     <!doctype html>
-    <html lang="en"><head><meta charset="utf-8"><title>vfshift what-if: \(esc(path))</title>
+    <html lang="en"><head><meta charset="utf-8"><title>vfshift what-if: \(xmlEscape(path))</title>
     <style>\(reportCSS)</style></head><body>
     <h1>vfshift what-if</h1>
-    <p class="trace">Trace <code>\(esc(path))</code>: \(trace.vms.count) VMs, \(trace.cycles.count) cycles of \
+    <p class="trace">Trace <code>\(xmlEscape(path))</code>: \(trace.vms.count) VMs, \(trace.cycles.count) cycles of \
     \(fmtSeconds(trace.intervalSeconds)), \(fmtSeconds(span)) of traffic, \(trace.samples.count) VM-samples.\
-    \(trace.source.isEmpty || trace.source == path ? "" : " Source: \(esc(trace.source)).")</p>
+    \(trace.source.isEmpty || trace.source == path ? "" : " Source: \(xmlEscape(trace.source)).")</p>
     <p class="note" id="downsampling">Time is drawn in \(columns.count) columns of \(fmtSeconds(columns.secondsPerColumn)) \
     each (at most \(reportColumns), whatever the trace's length); a column shows who held a VF for most of it. \
     A lane is one of a pool's usable VFs: the replay knows how many VFs are in use, not which one libvirt hands out, \
@@ -30,14 +30,14 @@ func whatifHTML(trace: Trace, path: String, reports: [ReplayReport]) -> String {
 
     """
   let rows = whatifRows(reports)
-  out += "<table id=\"summary\"><thead><tr>" + rows[0].map { "<th>\(esc($0))</th>" }.joined() + "</tr></thead><tbody>\n"
+  out += "<table id=\"summary\"><thead><tr>" + rows[0].map { "<th>\(xmlEscape($0))</th>" }.joined() + "</tr></thead><tbody>\n"
   for row in rows.dropFirst() {
     let label = row[0]
     let indent = label.hasPrefix(" ") ? " class=\"sub\"" : ""
-    out += "<tr><th\(indent)>\(esc(label.trimmingCharacters(in: .whitespaces)))</th>"
-      + row.dropFirst().map { "<td>\(esc($0))</td>" }.joined() + "</tr>\n"
+    out += "<tr><th\(indent)>\(xmlEscape(label.trimmingCharacters(in: .whitespaces)))</th>"
+      + row.dropFirst().map { "<td>\(xmlEscape($0))</td>" }.joined() + "</tr>\n"
   }
-  out += "</tbody></table>\n<p class=\"note\">\(esc(oracleNote))</p>\n"
+  out += "</tbody></table>\n<p class=\"note\">\(xmlEscape(oracleNote))</p>\n"
   for report in reports { out += policySection(trace: trace, report: report) }
   out += "</body></html>\n"
   return out
@@ -103,7 +103,7 @@ private func laneColumns(_ t: ReplayTimeline, trace: Trace, holder: ReplayTimeli
 }
 
 private func policySection(trace: Trace, report: ReplayReport) -> String {
-  let name = esc(report.policy)
+  let name = xmlEscape(report.policy)
   var out = "<section class=\"policy\" id=\"policy-\(name)\" data-policy=\"\(name)\">\n<h2>Policy \(name)</h2>\n"
   out += "<p>\(report.managedVMs) managed VMs, \(report.usableVFs) usable VFs, \(report.swapCount) swaps "
     + "(▲ promote, ▼ demote, drawn where decided), \(report.flaps) flaps; eligible VMs' bytes on a VF "
@@ -132,9 +132,9 @@ private func policySection(trace: Trace, report: ReplayReport) -> String {
     let lanes = [ReplayTimeline.Holder.policy, .oracle].map { h in (h, laneColumns(t, trace: trace, holder: h, pool: p)) }
     let laneH = 14.0, gap = 3.0
     let height = 16.0 + Double(lanes.map { $0.1.count }.reduce(0, +)) * (laneH + gap) + 2 * (18 + 12) + 8
-    out += "<h3>Pool \(esc(pool)): \(t.usable[p]) usable VFs — the policy's lanes, then the oracle's</h3>\n"
-    out += "<svg class=\"lanes\" data-pool=\"\(esc(pool))\" width=\"\(fmt(plotX + plotW + 20))\" height=\"\(fmt(height))\" "
-      + "role=\"img\" aria-label=\"which VM held each VF of pool \(esc(pool)) over time\">\n"
+    out += "<h3>Pool \(xmlEscape(pool)): \(t.usable[p]) usable VFs — the policy's lanes, then the oracle's</h3>\n"
+    out += "<svg class=\"lanes\" data-pool=\"\(xmlEscape(pool))\" width=\"\(fmt(plotX + plotW + 20))\" height=\"\(fmt(height))\" "
+      + "role=\"img\" aria-label=\"which VM held each VF of pool \(xmlEscape(pool)) over time\">\n"
     for q in 0...4 {
       let col = min(t.columns.count, q * t.columns.count / 4)
       out += "<text x=\"\(x(col))\" y=\"11\" text-anchor=\"\(q == 0 ? "start" : q == 4 ? "end" : "middle")\" class=\"muted\">\(at(col))</text>"
@@ -161,7 +161,7 @@ private func policySection(trace: Trace, report: ReplayReport) -> String {
             let list = vms.prefix(6).joined(separator: ", ") + (vms.count > 6 ? ", …" : "")
             out += "<polygon class=\"swap\" data-verb=\"\(up ? "promote" : "demote")\" data-swaps=\"\(vms.count)\" "
               + "points=\"\(points)\" fill=\"\(up ? "#2a8a3a" : "#c0392b")\"><title>\(vms.count) \(up ? "promote" : "demote")"
-              + "\(vms.count == 1 ? "" : "s") at \(at(col)): \(esc(list))</title></polygon>"
+              + "\(vms.count == 1 ? "" : "s") at \(at(col)): \(xmlEscape(list))</title></polygon>"
           }
         }
         out += "</g>\n"
@@ -179,7 +179,7 @@ private func policySection(trace: Trace, report: ReplayReport) -> String {
             let vm = cols[c]
             for col in c..<e { held[h]![vm, default: []].insert(col) }
             out += "<rect class=\"hold\" x=\"\(x(c))\" y=\"\(fmt(y))\" width=\"\(fmt(Double(e - c) * colW))\" height=\"\(fmt(laneH))\" "
-              + "fill=\"\(colour(vm))\"><title>\(esc(trace.vms[vm].name)) on VF \(l + 1), \(at(c)) to \(at(e))</title></rect>"
+              + "fill=\"\(colour(vm))\"><title>\(xmlEscape(trace.vms[vm].name)) on VF \(l + 1), \(at(c)) to \(at(e))</title></rect>"
           }
           c = e
         }
@@ -230,9 +230,9 @@ private func policySection(trace: Trace, report: ReplayReport) -> String {
   var y = 4.0
   for vm in top {
     let label = trace.vms[vm].name
-    out += "<g class=\"vm\" data-vm=\"\(esc(label))\"><title>\(esc(label)) (\(esc(t.vmClass[vm] ?? "unmanaged"))): \(fmtBytes(totals[vm]))</title>"
+    out += "<g class=\"vm\" data-vm=\"\(xmlEscape(label))\"><title>\(xmlEscape(label)) (\(xmlEscape(t.vmClass[vm] ?? "unmanaged"))): \(fmtBytes(totals[vm]))</title>"
     out += "<rect x=\"0\" y=\"\(fmt(y + 2))\" width=\"8\" height=\"8\" fill=\"\(colour(vm))\"/>"
-    out += "<text x=\"12\" y=\"\(fmt(y + 10))\">\(esc(label.count > 14 ? String(label.prefix(13)) + "…" : label))</text>"
+    out += "<text x=\"12\" y=\"\(fmt(y + 10))\">\(xmlEscape(label.count > 14 ? String(label.prefix(13)) + "…" : label))</text>"
     out += "<text x=\"\(fmt(plotX - 6))\" y=\"\(fmt(y + 10))\" text-anchor=\"end\" class=\"muted\">\(fmtBytes(totals[vm]))</text>"
     out += strip(t.bytes(ofVM: vm), y: y, scale: peak)
     out += bar(held[.policy]![vm], y: y + stripH + 1, fill: "#1f4e9c")
@@ -256,7 +256,7 @@ private func policySection(trace: Trace, report: ReplayReport) -> String {
     out += "<details class=\"others\"><summary>\(others.count) other VMs (\(fmtBytes(others.map { totals[$0] }.reduce(0, +))))</summary>\n"
     out += "<table><thead><tr><th>VM</th><th>class</th><th>bytes</th><th>swaps</th></tr></thead><tbody>\n"
     for vm in others {
-      out += "<tr><th>\(esc(trace.vms[vm].name))</th><td>\(esc(t.vmClass[vm] ?? "unmanaged"))</td>"
+      out += "<tr><th>\(xmlEscape(trace.vms[vm].name))</th><td>\(xmlEscape(t.vmClass[vm] ?? "unmanaged"))</td>"
         + "<td>\(fmtBytes(totals[vm]))</td><td>\(swapsOf[vm] ?? 0)</td></tr>\n"
     }
     out += "</tbody></table></details>\n"
@@ -271,20 +271,4 @@ private func fmtBytes(_ b: Double) -> String {
   var v = b, u = 0
   while v >= 1000 && u < units.count - 1 { v /= 1000; u += 1 }
   return u == 0 ? String(format: "%.0f B", v) : String(format: "%.1f ", v) + units[u]
-}
-
-private func esc(_ s: String) -> String {
-  var out = ""
-  out.reserveCapacity(s.utf8.count)
-  for ch in s {
-    switch ch {
-    case "&": out += "&amp;"
-    case "<": out += "&lt;"
-    case ">": out += "&gt;"
-    case "\"": out += "&quot;"
-    case "'": out += "&#39;"
-    default: out.append(ch)
-    }
-  }
-  return out
 }

@@ -20,6 +20,8 @@ let realGuestAgentReply = #"{"return": [{"name": "lo", "ip-addresses": [{"ip-add
     #expect(eth0.counters == VMCounters(rxBytes: 264964619, txBytes: 222426, rxPackets: 5077, txPackets: 3053),
             "the guest's own counters: rx is what the guest received")
     #expect(interfaces.first { $0.name == "ifb0" }?.counters == nil, "no statistics member: unknown, not zero")
+    #expect(eth0.ipv4 == ["192.0.2.2"], "IPv4 only: what a swap's confirmation looks for")
+    #expect(interfaces.first { $0.name == "vnet0" }?.ipv4 == [], "a link-local IPv6 address alone is no address")
   }
 
   @Test func theVFNICIsFoundByItsMAC() throws {
