@@ -405,7 +405,7 @@ struct PoolContenders: Sendable, Equatable {
   var challengers: [Contender] = []
   var leaving: [(slot: Int, reason: Reason, force: Bool)] = []
   /// VMs that would move if they had been measured: held as "not measured".
-  var unmeasured: [(slot: Int, wants: String, why: NoRate)] = []
+  var unmeasured: [(slot: Int, wants: Wish, why: NoRate)] = []
   /// Of those, the ones on a VF of this pool.
   var unmeasuredOnVF = 0
   /// Managed VMs mid-swap (or whose guest has not let go of a NIC): they hold
@@ -450,7 +450,7 @@ private func gather(policy: Policy, observation: Observation, slots: [Int], stat
         byPool[p].leaving.append((slot, .wrongPool(holds: held, classPool: policy.classes[c].pool), true))
       } else if !pinned && !tracks[slot].measured {
         // Neither released nor ranked on a rate nobody measured this cycle.
-        byPool[p].unmeasured.append((slot, tracks[slot].intensive ? "keep" : "demote", NoRate(vms[o].reading)))
+        byPool[p].unmeasured.append((slot, tracks[slot].intensive ? .keep : .demote, NoRate(vms[o].reading)))
         byPool[p].unmeasuredOnVF += 1
         byPool[p].incumbents.append(Contender(slot: slot, pinned: false, priority: rule.priority, intensity: 0,
                                               name: tracks[slot].identity.name, unmeasured: true))
@@ -468,7 +468,7 @@ private func gather(policy: Policy, observation: Observation, slots: [Int], stat
       let tracks = state.tracks.span
       guard rule.pool >= 0, pinned || (rule.vf == .eligible && tracks[slot].intensive) else { continue }
       if !pinned && !tracks[slot].measured {
-        byPool[rule.pool].unmeasured.append((slot, "promote", NoRate(vms[o].reading)))
+        byPool[rule.pool].unmeasured.append((slot, .promote, NoRate(vms[o].reading)))
         continue
       }
       byPool[rule.pool].challengers.append(Contender(slot: slot, pinned: pinned, priority: rule.priority,
@@ -502,11 +502,11 @@ private func allocate(pool p: Int, contenders: inout PoolContenders, policy: Pol
     let blocked = leaver.force ? forcedBlock(state.tracks.span[leaver.slot], flap, now: now)
       : antiFlapBlock(state.tracks.span[leaver.slot], flap, now: now, needsDwell: true)
     if let blocked {
-      plan.holds.append(Hold(vm: state.tracks[leaver.slot].identity, wants: "demote", reason: blocked))
+      plan.holds.append(Hold(vm: state.tracks[leaver.slot].identity, wants: .demote, reason: blocked))
       continue
     }
     guard budget > 0 else {
-      plan.holds.append(Hold(vm: state.tracks[leaver.slot].identity, wants: "demote",
+      plan.holds.append(Hold(vm: state.tracks[leaver.slot].identity, wants: .demote,
                              reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
       continue
     }
@@ -524,7 +524,7 @@ private func allocate(pool p: Int, contenders: inout PoolContenders, policy: Pol
   while inUse > usable, w >= 0, budget > 0 {
     let weakest = contenders.incumbents[w]
     if let blocked = forcedBlock(state.tracks.span[weakest.slot], flap, now: now) {
-      plan.holds.append(Hold(vm: state.tracks[weakest.slot].identity, wants: "demote", reason: blocked))
+      plan.holds.append(Hold(vm: state.tracks[weakest.slot].identity, wants: .demote, reason: blocked))
       w -= 1
       continue
     }
@@ -538,12 +538,12 @@ private func allocate(pool p: Int, contenders: inout PoolContenders, policy: Pol
   contenders.challengers.sort { $0.outranks($1) }
   for challenger in contenders.challengers {
     if let blocked = antiFlapBlock(state.tracks.span[challenger.slot], flap, now: now, needsDwell: false) {
-      plan.holds.append(Hold(vm: state.tracks[challenger.slot].identity, wants: "promote", reason: blocked))
+      plan.holds.append(Hold(vm: state.tracks[challenger.slot].identity, wants: .promote, reason: blocked))
       continue
     }
     if inUse < usable {
       guard budget > 0 else {
-        plan.holds.append(Hold(vm: state.tracks[challenger.slot].identity, wants: "promote",
+        plan.holds.append(Hold(vm: state.tracks[challenger.slot].identity, wants: .promote,
                                reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
         continue
       }
@@ -561,7 +561,7 @@ private func allocate(pool p: Int, contenders: inout PoolContenders, policy: Pol
            now: now, budget: &budget, plan: &plan)
     // The promote waits for the demote to be done: if it fails the VF was
     // never free. Next cycle the freed VF goes to the best challenger then.
-    plan.holds.append(Hold(vm: state.tracks[challenger.slot].identity, wants: "promote",
+    plan.holds.append(Hold(vm: state.tracks[challenger.slot].identity, wants: .promote,
                            reason: .displaces(incumbent: loser.name, intensity: challenger.intensity,
                                               incumbentIntensity: loser.intensity, margin: flap.challengerMargin)))
   }
@@ -582,11 +582,11 @@ private func incumbentToDisplace(by challenger: Contender, _ incumbents: [Conten
       .incumbentsHold(weakest: $0.name, weakestIntensity: $0.intensity, intensity: challenger.intensity,
                       margin: flap.challengerMargin)
     } ?? .poolFull(inUse: inUse, capacity: usable)
-    plan.holds.append(Hold(vm: tracks[challenger.slot].identity, wants: "promote", reason: reason))
+    plan.holds.append(Hold(vm: tracks[challenger.slot].identity, wants: .promote, reason: reason))
     return nil
   }
   guard budget >= 1 else {
-    plan.holds.append(Hold(vm: tracks[challenger.slot].identity, wants: "promote",
+    plan.holds.append(Hold(vm: tracks[challenger.slot].identity, wants: .promote,
                            reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
     return nil
   }

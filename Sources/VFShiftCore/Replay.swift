@@ -14,7 +14,7 @@ public struct ReplayReport: Sendable, Equatable {
 
   public struct Swap: Sendable, Equatable {
     public var at: Instant
-    public var verb: String
+    public var verb: Verb
     public var vm: String
     public var pool: String
   }
@@ -126,7 +126,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
   let vmCount = trace.vms.count
   var state = EngineState()
   var placement = [Placement](repeating: .virtio, count: vmCount)
-  var lastSwap = [(at: Instant, verb: String)?](repeating: nil, count: vmCount)
+  var lastSwap = [(at: Instant, verb: Verb)?](repeating: nil, count: vmCount)
   var onset = [Instant?](repeating: nil, count: vmCount)
   let vmIndex = Dictionary(trace.vms.enumerated().map { ($1.uuid, Int32($0)) }, uniquingKeysWith: { a, _ in a })
 

@@ -55,7 +55,7 @@ public struct ReplayTimeline: Sendable, Equatable {
         let s = swaps[nextSwap]
         nextSwap += 1
         guard let v = vmNamed[s.vm], let p = policy.poolIndex(named: s.pool) else { continue }
-        let holds = s.verb == "promote"
+        let holds = s.verb == .promote
         changes.append(Change(cycle: d + 1, vm: v, pool: p, holder: .policy, holds: holds))
         policyPool[v] = holds ? p : -1
       }
