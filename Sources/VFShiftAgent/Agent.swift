@@ -2,6 +2,7 @@ import CMalloc
 import Foundation
 import Synchronization
 import VFShiftCore
+import VFShiftFiles
 import VFShiftHost
 import VFShiftLibvirt
 

@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import VFShiftCore
 @testable import VFShiftAgent
+import VFShiftFiles
 import VFShiftTestSupport
 #if canImport(Glibc)
 import Glibc

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VFShiftCore
 @testable import VFShiftAgent
+import VFShiftFiles
 import VFShiftTestSupport
 
 /// What ships for Prometheus (deploy/prometheus, deploy/grafana) against what

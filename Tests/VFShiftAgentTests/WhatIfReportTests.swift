@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VFShiftCore
 import VFShiftAgent
+import VFShiftFiles
 import VFShiftTestSupport
 
 /// Debian's headless Chromium, for what a real browser makes of the report.

@@ -1,6 +1,6 @@
 import Testing
 import VFShiftCore
-import VFShiftAgent
+import VFShiftFiles
 
 func bundled(_ policy: String) throws -> Policy { try loadPolicy("\(repoRoot)/policies/\(policy).json") }
 func bundledTrace(_ name: String) throws -> Trace { try loadTrace("\(repoRoot)/policies/traces/\(name).trace") }
