@@ -87,8 +87,7 @@ struct Contender: Sendable {
 }
 
 /// Who sits on, leaves, or wants each pool's VFs: one pass over the VMs.
-struct PoolContenders: Sendable, Equatable {
-  static func == (a: PoolContenders, b: PoolContenders) -> Bool { true }  // scratch space, not state
+struct PoolContenders: Sendable {
   var incumbents: [Contender] = []
   var challengers: [Contender] = []
   var leaving: [(slot: Int, reason: Reason, force: Bool)] = []
@@ -114,8 +113,8 @@ struct PoolContenders: Sendable, Equatable {
 }
 
 func gather(policy: Policy, observation: Observation, slots: [Int], state: inout EngineState) -> [PoolContenders] {
-  var byPool = state.contenders
-  state.contenders = []
+  var byPool = state.scratch.contenders
+  state.scratch.contenders = []
   if byPool.count != policy.pools.count { byPool = Array(repeating: PoolContenders(), count: policy.pools.count) }
   for p in byPool.indices { byPool[p].clear() }
   // In place, as in decide: neither an observation nor a track is copied.

@@ -79,10 +79,6 @@ public struct CounterSnapshot: Sendable, Sequence {
   public var isEmpty: Bool { counters.isEmpty }
   public var names: [String] { interfaces.names }
 
-  public var dictionary: [String: InterfaceCounters] {
-    Dictionary(uniqueKeysWithValues: zip(interfaces.names, counters))
-  }
-
   public typealias Element = (name: String, counters: InterfaceCounters)
 
   public struct Iterator: IteratorProtocol {

@@ -3,14 +3,12 @@ import Foundation
 /// What the engine remembers from one cycle to the next: counter baselines,
 /// smoothed rates, hysteresis state and swap history. A value: the same
 /// state, policy, observation and `now` always give the same plan and state.
-public struct EngineState: Sendable, Equatable {
+public struct EngineState: Sendable {
   var tracks: [VMTrack] = []
   var index: [String: Int] = [:]
   var policy: Policy?
   var rules: [ClassRule] = []
-  /// Reused each cycle so a steady-state cycle allocates nothing.
-  var slots: [Int] = []
-  var contenders: [PoolContenders] = []
+  var scratch = EngineScratch()
   /// Per pool (the policy's order): managed VMs on one of its VFs with no
   /// measured rate in the last cycle.
   var unmeasured: [Int] = []
@@ -59,6 +57,15 @@ public struct EngineState: Sendable, Equatable {
   }
 }
 
+/// Buffers a cycle fills and the next one empties, kept so a steady-state
+/// cycle allocates nothing. Not state: no decision depends on what they held.
+struct EngineScratch: Sendable {
+  /// Per VM of the observation, its track's index.
+  var slots: [Int] = []
+  /// Per pool (the policy's order), who sits on, leaves or wants its VFs.
+  var contenders: [PoolContenders] = []
+}
+
 /// A class's numbers without its strings: what the per-VM hot path reads,
 /// so a cycle over 1,000 VMs copies no strings and retains nothing.
 struct ClassRule: Sendable, Equatable {
@@ -82,10 +89,9 @@ struct SmoothingWeight: Sendable, Equatable {
 
 struct VMTrack: Sendable, Equatable {
   var identity: VMIdentity
-  var resolution: ClassResolution = .unmanaged {
-    didSet { if case .managed(let c) = resolution { classIndex = c } else { classIndex = -1 } }
-  }
-  var classIndex = -1
+  var resolution: ClassResolution = .unmanaged
+  /// The managing class, -1 for none: read off `resolution`, so the two never disagree.
+  var classIndex: Int { if case .managed(let c) = resolution { c } else { -1 } }
   /// The device the baseline counters came from; meaningful only while
   /// `lastCounters` is set (a plain String: an Optional one is compared
   /// through the generic witness, every VM, every cycle).
@@ -147,11 +153,11 @@ public func decide(_ state: inout EngineState, policy: Policy, observation: Obse
     state.policy = policy
     state.rules = policy.classes.map { ClassRule($0, policy) }
   }
-  var slots = state.slots
-  state.slots = []
+  var slots = state.scratch.slots
+  state.scratch.slots = []
   slots.removeAll(keepingCapacity: true)
   slots.append(contentsOf: repeatElement(0, count: observation.vms.count))
-  defer { state.slots = slots }
+  defer { state.scratch.slots = slots }
   for i in state.tracks.indices { state.tracks[i].seen = false }
   // Read in place: copying a VMObservation retains every string in it, and
   // that was most of a small cycle's cost.
@@ -211,7 +217,7 @@ public func decide(_ state: inout EngineState, policy: Policy, observation: Obse
     allocate(pool: p, contenders: &contenders[p], policy: policy, observation: observation, state: &state,
              now: now, budget: &budget, plan: &plan)
   }
-  state.contenders = contenders
+  state.scratch.contenders = contenders
   // Demotions first, so promotions find the VFs they free.
   if plan.actions.count > 1 {
     plan.actions = plan.actions.filter { if case .demote = $0 { true } else { false } }
