@@ -118,6 +118,22 @@ public struct VMCounters: Sendable, Equatable, Hashable {
   }
 }
 
+extension VMCounters {
+  /// What moved since `earlier`: bytes, and packets when both readings
+  /// count them without a reset. Nil when a byte counter went backwards (a
+  /// reset, another device): a gap, never a negative. The one rule the
+  /// engine's rates, the replay's shares and the timeline all use.
+  @inline(__always)
+  func moved(since earlier: VMCounters) -> (bytes: UInt64, packets: UInt64?)? {
+    guard rxBytes >= earlier.rxBytes, txBytes >= earlier.txBytes else { return nil }
+    var packets: UInt64?
+    if let rp = rxPackets, let tp = txPackets, let lrp = earlier.rxPackets, let ltp = earlier.txPackets, rp >= lrp, tp >= ltp {
+      packets = (rp - lrp) + (tp - ltp)
+    }
+    return ((rxBytes - earlier.rxBytes) + (txBytes - earlier.txBytes), packets)
+  }
+}
+
 /// How the host sees a VM's NIC, which decides which way round its counters are.
 public enum HostDeviceKind: String, Sendable, Equatable, Hashable, Codable {
   /// A tap (`vnetN`) behind a bridge or network virtio NIC: the host transmits

@@ -31,13 +31,9 @@ private func estimate(_ track: inout VMTrack, _ counters: VMCounters, at: Instan
   track.intervalBytes = nil; track.intervalPackets = nil
   guard continuing, let last, let lastAt else { return }
   let dt = at - lastAt
-  guard dt > 0, counters.rxBytes >= last.rxBytes, counters.txBytes >= last.txBytes else { return }
-  let bytes = Double((counters.rxBytes - last.rxBytes) + (counters.txBytes - last.txBytes)) / dt
-  var packets: Double?
-  if let rp = counters.rxPackets, let tp = counters.txPackets, let lrp = last.rxPackets, let ltp = last.txPackets,
-     rp >= lrp, tp >= ltp {
-    packets = Double((rp - lrp) + (tp - ltp)) / dt
-  }
+  guard dt > 0, let moved = counters.moved(since: last) else { return }
+  let bytes = Double(moved.bytes) / dt
+  let packets = moved.packets.map { Double($0) / dt }
   track.intervalBytes = bytes
   track.intervalPackets = packets
   track.intervalStart = lastAt
