@@ -47,22 +47,26 @@ let package = Package(
     .target(name: "VFShiftHost", dependencies: ["VFShiftCore"]),
     // libvirt is loaded at run time (dlopen): nothing of it is needed to build.
     .target(name: "VFShiftLibvirt", dependencies: ["VFShiftCore"]),
-    .target(name: "VFShiftAgent", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "CMalloc"]),
-    .executableTarget(name: "vfshift", dependencies: ["VFShiftCore", "VFShiftHost", "VFShiftLibvirt", "VFShiftAgent", "CMalloc"],
+    // Policy and trace files from disk (stat/open in its Internals): what the
+    // agent, whatif, the core tests and bench-engine load, without the agent.
+    .target(name: "VFShiftFiles", dependencies: ["VFShiftCore"]),
+    .target(name: "VFShiftAgent", dependencies: ["VFShiftCore", "VFShiftFiles", "VFShiftHost", "VFShiftLibvirt", "CMalloc"]),
+    .executableTarget(name: "vfshift", dependencies: ["VFShiftCore", "VFShiftFiles", "VFShiftHost", "VFShiftLibvirt", "VFShiftAgent",
+                                                      "CMalloc"],
                       exclude: ["hot-functions.order"], linkerSettings: staticSwift),
     // Shared by the test targets: brings up the real test bed and decides,
     // loudly, whether a test that needs it runs, fails (CI) or skips (locally).
     .target(name: "VFShiftTestSupport", path: "Tests/Support"),
 
-    .testTarget(name: "VFShiftCoreTests", dependencies: ["VFShiftCore", "VFShiftAgent"], exclude: ["Fixtures"]),
+    .testTarget(name: "VFShiftCoreTests", dependencies: ["VFShiftCore", "VFShiftFiles"], exclude: ["Fixtures"]),
     .testTarget(name: "VFShiftHostTests", dependencies: ["VFShiftHost", "VFShiftTestSupport"]),
     .testTarget(name: "VFShiftLibvirtTests", dependencies: ["VFShiftLibvirt", "VFShiftTestSupport"]),
-    .testTarget(name: "VFShiftAgentTests", dependencies: ["VFShiftAgent", "VFShiftTestSupport"]),
+    .testTarget(name: "VFShiftAgentTests", dependencies: ["VFShiftAgent", "VFShiftFiles", "VFShiftTestSupport"]),
 
-    .executableTarget(name: "bench-engine", dependencies: ["VFShiftCore", "VFShiftAgent"], path: "Benchmarks/bench-engine"),
+    .executableTarget(name: "bench-engine", dependencies: ["VFShiftCore", "VFShiftFiles"], path: "Benchmarks/bench-engine"),
     .executableTarget(name: "bench-counters", dependencies: ["VFShiftHost"], path: "Benchmarks/bench-counters"),
     .executableTarget(name: "bench-libvirt", dependencies: ["VFShiftLibvirt", "VFShiftHost"], path: "Benchmarks/bench-libvirt"),
-    .executableTarget(name: "bench-agent", dependencies: ["VFShiftAgent"], path: "Benchmarks/bench-agent",
+    .executableTarget(name: "bench-agent", dependencies: ["VFShiftAgent", "VFShiftFiles"], path: "Benchmarks/bench-agent",
                       linkerSettings: staticSwift),
     // libFuzzer targets, one per parser; Benchmarks/fuzz/run builds them with the sanitizers.
     .target(name: "FuzzSupport", path: "Benchmarks/FuzzSupport"),

@@ -29,6 +29,7 @@ import Synchronization
 import Glibc
 #endif
 import VFShiftAgent
+import VFShiftFiles
 import VFShiftCore
 import VFShiftHost
 import VFShiftLibvirt

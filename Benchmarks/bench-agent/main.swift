@@ -48,6 +48,7 @@ import Synchronization
 import Glibc
 #endif
 import VFShiftAgent
+import VFShiftFiles
 import VFShiftCore
 import VFShiftHost
 import VFShiftLibvirt

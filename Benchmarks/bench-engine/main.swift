@@ -7,7 +7,7 @@
 //                                   instructions (repeatable on a busy machine)
 import Foundation
 import VFShiftCore
-import VFShiftAgent
+import VFShiftFiles
 
 func seconds(_ body: () -> Void) -> Double {
   let start = DispatchTime.now().uptimeNanoseconds

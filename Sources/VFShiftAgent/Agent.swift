@@ -2,6 +2,7 @@ import CMalloc
 import Foundation
 import Synchronization
 import VFShiftCore
+import VFShiftFiles
 import VFShiftHost
 import VFShiftLibvirt
 
@@ -70,7 +71,7 @@ public final class Agent: @unchecked Sendable {
   /// Decisions this process made, for tests comparing with a replay: the
   /// last `decisionsKept` of them, so a forced move retried for months does
   /// not grow the agent.
-  public private(set) var decisions: [(at: Double, verb: String, vm: String)] = []
+  public private(set) var decisions: [(at: Double, verb: Verb, vm: String)] = []
   /// VMs whose guest did not use the NIC a swap gave it: not tried again until then (agent seconds).
   var notTakenUntil: [String: Double] = [:]
   var notTakenCount: [String: Int] = [:]
@@ -326,7 +327,7 @@ public final class Agent: @unchecked Sendable {
       guard !config.dryRun else { continue }
       guard let domain = byUUID[action.vm.uuid], let pool = policy.pools.first(where: { $0.name == action.pool }) else { continue }
       if let until = notTakenUntil[domain.uuid], until > now.seconds {
-        log.emit("held", ["vm": .string(action.vm.name), "direction": .string(action.verb),
+        log.emit("held", ["vm": .string(action.vm.name), "direction": .string(action.verb.rawValue),
                           "reason": .string(String(format: "the guest did not use its new NIC last time; cooldown %.0f s left", until - now.seconds))])
         continue
       }
@@ -342,7 +343,7 @@ public final class Agent: @unchecked Sendable {
       // guest still holding its old NIC is mid-swap, not a failure.
       let succeeded = outcome == .done || outcome == .detachPending
       metrics.withEngine { $0.swapFinished(uuid: action.vm.uuid, succeeded: succeeded, now: now) }
-      log.emit("swap", ["vm": .string(action.vm.name), "direction": .string(action.verb), "pool": .string(action.pool),
+      log.emit("swap", ["vm": .string(action.vm.name), "direction": .string(action.verb.rawValue), "pool": .string(action.pool),
                         "outcome": .string(outcome.rawValue), "seconds": .number(seconds)])
       // A guest that did not take its new NIC is left alone, 30 s and doubling
       // up to 10 min while it keeps refusing: each try holds the loop up to
@@ -412,7 +413,7 @@ public final class Agent: @unchecked Sendable {
     for action in plan.actions {
       let rate = metrics.withEngine { $0.rate(of: action.vm.uuid) }
       log.emit("decision", ["vm": .string(action.vm.name), "class": .string(className(action.vm)),
-                            "decision": .string(action.verb), "pool": .string(action.pool), "rule": .string(action.reason.rule),
+                            "decision": .string(action.verb.rawValue), "pool": .string(action.pool), "rule": .string(action.reason.rule),
                             "reason": .string("\(action.reason)"), "bytesPerSecond": .optional(rate?.bytesPerSecond),
                             "packetsPerSecond": .optional(rate?.packetsPerSecond), "dryRun": .bool(config.dryRun),
                             "t": .number(now.seconds)])
@@ -448,7 +449,7 @@ public final class Agent: @unchecked Sendable {
       lastHold[hold.vm.uuid] = hold.reason.rule
       news = true
       log.emit("decision", ["vm": .string(hold.vm.name), "class": .string(className(hold.vm)), "decision": "hold",
-                            "wants": .string(hold.wants), "rule": .string(hold.reason.rule), "reason": .string("\(hold.reason)"),
+                            "wants": .string(hold.wants.rawValue), "rule": .string(hold.reason.rule), "reason": .string("\(hold.reason)"),
                             "t": .number(now.seconds)])
     }
     return news
@@ -512,7 +513,7 @@ public final class Agent: @unchecked Sendable {
     }
     metrics.observePools(pools)
     var waiting: [String: Int] = [:]
-    for hold in plan.holds where hold.wants == "promote" {
+    for hold in plan.holds where hold.wants == .promote {
       if case .managed(let c) = policy.resolveClass(of: hold.vm), let p = policy.classes[c].pool { waiting[p, default: 0] += 1 }
     }
     metrics.observeWaiting(waiting)

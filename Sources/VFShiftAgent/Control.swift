@@ -75,7 +75,7 @@ extension Agent {
       let placement = last.observation.vms.first { $0.identity.uuid == chain.uuid }.map { placementName($0.placement) } ?? "gone"
       var decision = "keep", rule: String?, reason: String?
       if let a = last.plan.actions.first(where: { $0.vm.uuid == chain.uuid }) {
-        decision = a.verb; rule = a.reason.rule; reason = "\(a.reason)"
+        decision = a.verb.rawValue; rule = a.reason.rule; reason = "\(a.reason)"
       } else if let h = last.plan.holds.first(where: { $0.vm.uuid == chain.uuid }) {
         decision = "hold (wants \(h.wants))"; rule = h.reason.rule; reason = "\(h.reason)"
       }

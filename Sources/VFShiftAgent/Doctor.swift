@@ -1,5 +1,6 @@
 import Foundation
 import VFShiftCore
+import VFShiftFiles
 import VFShiftHost
 import VFShiftLibvirt
 

@@ -9,7 +9,7 @@ public final class Metrics: Sendable {
   struct VMGauge: Sendable { var className: String; var bytesPerSecond: Double?; var packetsPerSecond: Double?; var onVF: Bool }
   struct State: Sendable, Equatable {
     var pools: [String: PoolGauge] = [:]
-    var swaps: [String: Int] = [:]          // "verb|outcome"
+    var swaps: [SwapTally: Int] = [:]
     var swapDurations: [Double] = []        // bucket counts
     var swapDurationSum = 0.0
     var swapDurationCount = 0
@@ -68,9 +68,9 @@ public final class Metrics: Sendable {
     engine.withLock { body($0) }
   }
 
-  func swapFinished(verb: String, outcome: String, seconds: Double) {
+  func swapFinished(verb: Verb, outcome: String, seconds: Double) {
     state.withLock { s in
-      s.swaps["\(verb)|\(outcome)", default: 0] += 1
+      s.swaps[SwapTally(verb: verb, outcome: outcome), default: 0] += 1
       for (i, b) in Metrics.buckets.enumerated() where seconds <= b { s.swapDurations[i] += 1 }
       s.swapDurationSum += seconds
       s.swapDurationCount += 1
@@ -151,8 +151,7 @@ public final class Metrics: Sendable {
     for u in unmeasured { out += "vfshift_vms_unmeasured{pool=\"\(label(u.pool))\"} \(u.vms)\n" }
     family("vfshift_swaps_total", "counter", "Swaps carried out, by direction and outcome.")
     for (k, n) in s.swaps.sorted(by: { $0.key < $1.key }) {
-      let parts = k.split(separator: "|", maxSplits: 1).map(String.init)
-      out += "vfshift_swaps_total{direction=\"\(parts[0])\",outcome=\"\(label(parts[1]))\"} \(n)\n"
+      out += "vfshift_swaps_total{direction=\"\(k.verb)\",outcome=\"\(label(k.outcome))\"} \(n)\n"
     }
     family("vfshift_swap_duration_seconds", "histogram", "Time from journal written to journal cleared.")
     for (i, b) in Metrics.buckets.enumerated() { out += "vfshift_swap_duration_seconds_bucket{le=\"\(num(b))\"} \(num(s.swapDurations[i]))\n" }

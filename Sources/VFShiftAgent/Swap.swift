@@ -37,9 +37,9 @@ public struct Swapper: Sendable {
     self.attachDeadline = attachDeadline; self.detachDeadline = detachDeadline; self.stepHook = stepHook
   }
 
-  func step(_ domain: DomainInventory, _ verb: String, _ name: String, _ fields: [String: LogValue] = [:]) {
+  func step(_ domain: DomainInventory, _ verb: Verb, _ name: String, _ fields: [String: LogValue] = [:]) {
     var f = fields
-    f["vm"] = .string(domain.name); f["uuid"] = .string(domain.uuid); f["swap"] = .string(verb); f["step"] = .string(name)
+    f["vm"] = .string(domain.name); f["uuid"] = .string(domain.uuid); f["swap"] = .string(verb.rawValue); f["step"] = .string(name)
     log.emit("swap-step", f)
     stepHook(name)
   }
@@ -48,22 +48,22 @@ public struct Swapper: Sendable {
 
   public func promote(_ domain: DomainInventory, to pool: VFPool, nics: ManagedNICs) async -> SwapOutcome {
     guard let virtio = nics.virtio, let oldAlias = virtio.alias else {
-      step(domain, "promote", "refused", ["reason": "no virtio NIC with an alias to swap out"])
+      step(domain, .promote, "refused", ["reason": "no virtio NIC with an alias to swap out"])
       return .refused
     }
     let saved: String
     do { saved = try InterfaceXML.restorable(virtio.xml) } catch {
-      step(domain, "promote", "refused", ["reason": .string("cannot save the virtio NIC: \(error)")])
+      step(domain, .promote, "refused", ["reason": .string("cannot save the virtio NIC: \(error)")])
       return .refused
     }
     var journal = SwapJournal(operation: .promote, pool: pool.network, oldAlias: oldAlias, newAlias: Swapper.vfAlias,
                               step: .attaching, startedAtUnixMilliseconds: Swapper.nowMilliseconds(),
                               savedInterfaceXML: saved)
     do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
-      step(domain, "promote", "journal-failed", ["error": .string("\(error)")])
+      step(domain, .promote, "journal-failed", ["error": .string("\(error)")])
       return .journalFailed
     }
-    step(domain, "promote", "journal")
+    step(domain, .promote, "journal")
     let guestBefore = await guestNICs(domain.uuid)
     let nic: NIC
     do {
@@ -72,14 +72,14 @@ public struct Swapper: Sendable {
       nic = try await connection.attachPoolInterface(uuid: domain.uuid, network: pool.network,
                                                      mac: pool.mac == .same ? virtio.mac : nil,
                                                      alias: Swapper.vfAlias, deadline: .now + attachDeadline)
-      step(domain, "promote", "attached", ["device": .string(nic.hostDevice ?? "-"), "mac": .string(nic.mac)])
+      step(domain, .promote, "attached", ["device": .string(nic.hostDevice ?? "-"), "mac": .string(nic.mac)])
     } catch {
-      step(domain, "promote", "attach-failed", ["error": .string("\(error)")])
+      step(domain, .promote, "attach-failed", ["error": .string("\(error)")])
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
     }
-    guard await guestTakes(domain, "promote", nic: nic, before: guestBefore, pool: pool) else {
-      return await rollBack(domain, "promote", newAlias: Swapper.vfAlias)
+    guard await guestTakes(domain, .promote, nic: nic, before: guestBefore, pool: pool) else {
+      return await rollBack(domain, .promote, newAlias: Swapper.vfAlias)
     }
     return await finishPromotion(domain, journal: &journal)
   }
@@ -94,23 +94,23 @@ public struct Swapper: Sendable {
       try connection.setMetadata(uuid: domain.uuid, namespaceURI: ParkedNIC.namespace, prefix: ParkedNIC.prefix,
                                  xml: parked.xmlElement())
     } catch {
-      step(domain, "promote", "journal-failed", ["error": .string("\(error)")])
+      step(domain, .promote, "journal-failed", ["error": .string("\(error)")])
       return .journalFailed
     }
-    step(domain, "promote", "detach-requested", ["alias": .string(journal.oldAlias)])
+    step(domain, .promote, "detach-requested", ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
-    return settle(domain, "promote", report.outcome, journal: &journal, releasedMember: nil)
+    return settle(domain, .promote, report.outcome, journal: &journal, releasedMember: nil)
   }
 
   public func demote(_ domain: DomainInventory, from pool: VFPool, nics: ManagedNICs) async -> SwapOutcome {
     guard let vf = nics.vf, let vfAlias = vf.alias else {
-      step(domain, "demote", "refused", ["reason": "no VF NIC with an alias"])
+      step(domain, .demote, "refused", ["reason": "no VF NIC with an alias"])
       return .refused
     }
     guard let parked = readParked(domain.uuid) else {
       // Without the saved virtio NIC there is nothing exact to go back to:
       // better a VM on a VF than a VM without a network.
-      step(domain, "demote", "refused", ["reason": "no saved virtio NIC in the domain's metadata"])
+      step(domain, .demote, "refused", ["reason": "no saved virtio NIC in the domain's metadata"])
       return .refused
     }
     let restoredAlias = (try? parseInterfaceXML(parked.savedInterfaceXML).alias) ?? nil
@@ -118,24 +118,24 @@ public struct Swapper: Sendable {
                               newAlias: restoredAlias ?? "ua-net0", step: .attaching,
                               startedAtUnixMilliseconds: Swapper.nowMilliseconds(), savedInterfaceXML: parked.savedInterfaceXML)
     do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
-      step(domain, "demote", "journal-failed", ["error": .string("\(error)")])
+      step(domain, .demote, "journal-failed", ["error": .string("\(error)")])
       return .journalFailed
     }
-    step(domain, "demote", "journal")
+    step(domain, .demote, "journal")
     let guestBefore = await guestNICs(domain.uuid)
     let nic: NIC
     do {
       nic = try await connection.restoreInterface(uuid: domain.uuid, savedXML: parked.savedInterfaceXML,
                                                   deadline: .now + attachDeadline)
-      step(domain, "demote", "attached", ["device": .string(nic.hostDevice ?? "-"), "mac": .string(nic.mac)])
+      step(domain, .demote, "attached", ["device": .string(nic.hostDevice ?? "-"), "mac": .string(nic.mac)])
       if let alias = nic.alias, alias != journal.newAlias { journal.newAlias = alias }
     } catch {
-      step(domain, "demote", "attach-failed", ["error": .string("\(error)")])
+      step(domain, .demote, "attach-failed", ["error": .string("\(error)")])
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
     }
-    guard await guestTakes(domain, "demote", nic: nic, before: guestBefore, pool: pool) else {
-      return await rollBack(domain, "demote", newAlias: journal.newAlias)
+    guard await guestTakes(domain, .demote, nic: nic, before: guestBefore, pool: pool) else {
+      return await rollBack(domain, .demote, newAlias: journal.newAlias)
     }
     return await finishDemotion(domain, journal: &journal)
   }
@@ -143,15 +143,15 @@ public struct Swapper: Sendable {
   func finishDemotion(_ domain: DomainInventory, journal: inout SwapJournal) async -> SwapOutcome {
     journal.step = .detaching
     do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
-      step(domain, "demote", "journal-failed", ["error": .string("\(error)")])
+      step(domain, .demote, "journal-failed", ["error": .string("\(error)")])
       return .journalFailed
     }
-    step(domain, "demote", "detach-requested", ["alias": .string(journal.oldAlias)])
+    step(domain, .demote, "detach-requested", ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
-    return settle(domain, "demote", report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
+    return settle(domain, .demote, report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
   }
 
-  func guestTakes(_ domain: DomainInventory, _ verb: String, nic: NIC, before: [GuestInterface]?, pool: VFPool) async -> Bool {
+  func guestTakes(_ domain: DomainInventory, _ verb: Verb, nic: NIC, before: [GuestInterface]?, pool: VFPool) async -> Bool {
     switch await confirmGuestUses(domain, nic: nic, before: before, within: .milliseconds(Int64(pool.confirmSeconds * 1000))) {
     case .confirmed(let how):
       step(domain, verb, "guest-uses-new", ["by": .string(how)])
@@ -165,7 +165,7 @@ public struct Swapper: Sendable {
   /// Make before break, undone: the new NIC out again, the old one never
   /// touched, the journal cleared once the new one is gone (until then a
   /// restarted agent finds it and finishes forward, which is safe: both NICs work).
-  func rollBack(_ domain: DomainInventory, _ verb: String, newAlias: String) async -> SwapOutcome {
+  func rollBack(_ domain: DomainInventory, _ verb: Verb, newAlias: String) async -> SwapOutcome {
     let report = await connection.detachInterface(uuid: domain.uuid, alias: newAlias, deadline: .now + detachDeadline)
     switch report.outcome {
     case .removed, .alreadyAbsent:
@@ -183,14 +183,14 @@ public struct Swapper: Sendable {
 
   /// The last step of either direction: done when the old NIC is gone,
   /// pending (and journalled as such) when the guest still holds it.
-  func settle(_ domain: DomainInventory, _ verb: String, _ outcome: DetachOutcome, journal: inout SwapJournal,
+  func settle(_ domain: DomainInventory, _ verb: Verb, _ outcome: DetachOutcome, journal: inout SwapJournal,
               releasedMember: String?) -> SwapOutcome {
     switch outcome {
     case .removed, .alreadyAbsent:
       if let member = releasedMember {
         do { try setLinkUp(member) } catch { step(domain, verb, "member-up-failed", ["error": .string("\(error)")]) }
       }
-      if verb == "demote" {
+      if verb == .demote {
         try? connection.setMetadata(uuid: domain.uuid, namespaceURI: ParkedNIC.namespace, prefix: ParkedNIC.prefix, xml: nil)
       }
       do { try connection.clearJournal(uuid: domain.uuid) } catch {
@@ -218,7 +218,7 @@ public struct Swapper: Sendable {
   /// when it did not (nothing was changed).
   public func reconcile(_ domain: DomainInventory) async -> SwapOutcome? {
     guard var journal = domain.journal else { return nil }
-    let verb = journal.operation.rawValue
+    let verb = journal.operation
     let newPresent = domain.nic(alias: journal.newAlias) != nil
     step(domain, verb, "reconcile", ["journalStep": .string(journal.step.rawValue), "newNICPresent": .bool(newPresent)])
     guard newPresent else {

@@ -79,10 +79,6 @@ public struct CounterSnapshot: Sendable, Sequence {
   public var isEmpty: Bool { counters.isEmpty }
   public var names: [String] { interfaces.names }
 
-  public var dictionary: [String: InterfaceCounters] {
-    Dictionary(uniqueKeysWithValues: zip(interfaces.names, counters))
-  }
-
   public typealias Element = (name: String, counters: InterfaceCounters)
 
   public struct Iterator: IteratorProtocol {
@@ -119,6 +115,22 @@ public struct VMCounters: Sendable, Equatable, Hashable {
 
   public init(rxBytes: UInt64, txBytes: UInt64, rxPackets: UInt64?, txPackets: UInt64?) {
     self.rxBytes = rxBytes; self.txBytes = txBytes; self.rxPackets = rxPackets; self.txPackets = txPackets
+  }
+}
+
+extension VMCounters {
+  /// What moved since `earlier`: bytes, and packets when both readings
+  /// count them without a reset. Nil when a byte counter went backwards (a
+  /// reset, another device): a gap, never a negative. The one rule the
+  /// engine's rates, the replay's shares and the timeline all use.
+  @inline(__always)
+  func moved(since earlier: VMCounters) -> (bytes: UInt64, packets: UInt64?)? {
+    guard rxBytes >= earlier.rxBytes, txBytes >= earlier.txBytes else { return nil }
+    var packets: UInt64?
+    if let rp = rxPackets, let tp = txPackets, let lrp = earlier.rxPackets, let ltp = earlier.txPackets, rp >= lrp, tp >= ltp {
+      packets = (rp - lrp) + (tp - ltp)
+    }
+    return ((rxBytes - earlier.rxBytes) + (txBytes - earlier.txBytes), packets)
   }
 }
 

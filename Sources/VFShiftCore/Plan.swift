@@ -114,6 +114,36 @@ public func si(_ d: Double) -> String {
   return fmt(d.rounded())
 }
 
+/// Which way a VM moves: onto a VF or back to virtio. The engine's actions,
+/// its holds, the swap journal and the metrics all speak of this one type;
+/// its raw value is the word the logs, JSON and metrics print.
+public enum Verb: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+  /// virtio → VF (pool member).
+  case promote
+  /// VF → virtio.
+  case demote
+  public var description: String { rawValue }
+}
+
+/// What a held VM wanted: a move, or (unmeasured on its VF, last seen
+/// intensive) to stay where it is.
+public enum Wish: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+  case promote, demote, keep
+  public var description: String { rawValue }
+}
+
+/// What the metrics count swaps by, kept as its parts so the exposition
+/// never splits a joined string apart again. Ordered as the joined text
+/// "verb|outcome" would sort, so the exposition's order is unchanged.
+public struct SwapTally: Sendable, Hashable, Comparable {
+  public var verb: Verb
+  public var outcome: String
+  public init(verb: Verb, outcome: String) { self.verb = verb; self.outcome = outcome }
+  public static func < (a: SwapTally, b: SwapTally) -> Bool {
+    a.verb != b.verb ? a.verb.rawValue < b.verb.rawValue : a.outcome < b.outcome
+  }
+}
+
 public enum Action: Sendable, Equatable, CustomStringConvertible {
   case promote(vm: VMIdentity, pool: String, reason: Reason)
   case demote(vm: VMIdentity, pool: String, reason: Reason)
@@ -127,16 +157,16 @@ public enum Action: Sendable, Equatable, CustomStringConvertible {
   public var reason: Reason {
     switch self { case .promote(_, _, let r), .demote(_, _, let r): r }
   }
-  public var verb: String {
-    switch self { case .promote: "promote"; case .demote: "demote" }
+  public var verb: Verb {
+    switch self { case .promote: .promote; case .demote: .demote }
   }
-  public var description: String { "\(verb) \(vm.name) \(verb == "promote" ? "to" : "from") \(pool): \(reason)" }
+  public var description: String { "\(verb) \(vm.name) \(verb == .promote ? "to" : "from") \(pool): \(reason)" }
 }
 
 /// A VM that wanted a change and did not get it this cycle, and why.
 public struct Hold: Sendable, Equatable, CustomStringConvertible {
   public var vm: VMIdentity
-  public var wants: String
+  public var wants: Wish
   public var reason: Reason
   public var description: String { "hold \(vm.name) (wants \(wants)): \(reason)" }
 }

@@ -14,7 +14,7 @@ public struct ReplayReport: Sendable, Equatable {
 
   public struct Swap: Sendable, Equatable {
     public var at: Instant
-    public var verb: String
+    public var verb: Verb
     public var vm: String
     public var pool: String
   }
@@ -126,7 +126,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
   let vmCount = trace.vms.count
   var state = EngineState()
   var placement = [Placement](repeating: .virtio, count: vmCount)
-  var lastSwap = [(at: Instant, verb: String)?](repeating: nil, count: vmCount)
+  var lastSwap = [(at: Instant, verb: Verb)?](repeating: nil, count: vmCount)
   var onset = [Instant?](repeating: nil, count: vmCount)
   let vmIndex = Dictionary(trace.vms.enumerated().map { ($1.uuid, Int32($0)) }, uniquingKeysWith: { a, _ in a })
 
@@ -242,13 +242,10 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
         // `intervalBytes`'s rule (ReplayTimeline.swift), written out for this loop's speed.
         guard c >= 0, previous >= 0, let (counters, at) = samples[s].reading.counters,
               case let .known(lastSource, lastCounters, lastAt) = samples[previous].reading,
-              samples[s].reading.isFrom(lastSource),
-              counters.rxBytes >= lastCounters.rxBytes, counters.txBytes >= lastCounters.txBytes, at > lastAt
+              samples[s].reading.isFrom(lastSource), at > lastAt, let moved = counters.moved(since: lastCounters)
         else { continue }
-        let bytes = Double((counters.rxBytes - lastCounters.rxBytes) + (counters.txBytes - lastCounters.txBytes))
-        var packets = 0.0
-        if let a = counters.rxPackets, let b = counters.txPackets, let la = lastCounters.rxPackets,
-           let lb = lastCounters.txPackets, a >= la, b >= lb { packets = Double((a - la) + (b - lb)) }
+        let bytes = Double(moved.bytes)
+        let packets = moved.packets.map { Double($0) } ?? 0
         let onVF: Bool = if case .vf = placement[v] { true } else { false }
         shares[c].bytes += bytes
         shares[c].packets += packets

@@ -55,7 +55,7 @@ public struct ReplayTimeline: Sendable, Equatable {
         let s = swaps[nextSwap]
         nextSwap += 1
         guard let v = vmNamed[s.vm], let p = policy.poolIndex(named: s.pool) else { continue }
-        let holds = s.verb == "promote"
+        let holds = s.verb == .promote
         changes.append(Change(cycle: d + 1, vm: v, pool: p, holder: .policy, holds: holds))
         policyPool[v] = holds ? p : -1
       }
@@ -142,14 +142,13 @@ public struct TimeColumns: Sendable, Equatable {
 }
 
 /// Bytes a VM moved between two of its readings: nil unless both are known,
-/// from the same source, with no counter reset and time moving forward. The
-/// replay's loop applies the same rule written out inline (bench-engine).
+/// from the same source, with no counter reset (`VMCounters.moved`) and time
+/// moving forward. The replay's loop applies the same rule inline (bench-engine).
 func intervalBytes(_ last: CounterReading, _ now: CounterReading) -> Double? {
   guard let (counters, at) = now.counters, case let .known(lastSource, lastCounters, lastAt) = last,
-        now.isFrom(lastSource), counters.rxBytes >= lastCounters.rxBytes, counters.txBytes >= lastCounters.txBytes,
-        at > lastAt
+        now.isFrom(lastSource), at > lastAt, let moved = counters.moved(since: lastCounters)
   else { return nil }
-  return Double((counters.rxBytes - lastCounters.rxBytes) + (counters.txBytes - lastCounters.txBytes))
+  return Double(moved.bytes)
 }
 
 /// The VMs the oracle puts on one pool's VFs for one interval: pinned ones

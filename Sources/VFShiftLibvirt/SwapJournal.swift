@@ -20,12 +20,7 @@ import FoundationXML
 /// element inside metadata into the journal's namespace, which would turn a
 /// nested `<interface>` into something libvirt no longer accepts as a device.
 public struct SwapJournal: Sendable, Equatable, Hashable {
-  public enum Operation: String, Sendable, Equatable, Hashable, CaseIterable {
-    /// virtio → VF (pool member).
-    case promote
-    /// VF → virtio.
-    case demote
-  }
+  public typealias Operation = Verb
 
   /// How far the swap got. Each step is written before the action it names
   /// is taken, so on recovery the step says what may or may not have happened.

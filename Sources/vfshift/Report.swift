@@ -150,7 +150,7 @@ private func policySection(trace: Trace, report: ReplayReport) -> String {
         var promotes: [Int: [String]] = [:], demotes: [Int: [String]] = [:]
         for s in report.swaps where s.pool == pool {
           let col = t.columns.column(s.at)
-          if s.verb == "promote" { promotes[col, default: []].append(s.vm) } else { demotes[col, default: []].append(s.vm) }
+          if s.verb == .promote { promotes[col, default: []].append(s.vm) } else { demotes[col, default: []].append(s.vm) }
         }
         out += "<g class=\"swaps\">"
         for (marks, up) in [(promotes, true), (demotes, false)] {

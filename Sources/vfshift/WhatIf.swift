@@ -1,6 +1,7 @@
 import Foundation
 import VFShiftCore
 import VFShiftAgent
+import VFShiftFiles
 
 func whatif(_ argv: [String]) throws -> ExitCode {
   let args = try Arguments(argv, command: "whatif", valued: ["--trace", "--policy", "--vfs", "--report"], flags: ["--json", "--strict"])

@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 import VFShiftCore
 @testable import VFShiftAgent
+import VFShiftFiles
 import VFShiftLibvirt
 import VFShiftTestSupport
 

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VFShiftCore
 import VFShiftAgent
+import VFShiftFiles
 import VFShiftLibvirt
 import VFShiftTestSupport
 

@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import VFShiftCore
 @testable import VFShiftAgent
+import VFShiftFiles
 import VFShiftTestSupport
 #if canImport(Glibc)
 import Glibc
@@ -105,7 +106,7 @@ func busyMetrics() throws -> Metrics {
     m.cycleFinished(seconds: 0.002, intervalSeconds: 1)
   }
   m.observePools(["default": (capacity: 4, used: 4, cap: 4)])
-  m.swapFinished(verb: "promote", outcome: "done", seconds: 1.2)
+  m.swapFinished(verb: .promote, outcome: "done", seconds: 1.2)
   return m
 }
 
@@ -439,7 +440,7 @@ extension SnapshotAndStatusTests {
     // What the plan said of a VM is its decision and rule.
     if let action = plan.actions.first {
       let c = try chain(action.vm.name)
-      #expect(c.decision == action.verb && c.rule == action.reason.rule)
+      #expect(c.decision == action.verb.rawValue && c.rule == action.reason.rule)
     }
     if let hold = plan.holds.first {
       let c = try chain(hold.vm.name)

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VFShiftCore
 @testable import VFShiftAgent
+import VFShiftFiles
 import VFShiftTestSupport
 
 /// What ships for Prometheus (deploy/prometheus, deploy/grafana) against what
@@ -31,8 +32,8 @@ struct PrometheusTests {
     m.observePools(["vfs": (capacity: 2, used: 1, cap: 1)])
     m.observeWaiting(["vfs": 1])
     m.observeDetachPending(["web \"1\"": 42.5])
-    m.swapFinished(verb: "promote", outcome: "done", seconds: 1.7)
-    m.swapFinished(verb: "demote", outcome: "attach-failed", seconds: 0.2)
+    m.swapFinished(verb: .promote, outcome: "done", seconds: 1.7)
+    m.swapFinished(verb: .demote, outcome: "attach-failed", seconds: 0.2)
     m.cycleFinished(seconds: 0.004, intervalSeconds: 1)
     m.error("counters")
     return m

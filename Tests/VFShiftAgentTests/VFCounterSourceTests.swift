@@ -4,6 +4,7 @@ import Testing
 import VFShiftCore
 import VFShiftHost
 @testable import VFShiftAgent
+import VFShiftFiles
 import VFShiftLibvirt
 import VFShiftTestSupport
 

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VFShiftCore
 import VFShiftAgent
+import VFShiftFiles
 import VFShiftTestSupport
 
 /// Debian's headless Chromium, for what a real browser makes of the report.
@@ -241,7 +242,7 @@ func timelineIsFaithful() throws {
         #expect(peak > 0, "\(traceName) \(name) \(holder)")
       }
       #expect(timeline.changes.filter { $0.holder == .policy && $0.holds }.count
-        == plain.swaps.filter { $0.verb == "promote" }.count)
+        == plain.swaps.filter { $0.verb == .promote }.count)
       #expect(zip(timeline.changes, timeline.changes.dropFirst()).allSatisfy { $0.cycle <= $1.cycle }, "in cycle order")
       #expect(timeline.bytes.reduce(0, +) == plain.classes.map(\.bytes).reduce(0, +), "every measured byte drawn")
     }
@@ -266,7 +267,7 @@ func timelinePromotedThenGone() throws {
   }
   let policy = try loadPolicy("\(TestBed.packageRoot.path)/policies/all-sriov.json")
   let report = replay(trace, policy: policy, options: ReplayOptions(timelineColumns: 600))
-  try #require(report.swaps.contains { $0.verb == "promote" && $0.vm == "vm2" && $0.at == Instant(seconds: 1) },
+  try #require(report.swaps.contains { $0.verb == .promote && $0.vm == "vm2" && $0.at == Instant(seconds: 1) },
                "the scenario needs vm2 promoted at the first cycle: \(report.swaps)")
   let timeline = try #require(report.timeline)
   #expect(!timeline.changes.contains { $0.vm == 1 && $0.holder == .policy && $0.holds })

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import VFShiftCore
-import VFShiftAgent
+import VFShiftFiles
 
 // Input accounting and files as people's tools leave them (issue #15). The
 // silent cases here were each found by trying them on the code before: the

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import VFShiftCore
-import VFShiftAgent
+import VFShiftFiles
 
 // A metamorphic test of the three input formats: the bundled inputs (the
 // policies in policies/, the traces in policies/traces/, the GWA-T-12

@@ -1,6 +1,6 @@
 import Testing
 import VFShiftCore
-import VFShiftAgent
+import VFShiftFiles
 
 let repoRoot: String = {
   var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)

@@ -1,6 +1,6 @@
 import Testing
 import VFShiftCore
-import VFShiftAgent
+import VFShiftFiles
 
 func bundled(_ policy: String) throws -> Policy { try loadPolicy("\(repoRoot)/policies/\(policy).json") }
 func bundledTrace(_ name: String) throws -> Trace { try loadTrace("\(repoRoot)/policies/traces/\(name).trace") }
@@ -11,8 +11,8 @@ func paperNeverPromotesLow(_ traceName: String) throws {
   let report = replay(trace, policy: try bundled("paper-multinetwork"))
   let low = Set(trace.vms.filter { $0.label == "low" }.map(\.name))
   #expect(low.count == 5)
-  #expect(report.swaps.contains { $0.verb == "promote" })
-  #expect(!report.swaps.contains { $0.verb == "promote" && low.contains($0.vm) })
+  #expect(report.swaps.contains { $0.verb == .promote })
+  #expect(!report.swaps.contains { $0.verb == .promote && low.contains($0.vm) })
   #expect(report.classes.first { $0.name == "low" }?.vfBytes == 0)
 }
 
@@ -26,7 +26,7 @@ func allSRIOVWithinPool() throws {
     var held = Set<String>()
     var peak = 0
     for swap in report.swaps {
-      if swap.verb == "promote" { held.insert(swap.vm) } else { held.remove(swap.vm) }
+      if swap.verb == .promote { held.insert(swap.vm) } else { held.remove(swap.vm) }
       peak = max(peak, held.count)
     }
     #expect(peak == vfs, "pool of \(vfs)")

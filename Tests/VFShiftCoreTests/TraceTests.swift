@@ -1,6 +1,6 @@
 import Testing
 import VFShiftCore
-import VFShiftAgent
+import VFShiftFiles
 
 @Test("a trace survives render → parse unchanged")
 func traceRoundTrip() throws {

@@ -1,4 +1,4 @@
-// The only file of VFShiftAgent that calls stat/open on input files: what
+// The only file of VFShiftFiles that calls stat/open on input files: what
 // kind of file a path is, reading one without ever blocking (a FIFO opened
 // for reading waits for a writer) or reading more than a limit, and where a
 // link leads. Loading.swift decides what to do with the answers.
