@@ -106,7 +106,7 @@ extension Agent {
   }
 
   func status(_ last: LastCycle, rows: [StatusRow]) -> AgentStatus {
-    AgentStatus(policy: last.policy.name, dryRun: config.dryRun, pid: Int(getpid()), cycle: last.cycle,
+    AgentStatus(policy: last.policy.name, dryRun: config.dryRun, pid: processID, cycle: last.cycle,
                 intervalSeconds: config.intervalSeconds ?? last.policy.intervalSeconds, updatedAt: last.updatedAt,
                 pools: last.pools, vms: rows)
   }

@@ -92,6 +92,7 @@ func runAgent(_ command: String, _ argv: [String]) async throws -> ExitCode {
   guard let policyPath = try args.value("--policy") else { throw UsageError(message: "--policy is required", command: command) }
   var config = AgentConfig(policyPath: policyPath)
   config.dryRun = args.flags.contains("--dry-run")
+  config.stepHook = faultInjectionFromEnvironment()
   config.intervalSeconds = try args.double("--interval")
   config.uri = try args.value("--connect") ?? config.uri
   config.metricsTextfile = try args.value("--textfile")

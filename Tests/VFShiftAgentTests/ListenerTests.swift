@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import VFShiftCore
 @testable import VFShiftAgent
+import VFShiftHost
 import VFShiftTestSupport
 #if canImport(Glibc)
 import Glibc
@@ -26,7 +27,7 @@ final class Client: @unchecked Sendable {
     let rc = withUnsafePointer(to: &addr) { p in
       p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard rc == 0 else { let e = errno; close(fd); throw SystemCallError(call: "connect", detail: "127.0.0.1:\(port)", errno: e) }
+    guard rc == 0 else { let e = errno; close(fd); throw SystemCallError(call: "connect", subject: "127.0.0.1:\(port)", errno: e) }
   }
   deinit { close(fd) }
 

@@ -16,6 +16,10 @@ public struct SystemCallError: Error, Sendable, Equatable, CustomStringConvertib
   public let subject: String
   public let errno: Int32
 
+  public init(call: String, subject: String, errno: Int32) {
+    self.call = call; self.subject = subject; self.errno = errno
+  }
+
   /// ENOBUFS on a netlink socket: the kernel dropped messages for it.
   public var isReceiveOverrun: Bool { errno == ENOBUFS }
 
@@ -352,6 +356,24 @@ final class NetlinkSocket {
 /// the bytes `recv` reports.
 func receiveBuffer(count: Int) -> [UInt8] {
   [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+}
+
+// MARK: - Interface flags
+
+/// Brings a network device's link up (`ip link set DEV up`): libvirt leaves a
+/// pool member DOWN when it takes it back from a guest.
+public func setLinkUp(_ device: String) throws(SystemCallError) {
+  let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+  guard fd >= 0 else { throw SystemCallError(call: "socket", subject: device, errno: errno) }
+  defer { close(fd) }
+  var request = ifreq()
+  let name = Array(device.utf8.prefix(Int(IFNAMSIZ) - 1))
+  withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { raw in
+    for (i, b) in name.enumerated() { raw[i] = b }
+  }
+  guard ioctl(fd, UInt(SIOCGIFFLAGS), &request) == 0 else { throw SystemCallError(call: "ioctl(SIOCGIFFLAGS)", subject: device, errno: errno) }
+  request.ifr_ifru.ifru_flags |= Int16(IFF_UP)
+  guard ioctl(fd, UInt(SIOCSIFFLAGS), &request) == 0 else { throw SystemCallError(call: "ioctl(SIOCSIFFLAGS)", subject: device, errno: errno) }
 }
 
 // MARK: - The kernel's floor
