@@ -50,6 +50,7 @@ import Glibc
 import VFShiftAgent
 import VFShiftCore
 import VFShiftHost
+import BenchSupport
 import VFShiftLibvirt
 
 // `bench-agent --guest-agent`: the guest-agent counter source instead (GuestAgentBench.swift).
@@ -100,27 +101,6 @@ do {
   }
 }
 
-func note(_ s: String) { FileHandle.standardError.write((s + "\n").data(using: .utf8)!) }
-
-struct BenchError: Error, CustomStringConvertible { let description: String }
-
-@discardableResult
-func run(_ argv: [String]) throws -> String {
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  p.arguments = argv
-  let out = Pipe(), err = Pipe()
-  p.standardOutput = out
-  p.standardError = err
-  try p.run()
-  let o = out.fileHandleForReading.readDataToEndOfFile()
-  let e = err.fileHandleForReading.readDataToEndOfFile()
-  p.waitUntilExit()
-  guard p.terminationStatus == 0 else {
-    throw BenchError(description: "\(argv.joined(separator: " ")) exited \(p.terminationStatus): \(String(decoding: e, as: UTF8.self))")
-  }
-  return String(decoding: o, as: UTF8.self)
-}
 
 // MARK: - CPU time
 
@@ -174,8 +154,6 @@ struct Figure: CustomStringConvertible {
   }
   var description: String { String(format: "mean %7.3f ms  median %7.3f ms  min %7.3f ms", mean, median, min) }
 }
-
-func pad(_ s: String, _ width: Int) -> String { s + String(repeating: " ", count: max(0, width - s.count)) }
 
 /// VmRSS / VmHWM of this process, in MB.
 func memory() -> (rss: Double, peak: Double) {
