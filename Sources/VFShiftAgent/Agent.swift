@@ -35,9 +35,6 @@ public final class Agent: @unchecked Sendable {
   /// last `decisionsKept` of them, so a forced move retried for months does
   /// not grow the agent.
   public private(set) var decisions: [(at: Double, verb: String, vm: String)] = []
-  /// VMs whose guest did not use the NIC a swap gave it: not tried again until then (agent seconds).
-  var notTakenUntil: [String: Double] = [:]
-  var notTakenCount: [String: Int] = [:]
   package static let decisionsKept = 10_000
   /// VMs held as "not measured" in the last cycle, to log the change only.
   var unmeasured: Set<String> = []
@@ -98,6 +95,9 @@ public final class Agent: @unchecked Sendable {
     let swapper = Swapper(connection: connection, log: log, attachDeadline: config.attachDeadline,
                           detachDeadline: config.detachDeadline,
                           stepHook: config.stepHook ?? { _ in })
+    // Dry run and record-only observe and decide like a live run; only the actuator differs.
+    let actuator: Actuator = config.dryRun || config.recordOnly
+      ? DryRunActuator(log: log) : LibvirtActuator(swapper: swapper, inventory: inventory, log: log)
     var listener: MetricsListener?
     if let address = config.metricsListen {
       listener = try MetricsListener(address: address) { [metrics] in metrics.exposition() }
@@ -142,13 +142,12 @@ public final class Agent: @unchecked Sendable {
       // One snapshot per cycle, shared by reconcile and the cycle; taken
       // again only when reconcile changed something.
       var domains = withPools(inventory)
-      if !config.dryRun, !config.recordOnly {
-        let full = reconcileNeeded.exchange(false, ordering: .sequentiallyConsistent)
-        if await reconcileAll(domains, inventory, swapper, waitingOnGuests: full) { domains = withPools(inventory) }
-      }
+      let full = reconcileNeeded.exchange(false, ordering: .sequentiallyConsistent)
+      if await actuator.reconcile(domains, waitingOnGuests: full) { domains = withPools(inventory) }
       observeDetachPending(domains)
       let began = ContinuousClock.now
-      await runCycle(domains: domains, inventory: inventory, reader: &reader, swapper: swapper, poolTotals: poolTotals)
+      await runCycle(domains: domains, inventory: inventory, reader: &reader, swapper: swapper, actuator: actuator,
+                     poolTotals: poolTotals)
       metrics.cycleFinished(seconds: (ContinuousClock.now - began).seconds, intervalSeconds: interval)
       notifySystemd("WATCHDOG=1")
       cycle += 1
@@ -175,7 +174,7 @@ public final class Agent: @unchecked Sendable {
   }
 
   func runCycle(domains: [DomainInventory], inventory: Inventory, reader: inout HostCounterReader, swapper: Swapper,
-                poolTotals: [String: Int]) async {
+                actuator: Actuator, poolTotals: [String: Int]) async {
     let now = Instant(seconds: (ContinuousClock.now - startedAt).seconds)
     let counters: CounterSnapshot
     do { counters = try reader.read() } catch {
@@ -189,22 +188,11 @@ public final class Agent: @unchecked Sendable {
     guard let plan = observeAndDecide(domains: domains, counters: counters, poolTotals: poolTotals, now: now,
                                       vfSince: vfSince, measurements: measurements) else { return }
     guard !plan.actions.isEmpty else { return }
-    let byUUID = Dictionary(domains.map { ($0.uuid, $0) }, uniquingKeysWith: { a, _ in a })
     recordDecisions(plan, now: now)
-    for action in plan.actions {
-      guard !config.dryRun else { continue }
-      guard let domain = byUUID[action.vm.uuid], let pool = policy.pools.first(where: { $0.name == action.pool }) else { continue }
-      if let until = notTakenUntil[domain.uuid], until > now.seconds {
-        log.emit("held", ["vm": .string(action.vm.name), "direction": .string(action.verb),
-                          "reason": .string(String(format: "the guest did not use its new NIC last time; cooldown %.0f s left", until - now.seconds))])
-        continue
-      }
-      let nics = managedNICs(domain, policy: policy)
+    for step in steps(plan, domains: domains) {
+      let action = step.action
       let began = ContinuousClock.now
-      let outcome = switch action {
-      case .promote: await swapper.promote(domain, to: pool, nics: nics)
-      case .demote: await swapper.demote(domain, from: pool, nics: nics)
-      }
+      guard let outcome = await actuator.apply(step, now: now) else { continue }
       let seconds = (ContinuousClock.now - began).seconds
       metrics.swapFinished(verb: action.verb, outcome: outcome.rawValue, seconds: seconds)
       // Tells the engine, so a forced move that keeps failing backs off. A
@@ -213,18 +201,6 @@ public final class Agent: @unchecked Sendable {
       metrics.withEngine { $0.swapFinished(uuid: action.vm.uuid, succeeded: succeeded, now: now) }
       log.emit("swap", ["vm": .string(action.vm.name), "direction": .string(action.verb), "pool": .string(action.pool),
                         "outcome": .string(outcome.rawValue), "seconds": .number(seconds)])
-      // A guest that did not take its new NIC is left alone, 30 s and doubling
-      // up to 10 min while it keeps refusing: each try holds the loop up to
-      // confirmSeconds and would most likely fail the same way.
-      if outcome == .notTaken {
-        let n = notTakenCount[domain.uuid, default: 0]
-        notTakenCount[domain.uuid] = n + 1
-        notTakenUntil[domain.uuid] = now.seconds + min(600, 30 * Double(1 << min(n, 5)))
-      } else if outcome == .done {
-        notTakenCount[domain.uuid] = nil
-        notTakenUntil[domain.uuid] = nil
-      }
-      try? inventory.refresh(uuid: domain.uuid)
       // SIGTERM lets the swap in progress finish, then stops.
       if stop.load(ordering: .sequentiallyConsistent) { break }
     }

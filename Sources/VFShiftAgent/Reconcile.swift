@@ -16,28 +16,28 @@ extension Agent {
     }
     metrics.observeDetachPending(pending)
   }
+}
 
-  /// Swaps run one at a time inside the loop, so a journal seen between
-  /// cycles is one a failed or pending swap left. On start and reconnect
-  /// every journal is reconciled; between cycles (`waitingOnGuests: false`)
-  /// a detach still pending in a guest that holds on to its old NIC (paused,
-  /// hung) is left to libvirt — asking again would block the loop for the
-  /// detach deadline each cycle — and is finished once the NIC is gone.
-  /// True when it reconciled anything.
-  @discardableResult
-  func reconcileAll(_ domains: [DomainInventory], _ inventory: Inventory, _ swapper: Swapper,
-                    waitingOnGuests: Bool = true) async -> Bool {
-    var acted = false
-    for domain in domains where domain.journal != nil {
-      if !waitingOnGuests, let j = domain.journal, j.step == .detachPending, domain.nic(alias: j.oldAlias) != nil { continue }
-      let identity = VMIdentity(uuid: domain.uuid, name: domain.name, label: domain.qosLabel)
-      // A journal is vfshift's own: finishing it is never touching an
-      // unmanaged VM, even if the policy no longer matches the VM.
-      let outcome = await swapper.reconcile(domain)
-      log.emit("reconcile", ["vm": .string(identity.name), "outcome": .string(outcome?.rawValue ?? "none")])
-      try? inventory.refresh(uuid: domain.uuid)
-      acted = true
-    }
-    return acted
+/// Swaps run one at a time inside the loop, so a journal seen between
+/// cycles is one a failed or pending swap left. On start and reconnect
+/// every journal is reconciled; between cycles (`waitingOnGuests: false`)
+/// a detach still pending in a guest that holds on to its old NIC (paused,
+/// hung) is left to libvirt — asking again would block the loop for the
+/// detach deadline each cycle — and is finished once the NIC is gone.
+/// True when it reconciled anything.
+@discardableResult
+func reconcileAll(_ domains: [DomainInventory], _ inventory: Inventory, _ swapper: Swapper, log: EventLog,
+                  waitingOnGuests: Bool = true) async -> Bool {
+  var acted = false
+  for domain in domains where domain.journal != nil {
+    if !waitingOnGuests, let j = domain.journal, j.step == .detachPending, domain.nic(alias: j.oldAlias) != nil { continue }
+    let identity = VMIdentity(uuid: domain.uuid, name: domain.name, label: domain.qosLabel)
+    // A journal is vfshift's own: finishing it is never touching an
+    // unmanaged VM, even if the policy no longer matches the VM.
+    let outcome = await swapper.reconcile(domain)
+    log.emit("reconcile", ["vm": .string(identity.name), "outcome": .string(outcome?.rawValue ?? "none")])
+    try? inventory.refresh(uuid: domain.uuid)
+    acted = true
   }
+  return acted
 }

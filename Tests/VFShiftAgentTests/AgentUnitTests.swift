@@ -300,3 +300,30 @@ func unmeasuredSeen() throws {
   // The hold says why in status and the log: not moved on a rate nobody measured.
   #expect(lines.withLock { $0 }.contains { $0.contains("not-measured") && $0.contains("vm7") })
 }
+
+@Test("a plan's actions become steps carrying the observed domain, its pool and NICs; the dry-run actuator logs each and changes nothing")
+func stepsAndDryRun() async throws {
+  let lines = Mutex<[String]>([])
+  let log = EventLog(write: { line in lines.withLock { $0.append(line) } })
+  let agent = try Agent(config: AgentConfig(policyPath: "\(TestBed.packageRoot.path)/policies/paper-multinetwork.json"), log: log)
+  let vm7 = try domain(twoNICDomainXML)
+  let reason = Reason.classNever(className: "low")
+  let plan = Plan(actions: [.demote(vm: VMIdentity(uuid: vm7.uuid, name: vm7.name), pool: "x540", reason: reason),
+                            .promote(vm: VMIdentity(uuid: "gone", name: "gone"), pool: "x540", reason: reason),
+                            .promote(vm: VMIdentity(uuid: vm7.uuid, name: vm7.name), pool: "no-such-pool", reason: reason)])
+  let steps = agent.steps(plan, domains: [vm7])
+  #expect(steps.count == 1)
+  #expect(steps.first?.domain.uuid == vm7.uuid)
+  #expect(steps.first?.pool.name == "x540")
+  #expect(steps.first?.nics == managedNICs(vm7, policy: agent.policy))
+  #expect(steps.first?.nics.vf != nil)
+  let dryRun = DryRunActuator(log: log)
+  let outcome = await dryRun.apply(steps[0], now: Instant(seconds: 3))
+  #expect(outcome == nil)
+  #expect(await dryRun.reconcile([vm7], waitingOnGuests: true) == false)
+  let logged = lines.withLock { $0 }
+  #expect(logged.count == 1)
+  #expect(logged.first?.contains("\"event\":\"would-swap\"") == true)
+  #expect(logged.first?.contains("\"direction\":\"demote\"") == true)
+  #expect(logged.first?.contains("\"vm\":\"vm7\"") == true)
+}
