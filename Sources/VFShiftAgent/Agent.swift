@@ -9,7 +9,9 @@ import VFShiftLibvirt
 public final class Agent: @unchecked Sendable {
   let config: AgentConfig
   let log: EventLog
-  public let metrics = Metrics()
+  /// The engine state the loop decides on; `metrics` and the control socket read it.
+  let engine = EngineCell()
+  public let metrics: Metrics
   var policy: Policy
   let stop = Atomic<Bool>(false)
   let reload = Atomic<Bool>(false)
@@ -42,6 +44,7 @@ public final class Agent: @unchecked Sendable {
   public init(config: AgentConfig, log: EventLog = EventLog()) throws {
     self.config = config
     self.log = log
+    self.metrics = Metrics(engine: engine)
     self.policy = try loadPolicy(config.policyPath)
     metrics.setDryRun(config.dryRun)
   }
@@ -198,7 +201,7 @@ public final class Agent: @unchecked Sendable {
       // Tells the engine, so a forced move that keeps failing backs off. A
       // guest still holding its old NIC is mid-swap, not a failure.
       let succeeded = outcome == .done || outcome == .detachPending
-      metrics.withEngine { $0.swapFinished(uuid: action.vm.uuid, succeeded: succeeded, now: now) }
+      engine.update { $0.swapFinished(uuid: action.vm.uuid, succeeded: succeeded, now: now) }
       log.emit("swap", ["vm": .string(action.vm.name), "direction": .string(action.verb), "pool": .string(action.pool),
                         "outcome": .string(outcome.rawValue), "seconds": .number(seconds)])
       // SIGTERM lets the swap in progress finish, then stops.
@@ -218,7 +221,7 @@ public final class Agent: @unchecked Sendable {
     recorder?.record(observation, now: now)
     if config.recordOnly { return nil }
     let policy = self.policy
-    let plan = metrics.withEngine { decide(&$0, policy: policy, observation: observation, now: now) }
+    let plan = engine.update { decide(&$0, policy: policy, observation: observation, now: now) }
     let news = report(plan, observation: observation, now: now)
     publish(observation, plan: plan, poolTotals: poolTotals, now: now, news: news)
     return plan

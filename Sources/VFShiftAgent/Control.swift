@@ -63,13 +63,13 @@ extension Agent {
   func controlAnswer(_ line: String) -> [UInt8] {
     guard let last = lastCycle.withLock({ $0 }) else { return controlError("no cycle has run yet") }
     if line == "status" {
-      let rows = metrics.withEngineRead { statusRows(last.observation, plan: last.plan, policy: last.policy, state: $0,
+      let rows = engine.read { statusRows(last.observation, plan: last.plan, policy: last.policy, state: $0,
                                                           source: { counterSource($0, choices: last.sources) }) }
       return status(last, rows: rows).json + [10]
     }
     if line.hasPrefix("vm ") {
       let name = String(line.dropFirst(3))
-      guard let chain = metrics.withEngineRead({ $0.chain(of: name, now: last.now) }) else {
+      guard let chain = engine.read({ $0.chain(of: name, now: last.now) }) else {
         return controlError("no VM '\(name)' in the last cycle")
       }
       let placement = last.observation.vms.first { $0.identity.uuid == chain.uuid }.map { placementName($0.placement) } ?? "gone"

@@ -11,7 +11,7 @@ extension Agent {
   func report(_ plan: Plan, observation: Observation, now: Instant) -> Bool {
     var news = !plan.actions.isEmpty
     for action in plan.actions {
-      let rate = metrics.withEngine { $0.rate(of: action.vm.uuid) }
+      let rate = engine.read { $0.rate(of: action.vm.uuid) }
       log.emit("decision", ["vm": .string(action.vm.name), "class": .string(className(action.vm)),
                             "decision": .string(action.verb), "pool": .string(action.pool), "rule": .string(action.reason.rule),
                             "reason": .string("\(action.reason)"), "bytesPerSecond": .optional(rate?.bytesPerSecond),

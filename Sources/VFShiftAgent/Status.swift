@@ -35,7 +35,7 @@ extension Agent {
                          sources: vfSources?.choices ?? [:])
     lastCycle.withLock { $0 = last }
     if writeStatus {
-      let rows = metrics.withEngineRead { statusRows(observation, plan: plan, policy: policy, state: $0, source: counterSource) }
+      let rows = engine.read { statusRows(observation, plan: plan, policy: policy, state: $0, source: counterSource) }
       writeAtomically(status(last, rows: rows).json, to: config.statusPath)
     }
   }

@@ -149,7 +149,7 @@ func metricsClassLabels() throws {
                                        at: Instant(seconds: t))
     let observation = Observation(vms: [VMObservation(identity: VMIdentity(uuid: "u7", name: "vm7"), placement: .virtio,
                                                       reading: reading)], pools: [:])
-    _ = m.withEngine { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
+    _ = m.engine.update { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
   }
   cycle(paper, 1); cycle(paper, 2)
   let high = paper.classes[paper.resolveClass(of: VMIdentity(uuid: "u7", name: "vm7")).classIndex!].name
@@ -279,7 +279,7 @@ func unmeasuredSeen() throws {
   func cycle(_ t: Double, _ reading: CounterReading) {
     let observation = Observation(vms: [VMObservation(identity: vm, placement: .vf(pool: "x540"), reading: reading)],
                                   pools: ["x540": PoolCapacity(total: 2)])
-    let plan = agent.metrics.withEngine { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
+    let plan = agent.engine.update { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
     agent.report(plan, observation: observation, now: Instant(seconds: t))
   }
   func known(_ t: Double) -> CounterReading {

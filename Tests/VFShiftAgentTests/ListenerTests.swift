@@ -102,7 +102,7 @@ func busyMetrics() throws -> Metrics {
                                     at: Instant(seconds: Double(t))))
     }
     let observation = Observation(vms: vms, pools: ["default": PoolCapacity(total: 4)])
-    _ = m.withEngine { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: Double(t))) }
+    _ = m.engine.update { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: Double(t))) }
     m.cycleFinished(seconds: 0.002, intervalSeconds: 1)
   }
   m.observePools(["default": (capacity: 4, used: 4, cap: 4)])
@@ -329,7 +329,7 @@ func rssAnonKB() -> Int {
     // A cycle in progress: the engine held until the scrape has been answered.
     let holding = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
     Thread {
-      _ = metrics.withEngine { _ in holding.signal(); release.wait() }
+      _ = metrics.engine.update { _ in holding.signal(); release.wait() }
       done.signal()
     }.start()
     holding.wait()
@@ -415,7 +415,7 @@ extension SnapshotAndStatusTests {
       observation = Observation(vms: [vm("busy", 3_000_000, .virtio), vm("held", 0, .vf(pool: "default")), vm("quiet", 0, .virtio)],
                                 pools: ["default": PoolCapacity(total: 4)])
       let now = Instant(seconds: Double(t))
-      plan = agent.metrics.withEngine { decide(&$0, policy: policy, observation: observation, now: now) }
+      plan = agent.engine.update { decide(&$0, policy: policy, observation: observation, now: now) }
     }
     agent.lastCycle.withLock {
       $0 = LastCycle(observation: observation, plan: plan, pools: [], policy: policy, cycle: 6, now: Instant(seconds: 6), updatedAt: "t6")

@@ -25,7 +25,7 @@ struct PrometheusTests {
                                          at: Instant(seconds: t))
       let observation = Observation(vms: [VMObservation(identity: VMIdentity(uuid: "u7", name: "vm7"), placement: .virtio,
                                                         reading: reading)], pools: [:])
-      _ = m.withEngine { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
+      _ = m.engine.update { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
     }
     m.setDryRun(false)
     m.observePools(["vfs": (capacity: 2, used: 1, cap: 1)])
