@@ -188,8 +188,8 @@ public final class Agent: @unchecked Sendable {
     let vfSince = parkedSince(domains, swapper: swapper, now: now)
     let measurements = vfSources?.measure(domains: domains, policy: policy, counters: counters, now: now,
                                           generation: inventory.generation)
-    guard let plan = observeAndDecide(domains: domains, counters: counters, poolTotals: poolTotals, now: now,
-                                      vfSince: vfSince, measurements: measurements) else { return }
+    guard let plan = cycleWithoutActing(domains: domains, counters: counters, poolTotals: poolTotals, now: now,
+                                        vfSince: vfSince, measurements: measurements) else { return }
     guard !plan.actions.isEmpty else { return }
     recordDecisions(plan, now: now)
     for step in steps(plan, domains: domains) {
@@ -209,22 +209,36 @@ public final class Agent: @unchecked Sendable {
     }
   }
 
-  /// observe → record → decide → log → metrics and status: the part of a
-  /// cycle that needs neither libvirt nor a swap. `package` so bench-agent
-  /// times exactly this code; nil when only recording.
-  package func observeAndDecide(domains: [DomainInventory], counters: CounterSnapshot, poolTotals: [String: Int],
-                                now: Instant, vfSince: [String: Instant] = [:],
-                                measurements: [String: VFMeasurement]? = nil) -> Plan? {
+  /// The part of a cycle that needs neither libvirt nor a swap: observe,
+  /// decide, then account for both. `package` so bench-agent times exactly
+  /// this code; nil when only recording.
+  package func cycleWithoutActing(domains: [DomainInventory], counters: CounterSnapshot, poolTotals: [String: Int],
+                                  now: Instant, vfSince: [String: Instant] = [:],
+                                  measurements: [String: VFMeasurement]? = nil) -> Plan? {
+    let (observation, plan) = observeAndDecide(domains: domains, counters: counters, poolTotals: poolTotals, now: now,
+                                               vfSince: vfSince, measurements: measurements)
+    account(observation, plan: plan, poolTotals: poolTotals, now: now)
+    return plan
+  }
+
+  /// The world as seen this cycle and the engine's plan for it (none when only recording).
+  func observeAndDecide(domains: [DomainInventory], counters: CounterSnapshot, poolTotals: [String: Int],
+                        now: Instant, vfSince: [String: Instant], measurements: [String: VFMeasurement]?)
+    -> (observation: Observation, plan: Plan?) {
     let observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now,
                               vfSince: vfSince, measurements: measurements, positions: &devicePositions)
+    if config.recordOnly { return (observation, nil) }
+    let policy = self.policy
+    return (observation, engine.update { decide(&$0, policy: policy, observation: observation, now: now) })
+  }
+
+  /// What a cycle leaves besides its actions: the trace, the log, metrics and status.
+  func account(_ observation: Observation, plan: Plan?, poolTotals: [String: Int], now: Instant) {
     reportCounterSources(observation)
     recorder?.record(observation, now: now)
-    if config.recordOnly { return nil }
-    let policy = self.policy
-    let plan = engine.update { decide(&$0, policy: policy, observation: observation, now: now) }
+    guard let plan else { return }
     let news = report(plan, observation: observation, now: now)
     publish(observation, plan: plan, poolTotals: poolTotals, now: now, news: news)
-    return plan
   }
 
   /// Appends the plan's actions to `decisions`, dropping the oldest beyond
