@@ -11,6 +11,7 @@ public final class Agent: @unchecked Sendable {
   let log: EventLog
   /// The engine state the loop decides on; `metrics` and the control socket read it.
   let engine = EngineCell()
+  let contention: ContentionSampler
   public let metrics: Metrics
   var policy: Policy
   let stop = Atomic<Bool>(false)
@@ -45,6 +46,8 @@ public final class Agent: @unchecked Sendable {
     self.config = config
     self.log = log
     self.metrics = Metrics(engine: engine)
+    self.contention = ContentionSampler(everyNth: config.contentionEveryNth, proc: ProcRoot(config.procRoot),
+                                        runDirectory: config.qemuRunDirectory)
     self.policy = try loadPolicy(config.policyPath)
     metrics.setDryRun(config.dryRun)
   }
@@ -186,6 +189,11 @@ public final class Agent: @unchecked Sendable {
       return
     }
     let vfSince = parkedSince(domains, swapper: swapper, now: now)
+    let policy = self.policy
+    contention.sample(domains, cycle: cycle, generation: inventory.generation) {
+      if case .managed = policy.resolveClass(of: VMIdentity(uuid: $0.uuid, name: $0.name, label: $0.qosLabel)) { true } else { false }
+    }
+    metrics.observeCPUPressure(contention.pressure)
     let measurements = vfSources?.measure(domains: domains, policy: policy, counters: counters, now: now,
                                           generation: inventory.generation)
     guard let plan = cycleWithoutActing(domains: domains, counters: counters, poolTotals: poolTotals, now: now,
@@ -225,8 +233,9 @@ public final class Agent: @unchecked Sendable {
   func observeAndDecide(domains: [DomainInventory], counters: CounterSnapshot, poolTotals: [String: Int],
                         now: Instant, vfSince: [String: Instant], measurements: [String: VFMeasurement]?)
     -> (observation: Observation, plan: Plan?) {
-    let observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now,
+    var observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now,
                               vfSince: vfSince, measurements: measurements, positions: &devicePositions)
+    contention.annotate(&observation)
     if config.recordOnly { return (observation, nil) }
     let policy = self.policy
     return (observation, engine.update { decide(&$0, policy: policy, observation: observation, now: now) })

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import VFShiftCore
+import VFShiftHost
 
 /// The agent's Prometheus metrics, rendered in the text exposition format.
 /// Names follow `<namespace>_<subsystem>_<what>_<unit>`; labels stay few.
@@ -22,6 +23,8 @@ public final class Metrics: Sendable {
     var dryRun = false
     /// Each VM on a VF: what measures it, and why it is unknown.
     var counterSources: [CounterSourceRow] = []
+    /// The host's /proc/pressure/cpu "some" line, when the kernel has PSI.
+    var pressure: CPUPressure?
   }
   struct CounterSourceRow: Sendable, Equatable { var vm: String; var source: String; var reason: String? }
   static let buckets: [Double] = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
@@ -72,6 +75,8 @@ public final class Metrics: Sendable {
   /// The VMs whose journal is at detach-pending: the guest kept its old NIC
   /// past the detach deadline. Seconds since each one's swap began.
   func observeDetachPending(_ byVM: [String: Double]) { state.withLock { $0.detachPending = byVM } }
+
+  func observeCPUPressure(_ p: CPUPressure?) { state.withLock { $0.pressure = p } }
 
   func error(_ kind: String) { state.withLock { $0.errors[kind, default: 0] += 1 } }
 
@@ -155,6 +160,16 @@ public final class Metrics: Sendable {
     family("vfshift_vm_counter_source", "gauge", "1 for the source that measures each VM on a VF (pool's counters); reason says why one is unknown.")
     for r in s.counterSources.sorted(by: { $0.vm < $1.vm }) {
       out += "vfshift_vm_counter_source{vm=\"\(label(r.vm))\",source=\"\(label(r.source))\",reason=\"\(label(r.reason ?? ""))\"} 1\n"
+    }
+    if let p = s.pressure {
+      family("vfshift_host_cpu_pressure_ratio", "gauge",
+             "The host's CPU pressure (PSI some): share of time a runnable task waited for a CPU, averaged over the window.")
+      out += "vfshift_host_cpu_pressure_ratio{window=\"10s\"} \(num(p.avg10))\n"
+      out += "vfshift_host_cpu_pressure_ratio{window=\"60s\"} \(num(p.avg60))\n"
+      out += "vfshift_host_cpu_pressure_ratio{window=\"300s\"} \(num(p.avg300))\n"
+      family("vfshift_host_cpu_pressure_waiting_seconds_total", "counter",
+             "The host's CPU pressure (PSI some total): time a runnable task waited for a CPU.")
+      out += "vfshift_host_cpu_pressure_waiting_seconds_total \(num(Double(p.totalMicroseconds) / 1e6))\n"
     }
     family("vfshift_cycle_duration_seconds", "gauge", "Wall time of the last observe-decide-act cycle.")
     out += "vfshift_cycle_duration_seconds \(s.cycleSeconds)\n"

@@ -32,7 +32,7 @@ extension Agent {
                          pools: pools.map { .init(name: $0.key, vfs: $0.value.capacity, used: $0.value.used, cap: $0.value.cap) }
                            .sorted { $0.name < $1.name },
                          policy: policy, cycle: cycle, now: now, updatedAt: logTimestamp(),
-                         sources: vfSources?.choices ?? [:])
+                         sources: vfSources?.choices ?? [:], pressure: contention.pressure)
     lastCycle.withLock { $0 = last }
     if writeStatus {
       let rows = engine.read { statusRows(observation, plan: plan, policy: policy, state: $0, source: counterSource) }
@@ -54,9 +54,14 @@ public struct StatusRow: Codable, Sendable {
   public var counterSource: String?
   /// Why it is `unknown` (each source tried, with its reason).
   public var counterSourceReason: String?
+  /// Its vCPU threads' share of runnable time spent waiting for a CPU over
+  /// the last contention window (0 to 1); nil until measured.
+  public var contention: Double?
 
   public init(vm: String, className: String, placement: String, bytesPerSecond: Double?, packetsPerSecond: Double?,
-              intensive: Bool, decision: String, counterSource: String? = nil, counterSourceReason: String? = nil) {
+              intensive: Bool, decision: String, counterSource: String? = nil, counterSourceReason: String? = nil,
+              contention: Double? = nil) {
+    self.contention = contention
     self.vm = vm; self.className = className; self.placement = placement; self.bytesPerSecond = bytesPerSecond
     self.packetsPerSecond = packetsPerSecond; self.intensive = intensive; self.decision = decision
     self.counterSource = counterSource; self.counterSourceReason = counterSourceReason
@@ -73,6 +78,9 @@ public struct AgentStatus: Codable, Sendable {
   public var updatedAt: String
   public var pools: [Pool]
   public var vms: [StatusRow]
+  /// The host's CPU pressure (PSI some, 0 to 1) over 10, 60 and 300 s; nil without PSI.
+  public struct Pressure: Codable, Sendable, Equatable { public var avg10: Double; public var avg60: Double; public var avg300: Double }
+  public var cpuPressure: Pressure?
 }
 
 extension AgentStatus {
@@ -88,6 +96,11 @@ extension AgentStatus {
     out.raw(",\"intervalSeconds\":")
     if intervalSeconds.isFinite { out.number(intervalSeconds) } else { out.raw("0") }
     out.raw(",\"updatedAt\":"); out.string(updatedAt)
+    if let p = cpuPressure, p.avg10.isFinite, p.avg60.isFinite, p.avg300.isFinite {
+      out.raw(",\"cpuPressure\":{\"avg10\":"); out.number(p.avg10)
+      out.raw(",\"avg60\":"); out.number(p.avg60)
+      out.raw(",\"avg300\":"); out.number(p.avg300); out.raw("}")
+    }
     out.raw(",\"pools\":[")
     for (i, p) in pools.enumerated() {
       if i > 0 { out.raw(",") }
@@ -109,6 +122,7 @@ extension AgentStatus {
       out.raw(",\"decision\":"); out.string(vms[i].decision)
       if let c = vms[i].counterSource { out.raw(",\"counterSource\":"); out.string(c) }
       if let r = vms[i].counterSourceReason { out.raw(",\"counterSourceReason\":"); out.string(r) }
+      if let c = vms[i].contention, c.isFinite { out.raw(",\"contention\":"); out.number(c) }
       out.raw("}")
     }
     out.raw("]}")

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VFShiftCore
 @testable import VFShiftAgent
+import VFShiftHost
 import VFShiftTestSupport
 
 /// What ships for Prometheus (deploy/prometheus, deploy/grafana) against what
@@ -35,6 +36,7 @@ struct PrometheusTests {
     m.swapFinished(verb: "demote", outcome: "attach-failed", seconds: 0.2)
     m.cycleFinished(seconds: 0.004, intervalSeconds: 1)
     m.error("counters")
+    m.observeCPUPressure(CPUPressure(pressureFile: "some avg10=1.00 avg60=0.50 avg300=0.25 total=1200000\n"))
     return m
   }
 
