@@ -370,6 +370,10 @@ func rssAnonKB() -> Int {
     let status = try cli(["status", "--status-file", scratch.file("status.json")])
     #expect(status.code == 0 && status.err.isEmpty, "\(status)")
     #expect(status.out.contains("vm1  standard"), "\(status.out)")
+    #expect(status.out.contains("CPU WAIT"), "the contention column: \(status.out)")
+    if FileManager.default.fileExists(atPath: "/proc/pressure/cpu") {
+      #expect(status.out.contains("host CPU pressure (PSI some): "), "\(status.out)")
+    }
     let chain = try cli(["status", "vm1", "--status-file", scratch.file("status.json")])
     #expect(chain.code == 0, "\(chain)")
     for line in ["class                 standard (vf: eligible, pool default, priority 0)", "rank in pool          2 of 3",
