@@ -64,9 +64,11 @@ let package = Package(
     .testTarget(name: "VFShiftAgentTests", dependencies: ["VFShiftAgent", "VFShiftFiles", "VFShiftTestSupport"]),
 
     .executableTarget(name: "bench-engine", dependencies: ["VFShiftCore", "VFShiftFiles"], path: "Benchmarks/bench-engine"),
-    .executableTarget(name: "bench-counters", dependencies: ["VFShiftHost"], path: "Benchmarks/bench-counters"),
+    // What the benchmarks share: the kernel's floors, the naive alternatives, helpers.
+    .target(name: "BenchSupport", dependencies: ["VFShiftCore", "VFShiftHost"], path: "Benchmarks/BenchSupport"),
+    .executableTarget(name: "bench-counters", dependencies: ["VFShiftHost", "BenchSupport"], path: "Benchmarks/bench-counters"),
     .executableTarget(name: "bench-libvirt", dependencies: ["VFShiftLibvirt", "VFShiftHost"], path: "Benchmarks/bench-libvirt"),
-    .executableTarget(name: "bench-agent", dependencies: ["VFShiftAgent", "VFShiftFiles"], path: "Benchmarks/bench-agent",
+    .executableTarget(name: "bench-agent", dependencies: ["VFShiftAgent", "VFShiftFiles", "BenchSupport"], path: "Benchmarks/bench-agent",
                       linkerSettings: staticSwift),
     // libFuzzer targets, one per parser; Benchmarks/fuzz/run builds them with the sanitizers.
     .target(name: "FuzzSupport", path: "Benchmarks/FuzzSupport"),

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import VFShiftHost
+import BenchSupport
 
 // The contention read (issue 14) at the benchmark's scale: 1,000 VMs × 4
 // vCPUs is 4,000 vCPU threads. A child process of this benchmark holds that

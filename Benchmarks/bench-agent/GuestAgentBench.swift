@@ -33,6 +33,7 @@ import VFShiftFiles
 import VFShiftCore
 import VFShiftHost
 import VFShiftLibvirt
+import BenchSupport
 
 /// A qemu-ga reached over the unix socket it listens on. Each call connects,
 /// sends the command, reads the one-line reply within the timeout.
@@ -110,7 +111,6 @@ func percentile(_ values: [Double], _ p: Double) -> Double {
   return s[min(s.count - 1, Int((Double(s.count - 1) * p).rounded()))]
 }
 
-func millis(_ d: Duration) -> Double { Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15 }
 
 func runGuestAgentBenchmark(_ argv: [String]) -> Int32 {
   var cycleCount = 15
@@ -151,7 +151,7 @@ func runGuestAgentBenchmark(_ argv: [String]) -> Int32 {
     for _ in 0..<calls {
       let began = ContinuousClock.now
       _ = try parseGuestNetworkInterfaces(try direct.networkInterfaces(uuid: "vm", timeoutSeconds: 5))
-      callMs.append(millis(ContinuousClock.now - began))
+      callMs.append(milliseconds(ContinuousClock.now - began))
     }
     print("guest-agent call per VM, qemu-ga over its unix socket, \(calls) calls: median \(fmt3(percentile(callMs, 0.5))) ms, p99 \(fmt3(percentile(callMs, 0.99))) ms")
     result["qga_socket_call_median_ms"] = percentile(callMs, 0.5)
@@ -172,7 +172,7 @@ func runGuestAgentBenchmark(_ argv: [String]) -> Int32 {
         for _ in 0..<calls {
           let began = ContinuousClock.now
           _ = try parseGuestNetworkInterfaces(try connection.networkInterfaces(uuid: d.uuid, timeoutSeconds: 5))
-          ms.append(millis(ContinuousClock.now - began))
+          ms.append(milliseconds(ContinuousClock.now - began))
         }
         print("guest-agent call per VM through libvirt, domain \(name), \(calls) calls: median \(fmt3(percentile(ms, 0.5))) ms, p99 \(fmt3(percentile(ms, 0.99))) ms")
         result["libvirt_call_median_ms_\(name)"] = percentile(ms, 0.5)
@@ -197,7 +197,7 @@ func runGuestAgentBenchmark(_ argv: [String]) -> Int32 {
     for n in 0..<4 { snapshot["macvtap\(n)"] = InterfaceCounters(rxBytes: 1000, txBytes: 1000) }
     let counters = CounterSnapshot(snapshot)
     let started = ContinuousClock.now
-    let clock: @Sendable () -> Instant = { Instant(seconds: millis(ContinuousClock.now - started) / 1e3) }
+    let clock: @Sendable () -> Instant = { Instant(seconds: milliseconds(ContinuousClock.now - started) / 1e3) }
     let pools = ["x540": 4]
 
     struct Slow: GuestAgentTransport {
@@ -226,10 +226,10 @@ func runGuestAgentBenchmark(_ argv: [String]) -> Int32 {
         let m = sources.measure(domains: domains, policy: policy, counters: counters, now: now, generation: 1)
         let observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: pools, now: now, measurements: m)
         _ = decide(&state, policy: policy, observation: observation, now: now)
-        ms.append(millis(ContinuousClock.now - began))
+        ms.append(milliseconds(ContinuousClock.now - began))
         known += observation.vms.filter { !$0.reading.isUnknown }.count
         next = next + .seconds(interval)
-        if next > ContinuousClock.now { Thread.sleep(forTimeInterval: millis(next - ContinuousClock.now) / 1e3) }
+        if next > ContinuousClock.now { Thread.sleep(forTimeInterval: milliseconds(next - ContinuousClock.now) / 1e3) }
       }
       return (ms, known)
     }

@@ -3,7 +3,7 @@
 // over the counters, in the same run; then the agent process itself.
 //
 //   agent cycle  = HostCounterReader.read() (netlink RTM_GETSTATS)
-//                  + Agent.observeAndDecide (observe → decide → log → metrics → status
+//                  + Agent.cycleWithoutActing (observe → decide → log → metrics → status
 //                    file every tenth cycle): exactly what `vfshift run` does per
 //                    cycle, minus libvirt's inventory snapshot and the swaps
 //   floor        = BareNetlinkDump(.getStats): the RTM_GETSTATS dump received to
@@ -51,6 +51,7 @@ import VFShiftAgent
 import VFShiftFiles
 import VFShiftCore
 import VFShiftHost
+import BenchSupport
 import VFShiftLibvirt
 
 // `bench-agent --guest-agent`: the guest-agent counter source instead (GuestAgentBench.swift).
@@ -101,27 +102,6 @@ do {
   }
 }
 
-func note(_ s: String) { FileHandle.standardError.write((s + "\n").data(using: .utf8)!) }
-
-struct BenchError: Error, CustomStringConvertible { let description: String }
-
-@discardableResult
-func run(_ argv: [String]) throws -> String {
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  p.arguments = argv
-  let out = Pipe(), err = Pipe()
-  p.standardOutput = out
-  p.standardError = err
-  try p.run()
-  let o = out.fileHandleForReading.readDataToEndOfFile()
-  let e = err.fileHandleForReading.readDataToEndOfFile()
-  p.waitUntilExit()
-  guard p.terminationStatus == 0 else {
-    throw BenchError(description: "\(argv.joined(separator: " ")) exited \(p.terminationStatus): \(String(decoding: e, as: UTF8.self))")
-  }
-  return String(decoding: o, as: UTF8.self)
-}
 
 // MARK: - CPU time
 
@@ -175,8 +155,6 @@ struct Figure: CustomStringConvertible {
   }
   var description: String { String(format: "mean %7.3f ms  median %7.3f ms  min %7.3f ms", mean, median, min) }
 }
-
-func pad(_ s: String, _ width: Int) -> String { s + String(repeating: " ", count: max(0, width - s.count)) }
 
 /// VmRSS / VmHWM of this process, in MB.
 func memory() -> (rss: Double, peak: Double) {
@@ -477,7 +455,7 @@ final class NullLog: Sendable {
   var actions = 0
   func agentCycle() throws {
     let counters = try reader.read()
-    if let plan = agent.observeAndDecide(domains: domains, counters: counters, poolTotals: poolTotals, now: now) {
+    if let plan = agent.cycleWithoutActing(domains: domains, counters: counters, poolTotals: poolTotals, now: now) {
       actions += plan.actions.count
     }
     agent.cycleFinished()
@@ -501,7 +479,7 @@ final class NullLog: Sendable {
     tick += 1
   }
   let cycleFigure = Figure(cycleCPU), floorFigure = Figure(floorCPU)
-  note("  " + pad("agent cycle (read + observeAndDecide)", 40) + " \(cycleFigure)")
+  note("  " + pad("agent cycle (read + cycleWithoutActing)", 40) + " \(cycleFigure)")
   note("  " + pad("bare RTM_GETSTATS dump (floor)", 40) + " \(floorFigure)")
 
   // The breakdown, in one pass on the same counters: the public stages on an
@@ -518,7 +496,7 @@ final class NullLog: Sendable {
     var observation = Observation(vms: [], pools: [:])
     let o = cpu("observe") { observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now, positions: &benchPositions) }
     let d = cpu("decide") { _ = decide(&benchState, policy: policy, observation: observation, now: now) }
-    let a = cpu("agent") { _ = agent.observeAndDecide(domains: domains, counters: counters, poolTotals: poolTotals, now: now); agent.cycleFinished() }
+    let a = cpu("agent") { _ = agent.cycleWithoutActing(domains: domains, counters: counters, poolTotals: poolTotals, now: now); agent.cycleFinished() }
     tick += 1
     readCPU.append(r); observeCPU.append(o); decideCPU.append(d); agentCPU.append(a)
   }
@@ -530,7 +508,7 @@ final class NullLog: Sendable {
   note("  " + pad("read (HostCounterReader, netlink)", 40) + " \(readFigure)")
   note("  " + pad("observe", 40) + " \(observeFigure)")
   note("  " + pad("decide", 40) + " \(decideFigure)")
-  note("  " + pad("agent observeAndDecide", 40) + " \(agentFigure)")
+  note("  " + pad("agent cycleWithoutActing", 40) + " \(agentFigure)")
   note(String(format: "  log + metrics + status (agent - observe - decide)  mean %7.3f ms", restMean))
 
   // Steady state: real seconds at the policy interval, sleeping between cycles

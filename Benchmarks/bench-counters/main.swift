@@ -23,6 +23,7 @@ import Glibc
 #endif
 import VFShiftCore
 import VFShiftHost
+import BenchSupport
 
 // MARK: - Arguments
 
@@ -47,42 +48,12 @@ do {
   }
 }
 
-func note(_ s: String) { FileHandle.standardError.write((s + "\n").data(using: .utf8)!) }
-
-struct BenchError: Error, CustomStringConvertible { let description: String }
-
-@discardableResult
-func run(_ argv: [String], input: String? = nil) throws -> String {
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  p.arguments = argv
-  let out = Pipe(), err = Pipe()
-  p.standardOutput = out
-  p.standardError = err
-  try p.run()
-  let o = out.fileHandleForReading.readDataToEndOfFile()
-  let e = err.fileHandleForReading.readDataToEndOfFile()
-  p.waitUntilExit()
-  guard p.terminationStatus == 0 else {
-    throw BenchError(description: "\(argv.joined(separator: " ")) exited \(p.terminationStatus): \(String(decoding: e, as: UTF8.self))")
-  }
-  return String(decoding: o, as: UTF8.self)
-}
 
 // MARK: - Timing
 
 struct Figure {
   var median: Double
   var min: Double
-}
-
-func pad(_ s: String, _ width: Int, right: Bool = false) -> String {
-  let fill = String(repeating: " ", count: max(0, width - s.count))
-  return right ? fill + s : s + fill
-}
-
-func milliseconds(_ d: Duration) -> Double {
-  Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15
 }
 
 /// Times every body once per round, `rounds` rounds, in rotating order after

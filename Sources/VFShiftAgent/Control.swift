@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import VFShiftCore
+import VFShiftHost
 
 /// What the last cycle saw and decided, kept for the control socket: the
 /// observation and plan themselves (their arrays shared, not copied), so a
@@ -16,6 +17,7 @@ struct LastCycle: Sendable {
   /// The cycle's counter-source choices (a copy-on-write reference, not a
   /// copy): the control thread reads these, never the loop's live table.
   var sources: [String: TrafficSourceChoice] = [:]
+  var pressure: CPUPressure? = nil
 }
 
 /// One VM's decision chain, as `vfshift status VM` prints it.
@@ -63,13 +65,13 @@ extension Agent {
   func controlAnswer(_ line: String) -> [UInt8] {
     guard let last = lastCycle.withLock({ $0 }) else { return controlError("no cycle has run yet") }
     if line == "status" {
-      let rows = metrics.withEngineRead { statusRows(last.observation, plan: last.plan, policy: last.policy, state: $0,
+      let rows = engine.read { statusRows(last.observation, plan: last.plan, policy: last.policy, state: $0,
                                                           source: { counterSource($0, choices: last.sources) }) }
       return status(last, rows: rows).json + [10]
     }
     if line.hasPrefix("vm ") {
       let name = String(line.dropFirst(3))
-      guard let chain = metrics.withEngineRead({ $0.chain(of: name, now: last.now) }) else {
+      guard let chain = engine.read({ $0.chain(of: name, now: last.now) }) else {
         return controlError("no VM '\(name)' in the last cycle")
       }
       let placement = last.observation.vms.first { $0.identity.uuid == chain.uuid }.map { placementName($0.placement) } ?? "gone"
@@ -106,9 +108,10 @@ extension Agent {
   }
 
   func status(_ last: LastCycle, rows: [StatusRow]) -> AgentStatus {
-    AgentStatus(policy: last.policy.name, dryRun: config.dryRun, pid: Int(getpid()), cycle: last.cycle,
+    AgentStatus(policy: last.policy.name, dryRun: config.dryRun, pid: processID, cycle: last.cycle,
                 intervalSeconds: config.intervalSeconds ?? last.policy.intervalSeconds, updatedAt: last.updatedAt,
-                pools: last.pools, vms: rows)
+                pools: last.pools, vms: rows,
+                cpuPressure: last.pressure.map { .init(avg10: $0.avg10, avg60: $0.avg60, avg300: $0.avg300) })
   }
 }
 
@@ -143,7 +146,8 @@ func statusRows(_ observation: Observation, plan: Plan, policy: Policy, state: E
                           bytesPerSecond: rate?.bytesPerSecond, packetsPerSecond: rate?.packetsPerSecond,
                           intensive: rate?.intensive ?? false,
                           decision: decisions.isEmpty ? "keep" : decisions[identity.uuid] ?? "keep",
-                          counterSource: measured.source, counterSourceReason: measured.reason))
+                          counterSource: measured.source, counterSourceReason: measured.reason,
+                          contention: observation.vms[i].contention))
   }
   return rows
 }

@@ -188,7 +188,7 @@ func privilegeChecks(_ o: DoctorOptions) -> [ReadinessCheck] {
   var checks: [ReadinessCheck] = []
   let capNetAdmin = effectiveCapabilities().map { $0 & (1 << 12) != 0 } ?? false
   checks.append(ReadinessCheck("privileges", "CAP_NET_ADMIN", capNetAdmin ? .pass : .fail,
-                               capNetAdmin ? "held (uid \(getuid()))" : "not held (uid \(getuid()))",
+                               capNetAdmin ? "held (uid \(realUserID))" : "not held (uid \(realUserID))",
                                fix: "run as root, as the unit does: a released VF or pool member must be brought up and a VF's MAC cleared on the PF"))
   let dir = o.runtimeDirectory
   let writable = access(dir, W_OK) == 0 || (!FileManager.default.fileExists(atPath: dir) && access((dir as NSString).deletingLastPathComponent, W_OK) == 0)

@@ -119,7 +119,7 @@ final class ControlListener: Sendable {
   init(path: String, limits: ListenerLimits = ControlListener.limits, answer: @escaping @Sendable (String) -> [UInt8]) throws {
     let fd = try listenUnix(path)
     self.path = path
-    let me = geteuid()
+    let me = effectiveUserID
     server = try PollServer(
       listening: fd, name: "vfshift-control", limits: limits,
       tooLarge: Array("{\"error\":\"request over \(limits.maxRequestBytes) bytes\"}\n".utf8),
@@ -138,6 +138,6 @@ final class ControlListener: Sendable {
 
   func stop() {
     server.stop()
-    unlink(path)
+    removeFile(path)
   }
 }

@@ -63,12 +63,7 @@ public enum LogValue: Sendable, Equatable, ExpressibleByStringLiteral, Expressib
 /// loads ICU's calendar data on first use, ~4 MB of the agent's resident
 /// memory for one string per log line (bench-agent).
 func logTimestamp() -> String {
-  var now = timespec()
-  clock_gettime(CLOCK_REALTIME, &now)
-  let milliseconds = Int(now.tv_sec) * 1000 + (Int(now.tv_nsec) + 500_000) / 1_000_000
-  var seconds = time_t(milliseconds / 1000)
-  var t = tm()
-  gmtime_r(&seconds, &t)
+  let t = wallClockUTC()
   var out: [UInt8] = []
   out.reserveCapacity(24)
   func digits(_ n: Int32, _ width: Int) {
@@ -76,9 +71,9 @@ func logTimestamp() -> String {
     for i in stride(from: width - 1, through: 0, by: -1) { d[i] += UInt8(n % 10); n /= 10 }
     out += d
   }
-  digits(t.tm_year + 1900, 4); out.append(UInt8(ascii: "-")); digits(t.tm_mon + 1, 2); out.append(UInt8(ascii: "-"))
-  digits(t.tm_mday, 2); out.append(UInt8(ascii: "T")); digits(t.tm_hour, 2); out.append(UInt8(ascii: ":"))
-  digits(t.tm_min, 2); out.append(UInt8(ascii: ":")); digits(t.tm_sec, 2); out.append(UInt8(ascii: "."))
-  digits(Int32(milliseconds % 1000), 3); out.append(UInt8(ascii: "Z"))
+  digits(t.year, 4); out.append(UInt8(ascii: "-")); digits(t.month, 2); out.append(UInt8(ascii: "-"))
+  digits(t.day, 2); out.append(UInt8(ascii: "T")); digits(t.hour, 2); out.append(UInt8(ascii: ":"))
+  digits(t.minute, 2); out.append(UInt8(ascii: ":")); digits(t.second, 2); out.append(UInt8(ascii: "."))
+  digits(t.millisecond, 3); out.append(UInt8(ascii: "Z"))
   return String(decoding: out, as: UTF8.self)
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import VFShiftCore
+import VFShiftHost
 
 /// The agent's Prometheus metrics, rendered in the text exposition format.
 /// Names follow `<namespace>_<subsystem>_<what>_<unit>`; labels stay few.
@@ -22,20 +23,15 @@ public final class Metrics: Sendable {
     var dryRun = false
     /// Each VM on a VF: what measures it, and why it is unknown.
     var counterSources: [CounterSourceRow] = []
+    /// The host's /proc/pressure/cpu "some" line, when the kernel has PSI.
+    var pressure: CPUPressure?
   }
   struct CounterSourceRow: Sendable, Equatable { var vm: String; var source: String; var reason: String? }
   static let buckets: [Double] = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
   let state = Mutex(State())
-  /// The agent's engine state itself, which its loop decides on in place
-  /// (`withEngine`) and a scrape reads under the same lock; per-VM gauges are
-  /// computed from it only when someone scrapes. Handing the metrics a copy
-  /// each cycle instead made the next `decide` copy all 1,000 tracks
-  /// (copy-on-write) and free the old ones: a third of the cycle's
-  /// instructions (bench-agent under callgrind).
-  let engine = Mutex(EngineState())
-  /// Counts the changes to `engine`: with `state`, what a rendered exposition
-  /// is current for.
-  let engineChanges = Atomic<UInt64>(0)
+  /// The agent's engine state, read here only when someone scrapes: per-VM
+  /// gauges are computed from it then, not each cycle.
+  let engine: EngineCell
   /// The last exposition and what it was rendered from, so scrapes between
   /// two changes (Prometheus, or 200 at once) get the same bytes without
   /// rendering again; and the last per-VM rows, served while the cycle holds
@@ -43,7 +39,8 @@ public final class Metrics: Sendable {
   let rendered = Mutex<(state: State, engineChanges: UInt64, bytes: [UInt8])?>(nil)
   let lastRows = Mutex(EngineRows())
 
-  public init() {
+  public init(engine: EngineCell = EngineCell()) {
+    self.engine = engine
     state.withLock { $0.swapDurations = Array(repeating: 0, count: Metrics.buckets.count) }
   }
 
@@ -53,19 +50,6 @@ public final class Metrics: Sendable {
     state.withLock { s in
       s.pools = pools.mapValues { PoolGauge(capacity: $0.capacity, used: $0.used, cap: $0.cap) }
     }
-  }
-
-  /// Runs `body` on the engine state, in place, under the scrape's lock.
-  func withEngine<R: Sendable>(_ body: (inout EngineState) -> R) -> R {
-    engine.withLock { e in
-      defer { engineChanges.add(1, ordering: .releasing) }
-      return body(&e)
-    }
-  }
-
-  /// Reads the engine state without counting a change (the control socket).
-  func withEngineRead<R: Sendable>(_ body: (EngineState) -> R) -> R {
-    engine.withLock { body($0) }
   }
 
   func swapFinished(verb: Verb, outcome: String, seconds: Double) {
@@ -92,15 +76,17 @@ public final class Metrics: Sendable {
   /// past the detach deadline. Seconds since each one's swap began.
   func observeDetachPending(_ byVM: [String: Double]) { state.withLock { $0.detachPending = byVM } }
 
+  func observeCPUPressure(_ p: CPUPressure?) { state.withLock { $0.pressure = p } }
+
   func error(_ kind: String) { state.withLock { $0.errors[kind, default: 0] += 1 } }
 
   /// The exposition a scrape gets: rendered at most once per change, and
   /// never waiting on the cycle (a cycle in progress is shown as it was).
   public func exposition() -> [UInt8] {
     let s = state.withLock { $0 }
-    let changes = engineChanges.load(ordering: .acquiring)
+    let changes = engine.changes.load(ordering: .acquiring)
     if let r = rendered.withLock({ $0 }), r.engineChanges == changes, r.state == s { return r.bytes }
-    if let rows = engine.withLockIfAvailable({ Metrics.rows($0) }) {
+    if let rows = engine.readIfAvailable({ Metrics.rows($0) }) {
       lastRows.withLock { $0 = rows }
       let bytes = Array(render(s, rows).utf8)
       rendered.withLock { $0 = (s, changes, bytes) }
@@ -128,7 +114,7 @@ public final class Metrics: Sendable {
 
   /// The whole registry, as Prometheus scrapes it.
   public func render() -> String {
-    render(state.withLock { $0 }, engine.withLock { Metrics.rows($0) })
+    render(state.withLock { $0 }, engine.read { Metrics.rows($0) })
   }
 
   func render(_ s: State, _ rows: EngineRows) -> String {
@@ -173,6 +159,16 @@ public final class Metrics: Sendable {
     family("vfshift_vm_counter_source", "gauge", "1 for the source that measures each VM on a VF (pool's counters); reason says why one is unknown.")
     for r in s.counterSources.sorted(by: { $0.vm < $1.vm }) {
       out += "vfshift_vm_counter_source{vm=\"\(label(r.vm))\",source=\"\(label(r.source))\",reason=\"\(label(r.reason ?? ""))\"} 1\n"
+    }
+    if let p = s.pressure {
+      family("vfshift_host_cpu_pressure_ratio", "gauge",
+             "The host's CPU pressure (PSI some): share of time a runnable task waited for a CPU, averaged over the window.")
+      out += "vfshift_host_cpu_pressure_ratio{window=\"10s\"} \(num(p.avg10))\n"
+      out += "vfshift_host_cpu_pressure_ratio{window=\"60s\"} \(num(p.avg60))\n"
+      out += "vfshift_host_cpu_pressure_ratio{window=\"300s\"} \(num(p.avg300))\n"
+      family("vfshift_host_cpu_pressure_waiting_seconds_total", "counter",
+             "The host's CPU pressure (PSI some total): time a runnable task waited for a CPU.")
+      out += "vfshift_host_cpu_pressure_waiting_seconds_total \(num(Double(p.totalMicroseconds) / 1e6))\n"
     }
     family("vfshift_cycle_duration_seconds", "gauge", "Wall time of the last observe-decide-act cycle.")
     out += "vfshift_cycle_duration_seconds \(s.cycleSeconds)\n"

@@ -1,5 +1,6 @@
 import Foundation
 import VFShiftCore
+import VFShiftHost
 import VFShiftLibvirt
 
 /// How a swap ended, for the log, the metrics and the tests.

@@ -57,9 +57,14 @@ public struct VMObservation: Sendable, Equatable {
   /// When the VM got its VF, when something durable (the domain's metadata)
   /// says so; lets the dwell survive an agent restart.
   public var vfSince: Instant?
+  /// The share of its vCPU threads' runnable time spent waiting for a CPU
+  /// over the last contention window, 0 to 1; nil when not (yet) measured.
+  public var contention: Double?
 
-  public init(identity: VMIdentity, placement: Placement, reading: CounterReading, vfSince: Instant? = nil) {
+  public init(identity: VMIdentity, placement: Placement, reading: CounterReading, vfSince: Instant? = nil,
+              contention: Double? = nil) {
     self.identity = identity; self.placement = placement; self.reading = reading; self.vfSince = vfSince
+    self.contention = contention
   }
 }
 

@@ -11,34 +11,34 @@ import VFShiftCore
 //                              tx_errors, rx_dropped, tx_dropped, multicast, collisions,
 //                              rx_length_errors, rx_over_errors, rx_crc_errors,
 //                              rx_frame_errors, rx_fifo_errors, rx_missed_errors, ... }
-enum Netlink {
+package enum Netlink {
   static let headerSize = 16
   static let attributeHeaderSize = 4
   static let ifinfomsgSize = 16
   static let ifStatsMsgSize = 12
 
   // nlmsg_type (linux/netlink.h, linux/rtnetlink.h)
-  static let NLMSG_ERROR: UInt16 = 2
-  static let NLMSG_DONE: UInt16 = 3
+  package static let NLMSG_ERROR: UInt16 = 2
+  package static let NLMSG_DONE: UInt16 = 3
   static let RTM_NEWLINK: UInt16 = 16
   static let RTM_DELLINK: UInt16 = 17
-  static let RTM_GETLINK: UInt16 = 18
+  package static let RTM_GETLINK: UInt16 = 18
   static let RTM_NEWSTATS: UInt16 = 92
-  static let RTM_GETSTATS: UInt16 = 94
+  package static let RTM_GETSTATS: UInt16 = 94
 
   // nlmsg_flags
-  static let NLM_F_REQUEST: UInt16 = 0x01
+  package static let NLM_F_REQUEST: UInt16 = 0x01
   static let NLM_F_MULTI: UInt16 = 0x02
   static let NLM_F_ACK: UInt16 = 0x04
   static let NLM_F_DUMP_INTR: UInt16 = 0x10
-  static let NLM_F_DUMP: UInt16 = 0x300  // NLM_F_ROOT | NLM_F_MATCH
+  package static let NLM_F_DUMP: UInt16 = 0x300  // NLM_F_ROOT | NLM_F_MATCH
 
   // IFLA_* (linux/if_link.h)
   static let IFLA_IFNAME: UInt16 = 3
   static let IFLA_VFINFO_LIST: UInt16 = 22
   static let IFLA_STATS64: UInt16 = 23
   static let IFLA_EXT_MASK: UInt16 = 29
-  static let IFLA_STATS_LINK_64: UInt16 = 1
+  package static let IFLA_STATS_LINK_64: UInt16 = 1
   static let IFLA_VF_INFO: UInt16 = 1
   static let IFLA_VF_MAC: UInt16 = 1
   static let IFLA_VF_STATS: UInt16 = 8
@@ -58,10 +58,10 @@ enum Netlink {
   /// Attribute type without NLA_F_NESTED (0x8000) and NLA_F_NET_BYTEORDER (0x4000).
   static let attributeTypeMask: UInt16 = 0x3FFF
 
-  @inline(__always) static func align(_ n: Int) -> Int { (n + 3) & ~3 }
+  @inline(__always) package static func align(_ n: Int) -> Int { (n + 3) & ~3 }
 
   /// One request: header, fixed family header, attributes (type, payload).
-  static func request(type: UInt16, flags: UInt16, sequence: UInt32, family: [UInt8],
+  package static func request(type: UInt16, flags: UInt16, sequence: UInt32, family: [UInt8],
                       attributes: [(UInt16, [UInt8])] = []) -> [UInt8] {
     var body = family
     while body.count % 4 != 0 { body.append(0) }
@@ -81,7 +81,7 @@ enum Netlink {
     return message + body
   }
 
-  static func ifinfomsg(index: Int32 = 0) -> [UInt8] {
+  package static func ifinfomsg(index: Int32 = 0) -> [UInt8] {
     var b: [UInt8] = [AF_UNSPEC, 0]
     appendHostOrder(UInt16(0), to: &b)
     appendHostOrder(index, to: &b)
@@ -90,7 +90,7 @@ enum Netlink {
     return b
   }
 
-  static func ifStatsMsg(filterMask: UInt32) -> [UInt8] {
+  package static func ifStatsMsg(filterMask: UInt32) -> [UInt8] {
     var b: [UInt8] = [AF_UNSPEC, 0]
     appendHostOrder(UInt16(0), to: &b)
     appendHostOrder(UInt32(0), to: &b)  // ifindex 0: every link

@@ -92,6 +92,7 @@ func runAgent(_ command: String, _ argv: [String]) async throws -> ExitCode {
   guard let policyPath = try args.value("--policy") else { throw UsageError(message: "--policy is required", command: command) }
   var config = AgentConfig(policyPath: policyPath)
   config.dryRun = args.flags.contains("--dry-run")
+  config.stepHook = faultInjectionFromEnvironment()
   config.intervalSeconds = try args.double("--interval")
   config.uri = try args.value("--connect") ?? config.uri
   config.metricsTextfile = try args.value("--textfile")
@@ -178,11 +179,16 @@ func status(_ argv: [String]) throws -> ExitCode {
   if args.flags.contains("--json") { print(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)); return .ok }
   print("vfshift agent pid \(s.pid), policy \(s.policy)\(s.dryRun ? " (dry run)" : ""), cycle \(s.cycle), updated \(s.updatedAt)")
   for p in s.pools { print("pool \(p.name): \(p.used) of \(p.vfs) VFs in use, cap \(p.cap)") }
+  if let p = s.cpuPressure {
+    print(String(format: "host CPU pressure (PSI some): %.1f %% over 10 s, %.1f %% over 60 s, %.1f %% over 300 s",
+                 p.avg10 * 100, p.avg60 * 100, p.avg300 * 100))
+  }
   print("")
-  var rows = [["VM", "CLASS", "ON", "RATE", "PKT/S", "INTENSIVE", "SOURCE", "DECISION"]]
+  var rows = [["VM", "CLASS", "ON", "RATE", "PKT/S", "INTENSIVE", "CPU WAIT", "SOURCE", "DECISION"]]
   for vm in s.vms {
     rows.append([vm.vm, vm.className, vm.placement, vm.bytesPerSecond.map { si($0) + "B/s" } ?? "unknown",
-                 vm.packetsPerSecond.map { si($0) } ?? "-", vm.intensive ? "yes" : "no", vm.counterSource ?? "-", vm.decision])
+                 vm.packetsPerSecond.map { si($0) } ?? "-", vm.intensive ? "yes" : "no",
+                 vm.contention.map { String(format: "%.0f %%", $0 * 100) } ?? "-", vm.counterSource ?? "-", vm.decision])
   }
   let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
   for r in rows {

@@ -150,7 +150,7 @@ func metricsClassLabels() throws {
                                        at: Instant(seconds: t))
     let observation = Observation(vms: [VMObservation(identity: VMIdentity(uuid: "u7", name: "vm7"), placement: .virtio,
                                                       reading: reading)], pools: [:])
-    _ = m.withEngine { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
+    _ = m.engine.update { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
   }
   cycle(paper, 1); cycle(paper, 2)
   let high = paper.classes[paper.resolveClass(of: VMIdentity(uuid: "u7", name: "vm7")).classIndex!].name
@@ -280,7 +280,7 @@ func unmeasuredSeen() throws {
   func cycle(_ t: Double, _ reading: CounterReading) {
     let observation = Observation(vms: [VMObservation(identity: vm, placement: .vf(pool: "x540"), reading: reading)],
                                   pools: ["x540": PoolCapacity(total: 2)])
-    let plan = agent.metrics.withEngine { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
+    let plan = agent.engine.update { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
     agent.report(plan, observation: observation, now: Instant(seconds: t))
   }
   func known(_ t: Double) -> CounterReading {
@@ -300,4 +300,31 @@ func unmeasuredSeen() throws {
   #expect(measurement.last?.contains("\"measured\":true") == true)
   // The hold says why in status and the log: not moved on a rate nobody measured.
   #expect(lines.withLock { $0 }.contains { $0.contains("not-measured") && $0.contains("vm7") })
+}
+
+@Test("a plan's actions become steps carrying the observed domain, its pool and NICs; the dry-run actuator logs each and changes nothing")
+func stepsAndDryRun() async throws {
+  let lines = Mutex<[String]>([])
+  let log = EventLog(write: { line in lines.withLock { $0.append(line) } })
+  let agent = try Agent(config: AgentConfig(policyPath: "\(TestBed.packageRoot.path)/policies/paper-multinetwork.json"), log: log)
+  let vm7 = try domain(twoNICDomainXML)
+  let reason = Reason.classNever(className: "low")
+  let plan = Plan(actions: [.demote(vm: VMIdentity(uuid: vm7.uuid, name: vm7.name), pool: "x540", reason: reason),
+                            .promote(vm: VMIdentity(uuid: "gone", name: "gone"), pool: "x540", reason: reason),
+                            .promote(vm: VMIdentity(uuid: vm7.uuid, name: vm7.name), pool: "no-such-pool", reason: reason)])
+  let steps = agent.steps(plan, domains: [vm7])
+  #expect(steps.count == 1)
+  #expect(steps.first?.domain.uuid == vm7.uuid)
+  #expect(steps.first?.pool.name == "x540")
+  #expect(steps.first?.nics == managedNICs(vm7, policy: agent.policy))
+  #expect(steps.first?.nics.vf != nil)
+  let dryRun = DryRunActuator(log: log)
+  let outcome = await dryRun.apply(steps[0], now: Instant(seconds: 3))
+  #expect(outcome == nil)
+  #expect(await dryRun.reconcile([vm7], waitingOnGuests: true) == false)
+  let logged = lines.withLock { $0 }
+  #expect(logged.count == 1)
+  #expect(logged.first?.contains("\"event\":\"would-swap\"") == true)
+  #expect(logged.first?.contains("\"direction\":\"demote\"") == true)
+  #expect(logged.first?.contains("\"vm\":\"vm7\"") == true)
 }

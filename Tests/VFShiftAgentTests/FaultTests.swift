@@ -27,6 +27,11 @@ struct Invariants: CustomStringConvertible {
   }
 }
 
+extension AgentProcess {
+  /// For a fault row: whether the agent rode the fault out.
+  var state: String { process.isRunning ? "running" : "exited" }
+}
+
 /// One fault run on the bed: the lease, a clean start, the unmanaged VM's XML
 /// before, and the settle-and-record at the end.
 final class FaultBed {
@@ -43,6 +48,12 @@ final class FaultBed {
     scratch = Scratch("fault-\(name)")
     unmanaged = bed.guests.first { ($0.label ?? "").isEmpty }?.name ?? "vfs-u1"
     unmanagedBefore = try virsh("dumpxml", unmanaged)
+  }
+
+  /// The agent under the fault policy, stopped (once) at `step` when given: the test breaks something there, then resumes it.
+  func agent(pausedAt step: String? = nil) throws -> AgentProcess {
+    try AgentProcess(scratch: scratch, policy: try policy(faultPolicy()),
+                     environment: step.map { ["VFSHIFT_PAUSE_AT_STEP": $0] } ?? [:])
   }
 
   func policy(_ text: String, name: String = "policy.json") throws -> String {
@@ -205,8 +216,7 @@ struct FaultTests {
   @Test("libvirtd restarted between attach and detach, and again at rest")
   func libvirtdRestarted() async throws {
     let f = try FaultBed("libvirtd")
-    let agent = try AgentProcess(scratch: f.scratch, policy: try f.policy(faultPolicy()),
-                                 environment: ["VFSHIFT_PAUSE_AT_STEP": "attached"])
+    let agent = try f.agent(pausedAt: "attached")
     defer { _ = agent.stop(signal: SIGKILL) }
     let vm = try await agent.waitPaused()
     let t0 = ContinuousClock.now
@@ -214,21 +224,20 @@ struct FaultTests {
     agent.resume()
     let (inv, rec) = try await f.settle(since: t0)
     f.record("libvirtd restarted mid-swap (between attach and detach)", inv, recovery: rec,
-             agent: agent.process.isRunning ? "running" : "exited", note: "swapping \(vm)")
+             agent: agent.state, note: "swapping \(vm)")
     #expect(agent.process.isRunning, "the agent rides out the restart; it exited \(agent.process.isRunning ? -1 : agent.process.terminationStatus) (\(agent.process.isRunning ? "" : "\(agent.process.terminationReason)")): \(agent.tail(5))")
 
     let t1 = ContinuousClock.now
     try await restartLibvirtd()
     let (inv2, rec2) = try await f.settle(since: t1)
-    f.record("libvirtd restarted at rest (a VM on a VF)", inv2, recovery: rec2, agent: agent.process.isRunning ? "running" : "exited")
+    f.record("libvirtd restarted at rest (a VM on a VF)", inv2, recovery: rec2, agent: agent.state)
     #expect(agent.process.isRunning)
   }
 
   @Test("the guest ignores the unplug (paused before the detach), resumed 15 s later")
   func guestIgnoresUnplugThenResumes() async throws {
     let f = try FaultBed("unplug-later")
-    let agent = try AgentProcess(scratch: f.scratch, policy: try f.policy(faultPolicy()),
-                                 environment: ["VFSHIFT_PAUSE_AT_STEP": "guest-uses-new"])
+    let agent = try f.agent(pausedAt: "guest-uses-new")
     defer { _ = agent.stop(signal: SIGKILL) }
     let vm = try await agent.waitPaused()
     _ = try virsh("suspend", vm)
@@ -241,7 +250,7 @@ struct FaultTests {
     _ = try virsh("resume", vm)
     let resumed = ContinuousClock.now
     let (inv, rec) = try await f.settle(since: resumed)
-    f.record("guest ignores the unplug, resumed later", inv, recovery: rec, agent: agent.process.isRunning ? "running" : "exited",
+    f.record("guest ignores the unplug, resumed later", inv, recovery: rec, agent: agent.state,
              note: String(format: "%@ paused before the detach; detach-pending after 10 s; resumed %.0f s after the pause; recovery from the resume",
                           vm, (resumed - t0).secondsValue))
   }
@@ -249,8 +258,7 @@ struct FaultTests {
   @Test("the guest never lets go: the agent waits, adds no NIC, keeps running; everything else is intact")
   func guestIgnoresUnplugForGood() async throws {
     let f = try FaultBed("unplug-never")
-    let agent = try AgentProcess(scratch: f.scratch, policy: try f.policy(faultPolicy()),
-                                 environment: ["VFSHIFT_PAUSE_AT_STEP": "guest-uses-new"])
+    let agent = try f.agent(pausedAt: "guest-uses-new")
     defer { _ = agent.stop(signal: SIGKILL) }
     let vm = try await agent.waitPaused()
     _ = try virsh("suspend", vm)
@@ -261,7 +269,7 @@ struct FaultTests {
     #expect(try liveInventory(vm).nics.count == 2, "the paused VM keeps both NICs: nothing more is attached or torn out")
     #expect(agent.events("swap-step").filter { $0["step"] as? String == "attached" }.count == 1, "one attach, no retry storm")
     let (inv, rec) = try await f.settle(since: ContinuousClock.now, skip: [vm])
-    f.record("guest ignores the unplug for good", inv, recovery: rec, agent: agent.process.isRunning ? "running" : "exited",
+    f.record("guest ignores the unplug for good", inv, recovery: rec, agent: agent.state,
              note: String(format: "%@ stays paused (left out of the count): keeps VF + virtio and a detach-pending journal until it resumes, 1 attach, no retry; checked %.0f s after the pause; recovery = time to check the others", vm, (ContinuousClock.now - t0).secondsValue))
     #expect(agent.process.isRunning)
   }
@@ -269,8 +277,7 @@ struct FaultTests {
   @Test("the VM is destroyed between attach and detach, then started again")
   func vmDestroyedMidSwap() async throws {
     let f = try FaultBed("destroy")
-    let agent = try AgentProcess(scratch: f.scratch, policy: try f.policy(faultPolicy()),
-                                 environment: ["VFSHIFT_PAUSE_AT_STEP": "attached"])
+    let agent = try f.agent(pausedAt: "attached")
     defer { _ = agent.stop(signal: SIGKILL) }
     let vm = try await agent.waitPaused()
     let t0 = ContinuousClock.now
@@ -279,7 +286,7 @@ struct FaultTests {
     try await Task.sleep(for: .seconds(2))
     _ = try virsh("start", vm)
     let (inv, rec) = try await f.settle(since: t0)
-    f.record("VM destroyed mid-swap, started again", inv, recovery: rec, agent: agent.process.isRunning ? "running" : "exited",
+    f.record("VM destroyed mid-swap, started again", inv, recovery: rec, agent: agent.state,
              note: "\(vm); recovery includes its boot")
     #expect(agent.process.isRunning)
   }
@@ -287,7 +294,7 @@ struct FaultTests {
   @Test("a VM holding a VF is shut down and started again")
   func vmRestartedHoldingVF() async throws {
     let f = try FaultBed("restart")
-    let agent = try AgentProcess(scratch: f.scratch, policy: try f.policy(faultPolicy()))
+    let agent = try f.agent()
     defer { _ = agent.stop(signal: SIGKILL) }
     try await agent.waitFor("a promotion", seconds: 40) { agent.swaps.contains { $0.direction == "promote" && $0.outcome == "done" } }
     let vm = try #require(agent.swaps.first { $0.direction == "promote" }?.vm)
@@ -296,7 +303,7 @@ struct FaultTests {
     try await Task.sleep(for: .seconds(2))
     _ = try virsh("start", vm)
     let (inv, rec) = try await f.settle(since: t0)
-    f.record("VM holding a VF shut down and started again", inv, recovery: rec, agent: agent.process.isRunning ? "running" : "exited",
+    f.record("VM holding a VF shut down and started again", inv, recovery: rec, agent: agent.state,
              note: "\(vm) (virsh destroy + start); recovery includes its boot")
   }
 
@@ -314,14 +321,14 @@ struct FaultTests {
     try await TestBed.waitUntil(deadlineSeconds: 10, "outsider NICs in") { poolNICCount(f.unmanaged) == 2 }
     f.unmanagedBefore = try virsh("dumpxml", f.unmanaged)
     let t0 = ContinuousClock.now
-    let agent = try AgentProcess(scratch: f.scratch, policy: try f.policy(faultPolicy()))
+    let agent = try f.agent()
     defer { _ = agent.stop(signal: SIGKILL) }
     try await agent.waitFor("start", seconds: 20) { !agent.events("start").isEmpty }
     try await Task.sleep(for: .seconds(8))
     let attempts = agent.events("swap-step").filter { $0["step"] as? String == "journal" }.count
     #expect(attempts == 0, "a full pool is seen as full: no attach tried (\(attempts) tried)")
     let (inv, rec) = try await f.settle(since: ContinuousClock.now)
-    f.record("pool exhausted by someone outside vfshift", inv, recovery: rec, agent: agent.process.isRunning ? "running" : "exited",
+    f.record("pool exhausted by someone outside vfshift", inv, recovery: rec, agent: agent.state,
              note: String(format: "both members held by the unmanaged VM; %d swap attempts in %.0f s while full; invariants held throughout (recovery = one check)",
                           attempts, (ContinuousClock.now - t0).secondsValue))
 
@@ -350,7 +357,7 @@ struct FaultTests {
       agent.swaps.filter { $0.direction == "promote" }.count >= 2
     }
     let (inv2, rec2) = try await f.settle(since: t1)
-    f.record("pool member (veth) deleted", inv2, recovery: rec2, agent: agent.process.isRunning ? "running" : "exited",
+    f.record("pool member (veth) deleted", inv2, recovery: rec2, agent: agent.state,
              note: "\(victim) deleted; then a demote and a promote; promote outcome \(agent.swaps.last?.outcome ?? "-")")
   }
 
@@ -450,7 +457,7 @@ struct FaultTests {
     #expect(agent.events("swap-step").isEmpty, "no spurious swap")
     let (inv, rec) = try await f.settle(since: restored)
     f.record("wall clock set back 10 min, then forward 10 min", inv, recovery: rec,
-             agent: agent.process.isRunning ? "running" : "exited",
+             agent: agent.state,
              note: String(format: "vfs-g3 at 1 MB/s: rate %.2f–%.2f MB/s over %d scrapes, 0 swaps", (rates.min() ?? 0) / 1e6, (rates.max() ?? 0) / 1e6, rates.count))
   }
 
@@ -492,7 +499,7 @@ struct FaultTests {
     #expect(agent.events("swap-step").isEmpty, "no swap from a counter reset")
     let (inv, rec) = try await f.settle(since: t0)
     f.record("interface re-created with the same name (virtio NIC detached + re-attached by hand, twice)", inv, recovery: rec,
-             agent: agent.process.isRunning ? "running" : "exited",
+             agent: agent.state,
              note: String(format: "tap %@ → %@ → the same name again; rate %.2f–%.2f MB/s at 1 MB/s; 0 swaps; recovery includes 4 s of rate sampling after the re-attach", before.hostDevice ?? "-", after.hostDevice ?? "-",
                           (rates.min() ?? 0) / 1e6, (rates.max() ?? 0) / 1e6))
   }
@@ -500,7 +507,7 @@ struct FaultTests {
   @Test("someone else demotes a managed VM by hand, three times: the agent re-plans, its swaps stay bounded")
   func humanHotplug() async throws {
     let f = try FaultBed("human")
-    let agent = try AgentProcess(scratch: f.scratch, policy: try f.policy(faultPolicy()))
+    let agent = try f.agent()
     defer { _ = agent.stop() }
     try await agent.waitFor("a promotion", seconds: 40) { agent.swaps.contains { $0.direction == "promote" && $0.outcome == "done" } }
     var t0 = ContinuousClock.now
@@ -530,7 +537,7 @@ struct FaultTests {
     let promotes = agent.swaps.filter { $0.direction == "promote" }.count
     #expect(promotes <= human + 1, "at most one re-promotion per human change: \(promotes) promotions for \(human) changes")
     f.record("someone else hot-plugs a virtio NIC and unplugs the VF (3 times)", inv, recovery: rec,
-             agent: agent.process.isRunning ? "running" : "exited",
+             agent: agent.state,
              note: "\(promotes) promotions for \(human) human changes (each time the human's NIC is parked in place of the old one); recovery from the last change")
   }
 }

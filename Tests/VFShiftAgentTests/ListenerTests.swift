@@ -7,6 +7,7 @@ import Testing
 import VFShiftCore
 @testable import VFShiftAgent
 import VFShiftFiles
+import VFShiftHost
 import VFShiftTestSupport
 #if canImport(Glibc)
 import Glibc
@@ -27,7 +28,7 @@ final class Client: @unchecked Sendable {
     let rc = withUnsafePointer(to: &addr) { p in
       p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard rc == 0 else { let e = errno; close(fd); throw SystemCallError(call: "connect", detail: "127.0.0.1:\(port)", errno: e) }
+    guard rc == 0 else { let e = errno; close(fd); throw SystemCallError(call: "connect", subject: "127.0.0.1:\(port)", errno: e) }
   }
   deinit { close(fd) }
 
@@ -102,7 +103,7 @@ func busyMetrics() throws -> Metrics {
                                     at: Instant(seconds: Double(t))))
     }
     let observation = Observation(vms: vms, pools: ["default": PoolCapacity(total: 4)])
-    _ = m.withEngine { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: Double(t))) }
+    _ = m.engine.update { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: Double(t))) }
     m.cycleFinished(seconds: 0.002, intervalSeconds: 1)
   }
   m.observePools(["default": (capacity: 4, used: 4, cap: 4)])
@@ -329,7 +330,7 @@ func rssAnonKB() -> Int {
     // A cycle in progress: the engine held until the scrape has been answered.
     let holding = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
     Thread {
-      _ = metrics.withEngine { _ in holding.signal(); release.wait() }
+      _ = metrics.engine.update { _ in holding.signal(); release.wait() }
       done.signal()
     }.start()
     holding.wait()
@@ -370,6 +371,10 @@ func rssAnonKB() -> Int {
     let status = try cli(["status", "--status-file", scratch.file("status.json")])
     #expect(status.code == 0 && status.err.isEmpty, "\(status)")
     #expect(status.out.contains("vm1  standard"), "\(status.out)")
+    #expect(status.out.contains("CPU WAIT"), "the contention column: \(status.out)")
+    if FileManager.default.fileExists(atPath: "/proc/pressure/cpu") {
+      #expect(status.out.contains("host CPU pressure (PSI some): "), "\(status.out)")
+    }
     let chain = try cli(["status", "vm1", "--status-file", scratch.file("status.json")])
     #expect(chain.code == 0, "\(chain)")
     for line in ["class                 standard (vf: eligible, pool default, priority 0)", "rank in pool          2 of 3",
@@ -415,7 +420,7 @@ extension SnapshotAndStatusTests {
       observation = Observation(vms: [vm("busy", 3_000_000, .virtio), vm("held", 0, .vf(pool: "default")), vm("quiet", 0, .virtio)],
                                 pools: ["default": PoolCapacity(total: 4)])
       let now = Instant(seconds: Double(t))
-      plan = agent.metrics.withEngine { decide(&$0, policy: policy, observation: observation, now: now) }
+      plan = agent.engine.update { decide(&$0, policy: policy, observation: observation, now: now) }
     }
     agent.lastCycle.withLock {
       $0 = LastCycle(observation: observation, plan: plan, pools: [], policy: policy, cycle: 6, now: Instant(seconds: 6), updatedAt: "t6")

@@ -3,6 +3,7 @@ import Testing
 import VFShiftCore
 @testable import VFShiftAgent
 import VFShiftFiles
+import VFShiftHost
 import VFShiftTestSupport
 
 /// What ships for Prometheus (deploy/prometheus, deploy/grafana) against what
@@ -26,7 +27,7 @@ struct PrometheusTests {
                                          at: Instant(seconds: t))
       let observation = Observation(vms: [VMObservation(identity: VMIdentity(uuid: "u7", name: "vm7"), placement: .virtio,
                                                         reading: reading)], pools: [:])
-      _ = m.withEngine { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
+      _ = m.engine.update { decide(&$0, policy: policy, observation: observation, now: Instant(seconds: t)) }
     }
     m.setDryRun(false)
     m.observePools(["vfs": (capacity: 2, used: 1, cap: 1)])
@@ -36,6 +37,7 @@ struct PrometheusTests {
     m.swapFinished(verb: .demote, outcome: "attach-failed", seconds: 0.2)
     m.cycleFinished(seconds: 0.004, intervalSeconds: 1)
     m.error("counters")
+    m.observeCPUPressure(CPUPressure(pressureFile: "some avg10=1.00 avg60=0.50 avg300=0.25 total=1200000\n"))
     return m
   }
 

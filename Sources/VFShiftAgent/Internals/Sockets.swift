@@ -3,16 +3,10 @@
 // notify socket, the one-agent-per-host lock and whole-buffer writes to a
 // descriptor.
 import Foundation
+import VFShiftHost
 #if canImport(Glibc)
 import Glibc
 #endif
-
-struct SystemCallError: Error, CustomStringConvertible {
-  var call: String
-  var detail: String
-  var errno: Int32
-  var description: String { "\(call)(\(detail)): \(String(cString: strerror(errno)))" }
-}
 
 /// Writes all of `bytes` to `fd`, through short writes and EINTR; false on
 /// any other error.
@@ -68,7 +62,7 @@ final class AgentLock: Sendable {
     let dir = (path as NSString).deletingLastPathComponent
     try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw SystemCallError(call: "open", detail: path, errno: errno) }
+    guard fd >= 0 else { throw SystemCallError(call: "open", subject: path, errno: errno) }
     if flock(fd, LOCK_EX | LOCK_NB) != 0 {
       let e = errno
       var buffer = [UInt8](repeating: 0, count: 64)
@@ -78,7 +72,7 @@ final class AgentLock: Sendable {
       if e == EWOULDBLOCK {
         throw AgentLockHeld(path: path, holderPID: holder)
       }
-      throw SystemCallError(call: "flock", detail: path, errno: e)
+      throw SystemCallError(call: "flock", subject: path, errno: e)
     }
     let pid = Array("\(getpid())\n".utf8)
     _ = ftruncate(fd, 0)
@@ -162,7 +156,7 @@ final class PollServer: @unchecked Sendable {
     // A pipe to wake the poll for `stop` (eventfd and accept4 are GNU
     // extensions Swift's Glibc module does not show).
     var ends: [Int32] = [-1, -1]
-    guard pipe(&ends) == 0 else { throw SystemCallError(call: "pipe", detail: name, errno: errno) }
+    guard pipe(&ends) == 0 else { throw SystemCallError(call: "pipe", subject: name, errno: errno) }
     for e in ends { _ = fcntl(e, F_SETFD, FD_CLOEXEC) }
     let wake = ends[0]
     wakeWriteFD = ends[1]
@@ -377,17 +371,17 @@ final class PollServer: @unchecked Sendable {
 func listenTCP(_ address: String) throws -> (fd: Int32, bound: String) {
   let parts = address.split(separator: ":", omittingEmptySubsequences: false)
   guard parts.count == 2, let port = UInt16(parts[1]) else {
-    throw SystemCallError(call: "parse", detail: "listen address '\(address)' is not HOST:PORT", errno: EINVAL)
+    throw SystemCallError(call: "parse", subject: "listen address '\(address)' is not HOST:PORT", errno: EINVAL)
   }
   let host = parts[0].isEmpty ? "127.0.0.1" : String(parts[0])
   var addr = sockaddr_in()
   addr.sin_family = sa_family_t(AF_INET)
   addr.sin_port = port.bigEndian
   guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
-    throw SystemCallError(call: "inet_pton", detail: host, errno: EINVAL)
+    throw SystemCallError(call: "inet_pton", subject: host, errno: EINVAL)
   }
   let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-  guard fd >= 0 else { throw SystemCallError(call: "socket", detail: address, errno: errno) }
+  guard fd >= 0 else { throw SystemCallError(call: "socket", subject: address, errno: errno) }
   var one: Int32 = 1
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
   let rc = withUnsafePointer(to: &addr) { p in
@@ -396,7 +390,7 @@ func listenTCP(_ address: String) throws -> (fd: Int32, bound: String) {
   guard rc == 0, listen(fd, 256) == 0 else {
     let e = errno
     close(fd)
-    throw SystemCallError(call: "bind", detail: address, errno: e)
+    throw SystemCallError(call: "bind", subject: address, errno: e)
   }
   var bound = sockaddr_in()
   var len = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -411,7 +405,7 @@ private func unixAddress(_ path: String) throws -> sockaddr_un {
   addr.sun_family = sa_family_t(AF_UNIX)
   let bytes = Array(path.utf8)
   guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-    throw SystemCallError(call: "bind", detail: "\(path): path too long for a unix socket", errno: ENAMETOOLONG)
+    throw SystemCallError(call: "bind", subject: "\(path): path too long for a unix socket", errno: ENAMETOOLONG)
   }
   withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
   return addr
@@ -423,21 +417,21 @@ private func unixAddress(_ path: String) throws -> sockaddr_un {
 func listenUnix(_ path: String) throws -> Int32 {
   let dir = (path as NSString).deletingLastPathComponent
   var st = stat()
-  guard stat(dir, &st) == 0 else { throw SystemCallError(call: "stat", detail: dir, errno: errno) }
+  guard stat(dir, &st) == 0 else { throw SystemCallError(call: "stat", subject: dir, errno: errno) }
   if st.st_uid != 0 && st.st_uid != geteuid() || st.st_mode & 0o022 != 0 {
-    throw SystemCallError(call: "listen", detail: "\(dir): owned by uid \(st.st_uid), mode \(String(st.st_mode & 0o7777, radix: 8)); the control socket's directory must be writable by root only",
+    throw SystemCallError(call: "listen", subject: "\(dir): owned by uid \(st.st_uid), mode \(String(st.st_mode & 0o7777, radix: 8)); the control socket's directory must be writable by root only",
                           errno: EPERM)
   }
   // A socket left by an agent that died (the agent lock says none runs now).
   if lstat(path, &st) == 0 {
     guard st.st_mode & S_IFMT == S_IFSOCK else {
-      throw SystemCallError(call: "bind", detail: "\(path) exists and is not a socket", errno: EEXIST)
+      throw SystemCallError(call: "bind", subject: "\(path) exists and is not a socket", errno: EEXIST)
     }
     unlink(path)
   }
   var addr = try unixAddress(path)
   let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-  guard fd >= 0 else { throw SystemCallError(call: "socket", detail: path, errno: errno) }
+  guard fd >= 0 else { throw SystemCallError(call: "socket", subject: path, errno: errno) }
   // The umask makes the path 0600 as bind creates it: no moment where
   // others may connect (chmod after it only confirms it).
   let old = umask(0o177)
@@ -448,7 +442,7 @@ func listenUnix(_ path: String) throws -> Int32 {
   guard rc == 0, chmod(path, 0o600) == 0, listen(fd, 64) == 0 else {
     let e = errno
     close(fd)
-    throw SystemCallError(call: "bind", detail: path, errno: e)
+    throw SystemCallError(call: "bind", subject: path, errno: e)
   }
   return fd
 }
@@ -493,20 +487,4 @@ func askUnix(_ path: String, _ request: [UInt8], timeout: Double, maxBytes: Int 
     out.append(contentsOf: chunk[..<n])
   }
   return nil
-}
-
-/// Brings a network device's link up (`ip link set DEV up`): libvirt leaves a
-/// pool member DOWN when it takes it back from a guest.
-func setLinkUp(_ device: String) throws {
-  let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-  guard fd >= 0 else { throw SystemCallError(call: "socket", detail: device, errno: errno) }
-  defer { close(fd) }
-  var request = ifreq()
-  let name = Array(device.utf8.prefix(Int(IFNAMSIZ) - 1))
-  withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { raw in
-    for (i, b) in name.enumerated() { raw[i] = b }
-  }
-  guard ioctl(fd, UInt(SIOCGIFFLAGS), &request) == 0 else { throw SystemCallError(call: "ioctl(SIOCGIFFLAGS)", detail: device, errno: errno) }
-  request.ifr_ifru.ifru_flags |= Int16(IFF_UP)
-  guard ioctl(fd, UInt(SIOCSIFFLAGS), &request) == 0 else { throw SystemCallError(call: "ioctl(SIOCSIFFLAGS)", detail: device, errno: errno) }
 }

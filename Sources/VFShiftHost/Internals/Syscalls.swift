@@ -16,6 +16,10 @@ public struct SystemCallError: Error, Sendable, Equatable, CustomStringConvertib
   public let subject: String
   public let errno: Int32
 
+  public init(call: String, subject: String, errno: Int32) {
+    self.call = call; self.subject = subject; self.errno = errno
+  }
+
   /// ENOBUFS on a netlink socket: the kernel dropped messages for it.
   public var isReceiveOverrun: Bool { errno == ENOBUFS }
 
@@ -256,7 +260,7 @@ private struct sockaddr_nl {
 
 /// A NETLINK_ROUTE socket, owned: closed in deinit. The socket belongs to the
 /// network namespace of the thread that created it, whatever thread uses it.
-final class NetlinkSocket {
+package final class NetlinkSocket {
   private let fd: CInt
   let portID: UInt32
 
@@ -264,7 +268,7 @@ final class NetlinkSocket {
   /// - nonBlocking: for the notification socket drained once per cycle.
   /// - receiveBufferBytes: SO_RCVBUF(FORCE); a dump of 4,000 links must not
   ///   overrun it while the reader decodes.
-  init(groups: UInt32 = 0, nonBlocking: Bool = false, receiveBufferBytes: Int32 = 4 << 20) throws(SystemCallError) {
+  package init(groups: UInt32 = 0, nonBlocking: Bool = false, receiveBufferBytes: Int32 = 4 << 20) throws(SystemCallError) {
     let type = Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0)
     let fd = try retryingEINTR("socket", "AF_NETLINK, NETLINK_ROUTE") { socket(AF_NETLINK, type, NETLINK_ROUTE) }
     do {
@@ -305,7 +309,7 @@ final class NetlinkSocket {
   deinit { _ = close(fd) }
 
   /// Sends one request to the kernel (port 0).
-  func send(_ request: [UInt8]) throws(SystemCallError) {
+  package func send(_ request: [UInt8]) throws(SystemCallError) {
     var kernel = sockaddr_nl()
     kernel.nl_family = sa_family_t(AF_NETLINK)
     let sent = try retryingEINTR("sendto", "netlink request of \(request.count) bytes") {
@@ -322,7 +326,7 @@ final class NetlinkSocket {
     }
   }
 
-  enum Received: Equatable {
+  package enum Received: Equatable {
     case bytes(Int)
     /// The datagram was longer than the buffer (MSG_TRUNC): `needed` bytes.
     case truncated(needed: Int)
@@ -331,7 +335,7 @@ final class NetlinkSocket {
   }
 
   /// Receives one datagram (which holds one or more netlink messages).
-  func receive(into buffer: inout [UInt8]) throws(SystemCallError) -> Received {
+  package func receive(into buffer: inout [UInt8]) throws(SystemCallError) -> Received {
     let capacity = buffer.count
     let n: Int
     do {
@@ -350,97 +354,24 @@ final class NetlinkSocket {
 /// (~32 KB for a dump's, of the 1 MiB kept for a rare larger one), where a
 /// zero-filled one was resident whole (bench-agent: RSS). Nothing reads past
 /// the bytes `recv` reports.
-func receiveBuffer(count: Int) -> [UInt8] {
+package func receiveBuffer(count: Int) -> [UInt8] {
   [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
 }
 
-// MARK: - The kernel's floor
+// MARK: - Interface flags
 
-/// The kernel's own cost to hand over every link's counters: one rtnetlink
-/// dump, received to NLMSG_DONE, looking at nothing but each message's length
-/// and type — no attribute walk, no names, no allocation per link.
-/// bench-counters and bench-agent time vfshift's readers and cycle against it
-/// in the same run, so both measure the same floor. The socket belongs to the
-/// network namespace of the thread that creates it.
-public final class BareNetlinkDump {
-  public enum Request: String, Sendable, CaseIterable {
-    /// RTM_GETSTATS filtered to IFLA_STATS_LINK_64, what NetlinkStatsReader(.getStats) sends.
-    case getStats
-    /// RTM_GETLINK with everything, what NetlinkStatsReader(.getLink) sends.
-    case getLink
+/// Brings a network device's link up (`ip link set DEV up`): libvirt leaves a
+/// pool member DOWN when it takes it back from a guest.
+public func setLinkUp(_ device: String) throws(SystemCallError) {
+  let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+  guard fd >= 0 else { throw SystemCallError(call: "socket", subject: device, errno: errno) }
+  defer { close(fd) }
+  var request = ifreq()
+  let name = Array(device.utf8.prefix(Int(IFNAMSIZ) - 1))
+  withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { raw in
+    for (i, b) in name.enumerated() { raw[i] = b }
   }
-
-  private let socket: NetlinkSocket
-  private var buffer = receiveBuffer(count: 1 << 20)
-  private var sequence: UInt32 = 0
-
-  public init() throws(SystemCallError) { socket = try NetlinkSocket() }
-
-  /// One dump; returns the bytes the kernel sent. Throws on NLMSG_ERROR, a
-  /// truncated datagram or a bad length (the floor is no parser, but it must
-  /// not loop on garbage).
-  public func dump(_ request: Request) throws(SystemCallError) -> Int {
-    sequence &+= 1
-    let message = switch request {
-    case .getStats:
-      Netlink.request(type: Netlink.RTM_GETSTATS, flags: Netlink.NLM_F_REQUEST | Netlink.NLM_F_DUMP, sequence: sequence,
-                      family: Netlink.ifStatsMsg(filterMask: 1 << (UInt32(Netlink.IFLA_STATS_LINK_64) - 1)))
-    case .getLink:
-      Netlink.request(type: Netlink.RTM_GETLINK, flags: Netlink.NLM_F_REQUEST | Netlink.NLM_F_DUMP, sequence: sequence,
-                      family: Netlink.ifinfomsg())
-    }
-    try socket.send(message)
-    var total = 0
-    while true {
-      guard case .bytes(let n) = try socket.receive(into: &buffer) else {
-        throw SystemCallError(call: "recv", subject: "bare \(request.rawValue) dump: datagram larger than \(buffer.count) bytes", errno: EMSGSIZE)
-      }
-      total += n
-      let done: Bool? = buffer.withUnsafeBytes { raw in
-        var offset = 0
-        while offset + 16 <= n {
-          let length = Int(raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-          let type = raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self)
-          if type == Netlink.NLMSG_DONE { return true }
-          if type == Netlink.NLMSG_ERROR || length < 16 { return nil }
-          offset += Netlink.align(length)
-        }
-        return false
-      }
-      guard let done else {
-        throw SystemCallError(call: "recv", subject: "bare \(request.rawValue) dump: NLMSG_ERROR or nlmsg_len < 16", errno: EPROTO)
-      }
-      if done { return total }
-    }
-  }
-}
-
-// MARK: - libvirt's way of reading one interface
-
-/// What libvirt's virNetDevTapInterfaceStats does for one interface: fopen
-/// /proc/net/dev, fgets line by line until "NAME:", parse that line, fclose.
-/// Kept as the alternative the benchmarks compare against: one open and scan
-/// per interface is what polling VMs one by one costs.
-public func perInterfaceLookup(_ name: String, path: String = "/proc/net/dev") -> InterfaceCounters? {
-  guard let fp = fopen(path, "r") else { return nil }
-  defer { fclose(fp) }
-  var line = [CChar](repeating: 0, count: 256)
-  while fgets(&line, 256, fp) != nil {
-    guard let colon = strchr(line, 0x3A) else { continue }
-    colon.pointee = 0
-    var start = line.withUnsafeBufferPointer { $0.baseAddress! }
-    while start.pointee == 0x20 { start += 1 }
-    if strcmp(start, name) == 0 {
-      var fields = [UInt64](repeating: 0, count: 16)
-      var p = colon + 1
-      for i in 0..<16 {
-        var end: UnsafeMutablePointer<CChar>? = nil
-        fields[i] = strtoull(p, &end, 10)
-        p = end!
-      }
-      return InterfaceCounters(rxBytes: fields[0], rxPackets: fields[1], rxErrors: fields[2], rxDrops: fields[3],
-                               txBytes: fields[8], txPackets: fields[9], txErrors: fields[10], txDrops: fields[11])
-    }
-  }
-  return nil
+  guard ioctl(fd, UInt(SIOCGIFFLAGS), &request) == 0 else { throw SystemCallError(call: "ioctl(SIOCGIFFLAGS)", subject: device, errno: errno) }
+  request.ifr_ifru.ifru_flags |= Int16(IFF_UP)
+  guard ioctl(fd, UInt(SIOCSIFFLAGS), &request) == 0 else { throw SystemCallError(call: "ioctl(SIOCSIFFLAGS)", subject: device, errno: errno) }
 }

@@ -1,0 +1,96 @@
+import Foundation
+import VFShiftCore
+import VFShiftLibvirt
+
+/// One action of a plan with what carrying it out needs, found once from the
+/// cycle's inventory: the domain as observed, its pool, its managed NICs.
+struct Step: Sendable {
+  var action: Action
+  var domain: DomainInventory
+  var pool: VFPool
+  var nics: ManagedNICs
+}
+
+/// What the agent does with a plan: the loop observes and decides the same
+/// way whichever actuator it has; only this says whether anything changes.
+protocol Actuator: AnyObject {
+  /// Finishes what earlier swaps left (journals); true when it changed
+  /// anything, so the cycle takes the inventory again. `waitingOnGuests`:
+  /// see `Agent.reconcileAll`.
+  func reconcile(_ domains: [DomainInventory], waitingOnGuests: Bool) async -> Bool
+  /// Carries out one step; nil when nothing was tried (a dry run, a cooldown).
+  func apply(_ step: Step, now: Instant) async -> SwapOutcome?
+}
+
+extension Agent {
+  /// The plan's actions as steps: the few domains acted on are looked up in
+  /// the cycle's own snapshot (no table of every VM), a step whose VM or
+  /// pool is gone is dropped.
+  func steps(_ plan: Plan, domains: [DomainInventory]) -> [Step] {
+    plan.actions.compactMap { action in
+      guard let domain = domains.first(where: { $0.uuid == action.vm.uuid }),
+            let pool = policy.pools.first(where: { $0.name == action.pool }) else { return nil }
+      return Step(action: action, domain: domain, pool: pool, nics: managedNICs(domain, policy: policy))
+    }
+  }
+}
+
+/// `vfshift run --dry-run`: every decision logged as it would be carried
+/// out, nothing touched, no journal finished.
+final class DryRunActuator: Actuator {
+  let log: EventLog
+  init(log: EventLog) { self.log = log }
+
+  func reconcile(_ domains: [DomainInventory], waitingOnGuests: Bool) async -> Bool { false }
+
+  func apply(_ step: Step, now: Instant) async -> SwapOutcome? {
+    log.emit("would-swap", ["vm": .string(step.action.vm.name), "direction": .string(step.action.verb.rawValue),
+                            "pool": .string(step.pool.name), "t": .number(now.seconds)])
+    return nil
+  }
+}
+
+/// The swap protocol on libvirt (`Swapper`), with the cooldown for guests
+/// that did not take a NIC they were given.
+final class LibvirtActuator: Actuator {
+  let swapper: Swapper
+  let inventory: Inventory
+  let log: EventLog
+  /// VMs whose guest did not use the NIC a swap gave it: not tried again until then (agent seconds).
+  var notTakenUntil: [String: Double] = [:]
+  var notTakenCount: [String: Int] = [:]
+
+  init(swapper: Swapper, inventory: Inventory, log: EventLog) {
+    self.swapper = swapper; self.inventory = inventory; self.log = log
+  }
+
+  func reconcile(_ domains: [DomainInventory], waitingOnGuests: Bool) async -> Bool {
+    await reconcileAll(domains, inventory, swapper, log: log, waitingOnGuests: waitingOnGuests)
+  }
+
+  func apply(_ step: Step, now: Instant) async -> SwapOutcome? {
+    let action = step.action, domain = step.domain
+    if let until = notTakenUntil[domain.uuid], until > now.seconds {
+      log.emit("held", ["vm": .string(action.vm.name), "direction": .string(action.verb.rawValue),
+                        "reason": .string(String(format: "the guest did not use its new NIC last time; cooldown %.0f s left", until - now.seconds))])
+      return nil
+    }
+    let outcome = switch action {
+    case .promote: await swapper.promote(domain, to: step.pool, nics: step.nics)
+    case .demote: await swapper.demote(domain, from: step.pool, nics: step.nics)
+    }
+    // A guest that did not take its new NIC is left alone, 30 s and doubling
+    // up to 10 min while it keeps refusing: each try holds the loop up to
+    // confirmSeconds and would most likely fail the same way.
+    if outcome == .notTaken {
+      let n = notTakenCount[domain.uuid, default: 0]
+      notTakenCount[domain.uuid] = n + 1
+      notTakenUntil[domain.uuid] = now.seconds + min(600, 30 * Double(1 << min(n, 5)))
+    } else if outcome == .done {
+      notTakenCount[domain.uuid] = nil
+      notTakenUntil[domain.uuid] = nil
+    }
+    try? inventory.refresh(uuid: domain.uuid)
+    return outcome
+  }
+}
