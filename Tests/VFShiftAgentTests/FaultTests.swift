@@ -154,7 +154,7 @@ func faultPolicy(high: String = "always", name: String = "faults", dwell: Int = 
     name: "\(name)",
     intervalSeconds: 1,
     smoothing: { halfLifeSeconds: 2 },
-    pools: [ { name: "vfs", network: "vfs-pool", maxInUse: 1 } ],
+    pools: [ { name: "vfs", network: "vfs-pool", dataNIC: { bridge: "vfsbr0" }, maxInUse: 1 } ],
     classes: [
       { name: "high", priority: 100, match: { metadata: "high" }, vf: "\(high)" },
       { name: "low", priority: 10, match: { metadata: "low" }, vf: "never" },
