@@ -166,7 +166,7 @@ func faultPolicy(high: String = "always", name: String = "faults", dwell: Int = 
     name: "\(name)",
     intervalSeconds: 1,
     smoothing: { halfLifeSeconds: 2 },
-    pools: [ { name: "vfs", network: "vfs-pool", maxInUse: 1 } ],
+    pools: [ { name: "vfs", network: "vfs-pool", dataNIC: { bridge: "vfsbr0" }, maxInUse: 1 } ],
     classes: [
       { name: "high", priority: 100, match: { metadata: "high" }, vf: "\(high)" },
       { name: "low", priority: 10, match: { metadata: "low" }, vf: "never" },
@@ -517,9 +517,12 @@ struct FaultTests {
         agent.swaps.filter { $0.direction == "promote" && $0.outcome == "done" }.count >= round
       }
       let vm = agent.swaps.last { $0.direction == "promote" }!.vm
-      // The human: plug a virtio NIC of their own, unplug the VF.
+      // The human: plug a virtio NIC of their own, unplug the VF. With the
+      // VM's MAC, as a human who means to keep its address does: the stock
+      // guest's address is its DHCP lease, and a new MAC is a new lease.
       let xml = f.scratch.file("human\(round).xml")
-      try "<interface type='bridge'><source bridge='\(f.bed.bridge)'/><model type='virtio'/><alias name='ua-human\(round)'/></interface>"
+      let mac = try #require(f.bed.guest(named: vm)?.mac)
+      try "<interface type='bridge'><mac address='\(mac)'/><source bridge='\(f.bed.bridge)'/><model type='virtio'/><alias name='ua-human\(round)'/></interface>"
         .write(toFile: xml, atomically: true, encoding: .utf8)
       _ = try virsh("attach-device", vm, xml, "--live")
       _ = try virsh("detach-device-alias", vm, Swapper.vfAlias, "--live")
