@@ -258,6 +258,33 @@ func recordSameNameNewUUID() throws {
   #expect(trace.cycles.map(\.present) == [[0], [1]])
 }
 
+@Test("record: the recorded file is what render writes for the trace it parses to (one writer), its source one encoded line")
+func recordIsRender() throws {
+  let path = NSTemporaryDirectory() + "vfshift-record-render-\(getpid()).trace"
+  defer { try? FileManager.default.removeItem(atPath: path) }
+  let recorder = try TraceRecorder(path: path, interval: 2, pools: ["p": 2, "a b": 1])
+  let c = VMCounters(rxBytes: 5, txBytes: 6, rxPackets: nil, txPackets: 1)
+  let web = VMIdentity(uuid: "u-web", name: "web 1"), db = VMIdentity(uuid: "u-db", name: "db", label: "high")
+  func vm(_ id: VMIdentity, _ reading: CounterReading) -> VMObservation {
+    VMObservation(identity: id, placement: .virtio, reading: reading)
+  }
+  let known = CounterReading.known(source: "vnet0", counters: c, at: Instant(seconds: 2))
+  // db first seen in the second cycle; web gone for one cycle; a stale reading writes no sample.
+  recorder.record(Observation(vms: [vm(web, known)], pools: [:]), now: Instant(seconds: 2))
+  recorder.record(Observation(vms: [vm(web, .stale), vm(db, .unknown)], pools: [:]), now: Instant(seconds: 4))
+  recorder.record(Observation(vms: [vm(db, known)], pools: [:]), now: Instant(seconds: 6))
+  recorder.record(Observation(vms: [vm(db, known), vm(web, known)], pools: [:]), now: Instant(seconds: 8))
+  try recorder.handle.synchronize()
+  let text = try String(contentsOfFile: path, encoding: .utf8)
+  let trace = try Trace.parse(text, file: path)
+  #expect(trace.render() == text)
+  #expect(trace.source == "recorded by vfshift on \(ProcessInfo.processInfo.hostName)")
+  #expect(text.contains("\ninterval 2\n"))
+  #expect(trace.vms == [web, db])
+  #expect(trace.cycles.map(\.present) == [[0], [0, 1], [1], [1, 0]])
+  #expect(trace.samples.count == 5, "one per cycle and VM, the stale one left out")
+}
+
 @Test("the agent's history of decisions is bounded: a forced move retried for months does not grow it")
 func decisionsBounded() throws {
   let agent = try Agent(config: AgentConfig(policyPath: "\(TestBed.packageRoot.path)/policies/paper-multinetwork.json"),
