@@ -455,7 +455,7 @@ final class NullLog: Sendable {
   var actions = 0
   func agentCycle() throws {
     let counters = try reader.read()
-    if let plan = agent.cycleWithoutActing(domains: domains, counters: counters, poolTotals: poolTotals, now: now) {
+    if let plan = agent.cycleWithoutActing(domains: domains, counters: counters, poolTotals: poolTotals, now: now, generation: 1) {
       actions += plan.actions.count
     }
     agent.cycleFinished()
@@ -494,9 +494,9 @@ final class NullLog: Sendable {
     var counters = CounterSnapshot()
     let r = try cpu("read") { counters = try reader.read() }
     var observation = Observation(vms: [], pools: [:])
-    let o = cpu("observe") { observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now, positions: &benchPositions) }
+    let o = cpu("observe") { observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now, generation: 1, positions: &benchPositions) }
     let d = cpu("decide") { _ = decide(&benchState, policy: policy, observation: observation, now: now) }
-    let a = cpu("agent") { _ = agent.cycleWithoutActing(domains: domains, counters: counters, poolTotals: poolTotals, now: now); agent.cycleFinished() }
+    let a = cpu("agent") { _ = agent.cycleWithoutActing(domains: domains, counters: counters, poolTotals: poolTotals, now: now, generation: 1); agent.cycleFinished() }
     tick += 1
     readCPU.append(r); observeCPU.append(o); decideCPU.append(d); agentCPU.append(a)
   }

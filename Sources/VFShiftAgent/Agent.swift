@@ -29,7 +29,7 @@ public final class Agent: @unchecked Sendable {
   /// VF in a live XML came from.
   var hostdevPools: [HostdevPool] = []
   /// The inventory with each VF's pool network filled in, while the
-  /// inventory's generation stands (the same array, for observe's cache).
+  /// inventory's generation stands (its generation keys observe's cache).
   var attributed: (generation: UInt64, domains: [DomainInventory])?
   var cycle = 0
   /// The last cycle's view, for the control socket.
@@ -198,7 +198,8 @@ public final class Agent: @unchecked Sendable {
     let measurements = vfSources?.measure(domains: domains, policy: policy, counters: counters, now: now,
                                           generation: inventory.generation)
     guard let plan = cycleWithoutActing(domains: domains, counters: counters, poolTotals: poolTotals, now: now,
-                                        vfSince: vfSince, measurements: measurements) else { return }
+                                        vfSince: vfSince, measurements: measurements,
+                                        generation: attributed?.generation) else { return }
     guard !plan.actions.isEmpty else { return }
     recordDecisions(plan, now: now)
     for step in steps(plan, domains: domains) {
@@ -220,22 +221,24 @@ public final class Agent: @unchecked Sendable {
 
   /// The part of a cycle that needs neither libvirt nor a swap: observe,
   /// decide, then account for both. `package` so bench-agent times exactly
-  /// this code; nil when only recording.
+  /// this code; nil when only recording. `generation`: the inventory
+  /// generation `domains` are of (observe's cache), nil when unknown.
   package func cycleWithoutActing(domains: [DomainInventory], counters: CounterSnapshot, poolTotals: [String: Int],
                                   now: Instant, vfSince: [String: Instant] = [:],
-                                  measurements: [String: VFMeasurement]? = nil) -> Plan? {
+                                  measurements: [String: VFMeasurement]? = nil, generation: UInt64? = nil) -> Plan? {
     let (observation, plan) = observeAndDecide(domains: domains, counters: counters, poolTotals: poolTotals, now: now,
-                                               vfSince: vfSince, measurements: measurements)
+                                               vfSince: vfSince, measurements: measurements, generation: generation)
     account(observation, plan: plan, poolTotals: poolTotals, now: now)
     return plan
   }
 
   /// The world as seen this cycle and the engine's plan for it (none when only recording).
   func observeAndDecide(domains: [DomainInventory], counters: CounterSnapshot, poolTotals: [String: Int],
-                        now: Instant, vfSince: [String: Instant], measurements: [String: VFMeasurement]?)
-    -> (observation: Observation, plan: Plan?) {
+                        now: Instant, vfSince: [String: Instant], measurements: [String: VFMeasurement]?,
+                        generation: UInt64?) -> (observation: Observation, plan: Plan?) {
     var observation = observe(domains: domains, counters: counters, policy: policy, poolTotals: poolTotals, now: now,
-                              vfSince: vfSince, measurements: measurements, positions: &devicePositions)
+                              vfSince: vfSince, measurements: measurements, generation: generation,
+                              positions: &devicePositions)
     contention.annotate(&observation)
     if config.recordOnly { return (observation, nil) }
     let policy = self.policy

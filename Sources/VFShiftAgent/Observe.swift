@@ -55,11 +55,10 @@ package func observe(domains: [DomainInventory], counters: CounterSnapshot, poli
 /// table (1,000 lookups per cycle, bench-agent).
 ///
 /// And the last observation itself, with where each VM's reading comes from:
-/// while the inventory is the very same snapshot (the same array storage,
-/// which `Inventory.snapshot()` hands out until something changes; kept
-/// here, so it cannot be freed and reused) under the same policy, everything
-/// but the readings is what it was, and only the readings are written, in
-/// place. Building the 1,000 observations anew each cycle (identities,
+/// while the inventory's generation stands (the caller's word that the
+/// domains are what they were: `Inventory` counts every change) under the
+/// same policy, everything but the readings is what it was, and only the
+/// readings are written, in place. Building the 1,000 observations anew each cycle (identities,
 /// placements, NIC positions, class matching for pool holders) was most of
 /// `observe`'s instructions (bench-agent under callgrind).
 package struct DevicePositions: Sendable {
@@ -73,7 +72,8 @@ package struct DevicePositions: Sendable {
     /// A VF, read as this cycle's `measurements` say; the domain's index.
     case measured(domain: Int)
   }
-  var domains: [DomainInventory]? = nil
+  /// The inventory generation the kept observation was built from.
+  var generation: UInt64? = nil
   var policy: Policy? = nil
   var vms: [VMObservation] = []
   var sources: [Source] = []
@@ -112,10 +112,10 @@ package struct DevicePositions: Sendable {
     }
   }
 
-  /// Whether `domains` is the snapshot the kept observation was built from.
-  func sameInventory(_ domains: [DomainInventory], policy: Policy) -> Bool {
-    guard let kept = self.domains, kept.count == domains.count, self.policy == policy else { return false }
-    return kept.span.isIdentical(to: domains.span)
+  /// Whether the kept observation was built from this generation of the inventory.
+  func sameInventory(_ generation: UInt64?, policy: Policy) -> Bool {
+    guard let generation, generation == self.generation else { return false }
+    return self.policy == policy
   }
 }
 
@@ -124,13 +124,14 @@ package struct DevicePositions: Sendable {
 ///
 /// `measurements` nil: a VF is read from its host netdev if it has one (the
 /// stand-in pool), else unknown. Given (the agent): as its pool's
-/// `counters` decided this cycle.
+/// `counters` decided this cycle. `generation`: the inventory generation
+/// `domains` were taken at; nil builds afresh every time.
 package func observe(domains: [DomainInventory], counters: CounterSnapshot, policy: Policy,
                      poolTotals: [String: Int], now: Instant, vfSince: [String: Instant] = [:],
-                     measurements: [String: VFMeasurement]? = nil,
+                     measurements: [String: VFMeasurement]? = nil, generation: UInt64? = nil,
                      positions: inout DevicePositions) -> Observation {
   // `vfSince` is given on an agent's first cycle only: build that one afresh.
-  if vfSince.isEmpty, positions.measuredVFs == (measurements != nil), positions.sameInventory(domains, policy: policy) {
+  if vfSince.isEmpty, positions.measuredVFs == (measurements != nil), positions.sameInventory(generation, policy: policy) {
     var vms: [VMObservation] = []
     var sources: [DevicePositions.Source] = []
     // Out of the cache while written, so the writes are in place (unique storage).
@@ -205,15 +206,15 @@ package func observe(domains: [DomainInventory], counters: CounterSnapshot, poli
       sources.append(source)
     }
   }
-  if vfSince.isEmpty {
-    positions.domains = domains
+  if vfSince.isEmpty, let generation {
+    positions.generation = generation
     positions.policy = policy
     positions.vms = vms
     positions.sources = sources
     positions.heldByOthers = heldByOthers
     positions.measuredVFs = measurements != nil
   } else {
-    positions.domains = nil
+    positions.generation = nil
     positions.policy = nil
     positions.vms = []
     positions.sources = []

@@ -22,7 +22,9 @@ extension Agent {
   func checkPools(_ connection: LibvirtConnection) throws -> [String: Int] {
     var totals: [String: Int] = [:]
     var hostdev: [HostdevPool] = []
-    defer { hostdevPools = hostdev; attributed = nil }
+    // New pools attribute VFs anew under the same inventory generation: the
+    // observation kept under that generation is of the old attribution.
+    defer { hostdevPools = hostdev; attributed = nil; devicePositions = DevicePositions() }
     for pool in policy.pools {
       if let n = config.poolSizes[pool.name] { totals[pool.name] = n; continue }
       let network: PoolNetwork

@@ -161,61 +161,12 @@ extension Trace {
 
   /// The text form; `parse(render())` gives back an equal trace.
   public func render() -> String {
-    var out = "\(Trace.magic)\n"
-    if !source.isEmpty { out += "source \(encodeField(source))\n" }
-    out += "interval \(fmt(intervalSeconds))\n"
-    for (name, n) in poolSizes.sorted(by: { $0.key < $1.key }) { out += "pool \(encodeField(name)) \(n)\n" }
-    var taken = Set<String>()
-    let keys = vms.map { Trace.uniqueKey(for: $0.name, taken: &taken) }
-    var declared = Set<Int32>()
-    var alive = Set<Int32>()
+    var writer = TraceWriter()
+    var out = TraceWriter.header(source: source, intervalSeconds: intervalSeconds, poolSizes: poolSizes)
     for cycle in cycles {
-      // Declare VMs as they appear and retire departed ones just before the
-      // cycle that shows it; a VM that comes back is declared again.
-      let now = Set(cycle.present)
-      for vm in alive.subtracting(now).sorted() { out += "gone \(keys[Int(vm)])\n"; alive.remove(vm) }
-      for vm in cycle.present where !alive.contains(vm) {
-        out += declared.contains(vm) ? "back \(keys[Int(vm)])\n" : Trace.vmLine(key: keys[Int(vm)], vms[Int(vm)])
-        declared.insert(vm); alive.insert(vm)
-      }
-      out += "c \(cycle.at.seconds)\n"
-      for sample in samples[cycle.samples] { out += Trace.sampleLine(keys[Int(sample.vm)], sample.reading) + "\n" }
+      out += writer.cycle(at: cycle.at, present: cycle.present, identity: { vms[Int($0)] }, samples: samples[cycle.samples])
     }
-    for vm in 0..<vms.count where !declared.contains(Int32(vm)) {
-      out += Trace.vmLine(key: keys[vm], vms[vm]) + "gone \(keys[vm])\n"
-    }
-    return out
-  }
-
-  /// The key a VM goes by in the text form: its name, or, when another VM of
-  /// the trace already has that name (a domain re-created under its old name
-  /// has a new UUID), the name with `~2`, `~3`, … — a repeated key would make
-  /// the whole trace unreadable.
-  public static func uniqueKey(for name: String, taken: inout Set<String>) -> String {
-    let key = encodeField(name)
-    if taken.insert(key).inserted { return key }
-    var n = 2
-    while !taken.insert("\(key)~\(n)").inserted { n += 1 }
-    return "\(key)~\(n)"
-  }
-
-  /// A VM's declaration, shared with `vfshift record`; the name is spelt out
-  /// when the key is not simply the name.
-  public static func vmLine(key: String, _ id: VMIdentity) -> String {
-    var line = "vm \(key) uuid=\(encodeField(id.uuid))"
-    if key != encodeField(id.name) { line += " name=\(encodeField(id.name))" }
-    if let label = id.label { line += " label=\(encodeField(label))" }
-    return line + "\n"
-  }
-
-  /// One sample line, shared with `vfshift record`, which writes as it goes.
-  public static func sampleLine(_ key: String, _ reading: CounterReading) -> String {
-    switch reading {
-    case .unknown, .stale: return "s 0 \(key) ?"
-    case let .known(source, c, at):
-      return "s \(at.seconds) \(key) \(encodeField(source)) \(c.rxBytes) \(c.txBytes) "
-        + "\(c.rxPackets.map(String.init) ?? "-") \(c.txPackets.map(String.init) ?? "-")"
-    }
+    return out + writer.undeclared(vms)
   }
 }
 

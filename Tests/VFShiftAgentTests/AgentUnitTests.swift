@@ -92,7 +92,9 @@ func observeCacheAgrees() throws {
   var kept: [Observation] = []
   for (i, (domains, policy, pools, snapshot)) in steps.enumerated() {
     let now = Instant(seconds: Double(i))
-    let cached = observe(domains: domains, counters: snapshot, policy: policy, poolTotals: pools, now: now, positions: &cache)
+    let generation: UInt64 = domains == inventoryA ? 1 : domains == inventoryB ? 2 : 3
+    let cached = observe(domains: domains, counters: snapshot, policy: policy, poolTotals: pools, now: now,
+                         generation: generation, positions: &cache)
     let fresh = observe(domains: domains, counters: snapshot, policy: policy, poolTotals: pools, now: now)
     #expect(cached == fresh, "step \(i)")
     kept.append(cached)
@@ -102,12 +104,37 @@ func observeCacheAgrees() throws {
   // vfSince (an agent's first cycle) is honoured, and the next cycle has none.
   let since = ["00000000-0000-4000-8000-000000000007": Instant(seconds: -30)]
   let first = observe(domains: inventoryC, counters: counters(12), policy: paper, poolTotals: ["x540": 2], now: Instant(seconds: 12),
-                      vfSince: since, positions: &cache)
+                      vfSince: since, generation: 3, positions: &cache)
   #expect(first.vms[0].vfSince == Instant(seconds: -30))
   let next = observe(domains: inventoryC, counters: counters(13), policy: paper, poolTotals: ["x540": 2], now: Instant(seconds: 13),
-                     positions: &cache)
+                     generation: 3, positions: &cache)
   #expect(next == observe(domains: inventoryC, counters: counters(13), policy: paper, poolTotals: ["x540": 2], now: Instant(seconds: 13)))
   #expect(next.vms[0].vfSince == nil)
+}
+
+@Test("observe's cache is keyed on the inventory generation: the same generation keeps the observation, a new one rebuilds it")
+func observeCacheGeneration() throws {
+  let policy = try loadPolicy("\(TestBed.packageRoot.path)/policies/paper-multinetwork.json")
+  let vm7 = try domain(twoNICDomainXML.replacingOccurrences(of: #"<interface type='direct'>.*</interface>"#, with: "", options: .regularExpression))
+  var renamed = vm7
+  renamed.name = "vm7-renamed"
+  let counters = CounterSnapshot(["vnet3": InterfaceCounters(rxBytes: 1, rxPackets: 1, txBytes: 1, txPackets: 1)])
+  var cache = DevicePositions()
+  func names(_ domains: [DomainInventory], _ generation: UInt64?) -> [String] {
+    observe(domains: domains, counters: counters, policy: policy, poolTotals: ["x540": 2], now: Instant(seconds: 1),
+            generation: generation, positions: &cache).vms.map(\.identity.name)
+  }
+  #expect(names([vm7], 1) == ["vm7"])
+  // Another array under the same generation: the caller says nothing changed,
+  // so nothing is rebuilt (arrays compared by storage rebuilt here).
+  #expect(names([renamed], 1) == ["vm7"])
+  // A new generation rebuilds, though the array has as many domains as before.
+  #expect(names([renamed], 2) == ["vm7-renamed"])
+  #expect(names([vm7], 3) == ["vm7"])
+  // No generation: built afresh and not kept, so generation 3 is rebuilt after it.
+  #expect(names([renamed], nil) == ["vm7-renamed"])
+  #expect(cache.generation == nil)
+  #expect(names([renamed], 3) == ["vm7-renamed"])
 }
 
 @Test("observe: an unmanaged VM holding a pool VF counts against the cap and is not in the engine's view")
@@ -257,6 +284,33 @@ func recordSameNameNewUUID() throws {
   #expect(trace.vms.map(\.uuid) == ["uuid-old", "uuid-new"])
   #expect(trace.vms.map(\.name) == ["web", "web"])
   #expect(trace.cycles.map(\.present) == [[0], [1]])
+}
+
+@Test("record: the recorded file is what render writes for the trace it parses to (one writer), its source one encoded line")
+func recordIsRender() throws {
+  let path = NSTemporaryDirectory() + "vfshift-record-render-\(getpid()).trace"
+  defer { try? FileManager.default.removeItem(atPath: path) }
+  let recorder = try TraceRecorder(path: path, interval: 2, pools: ["p": 2, "a b": 1])
+  let c = VMCounters(rxBytes: 5, txBytes: 6, rxPackets: nil, txPackets: 1)
+  let web = VMIdentity(uuid: "u-web", name: "web 1"), db = VMIdentity(uuid: "u-db", name: "db", label: "high")
+  func vm(_ id: VMIdentity, _ reading: CounterReading) -> VMObservation {
+    VMObservation(identity: id, placement: .virtio, reading: reading)
+  }
+  let known = CounterReading.known(source: "vnet0", counters: c, at: Instant(seconds: 2))
+  // db first seen in the second cycle; web gone for one cycle; a stale reading writes no sample.
+  recorder.record(Observation(vms: [vm(web, known)], pools: [:]), now: Instant(seconds: 2))
+  recorder.record(Observation(vms: [vm(web, .stale), vm(db, .unknown)], pools: [:]), now: Instant(seconds: 4))
+  recorder.record(Observation(vms: [vm(db, known)], pools: [:]), now: Instant(seconds: 6))
+  recorder.record(Observation(vms: [vm(db, known), vm(web, known)], pools: [:]), now: Instant(seconds: 8))
+  try recorder.handle.synchronize()
+  let text = try String(contentsOfFile: path, encoding: .utf8)
+  let trace = try Trace.parse(text, file: path)
+  #expect(trace.render() == text)
+  #expect(trace.source == "recorded by vfshift on \(ProcessInfo.processInfo.hostName)")
+  #expect(text.contains("\ninterval 2\n"))
+  #expect(trace.vms == [web, db])
+  #expect(trace.cycles.map(\.present) == [[0], [0, 1], [1], [1, 0]])
+  #expect(trace.samples.count == 5, "one per cycle and VM, the stale one left out")
 }
 
 @Test("the agent's history of decisions is bounded: a forced move retried for months does not grow it")

@@ -131,3 +131,50 @@ func traceRoundTripSameName() throws {
   #expect(text.contains("vm \(trace.vms[0].name)~2 uuid=\(trace.vms[1].uuid) name=\(trace.vms[0].name)"))
   #expect(try Trace.parse(text, file: "t") == trace)
 }
+
+@Test("a source with a space, a newline and a '#' is one header line and reads back")
+func traceSourceEncoded() throws {
+  var trace = PaperScenario.trace(seconds: 3)
+  trace.source = "recorded by vfshift on host a\nline two # not a comment"
+  let text = trace.render()
+  #expect(text.split(separator: "\n").filter { $0.hasPrefix("source ") }.count == 1)
+  #expect(try Trace.parse(text, file: "t") == trace)
+}
+
+@Test("a stream written cycle by cycle (as `record` does) reads back as the trace, and renders to the same text")
+func traceWriterStream() throws {
+  // Two VMs named alike (re-created with a new UUID), one first seen late,
+  // one leaving and coming back, a stale reading (no line) and an unknown one.
+  let ids = [VMIdentity(uuid: "u-a", name: "web"), VMIdentity(uuid: "u-b", name: "db", label: "high"),
+             VMIdentity(uuid: "u-c", name: "web")]
+  func known(_ vm: Int32, _ t: Double) -> TraceSample {
+    TraceSample(vm: vm, reading: .known(source: "vnet \(vm)", counters: VMCounters(rxBytes: UInt64(t), txBytes: 1, rxPackets: nil, txPackets: 2),
+                                        at: Instant(seconds: t)))
+  }
+  let stream: [(Double, [Int32], [TraceSample])] = [
+    (1, [0], [known(0, 1)]),
+    (2, [0, 1], [known(0, 2), TraceSample(vm: 1, reading: .stale)]),
+    (3, [1], [TraceSample(vm: 1, reading: .unknown)]),
+    (4, [1, 0, 2], [known(1, 4), known(0, 4), known(2, 4)]),
+  ]
+  var writer = TraceWriter()
+  var text = TraceWriter.header(source: "recorded by vfshift on h", intervalSeconds: 1, poolSizes: ["p": 2])
+  for (t, present, samples) in stream {
+    text += writer.cycle(at: Instant(seconds: t), present: present, identity: { ids[Int($0)] }, samples: samples)
+  }
+  let trace = try Trace.parse(text, file: "t")
+  #expect(trace.vms == ids)
+  #expect(trace.source == "recorded by vfshift on h")
+  #expect(trace.cycles.map(\.present) == stream.map(\.1))
+  #expect(trace.samples == stream.flatMap(\.2).filter { if case .stale = $0.reading { false } else { true } })
+  #expect(trace.render() == text)
+}
+
+@Test("the bundled traces render back to their own text")
+func bundledTracesRenderBack() throws {
+  for name in ["paper-8vm", "bitbrains-8vm"] {
+    let path = "\(repoRoot)/policies/traces/\(name).trace"
+    let text = try String(contentsOfFile: path, encoding: .utf8)
+    #expect(try Trace.parse(text, file: path).render() == text, "\(name)")
+  }
+}
