@@ -74,9 +74,10 @@ struct ClassRule: Sendable, Equatable {
   var priority: Int
   var promote: RateThreshold
   var demote: RateThreshold
+  var contentionWeight: Double
 
   init(_ c: QoSClass, _ policy: Policy) {
-    vf = c.vf; priority = c.priority; promote = c.promote; demote = c.demote
+    vf = c.vf; priority = c.priority; promote = c.promote; demote = c.demote; contentionWeight = c.contentionWeight
     pool = c.pool.flatMap(policy.poolIndex(named:)) ?? -1
   }
 }

@@ -104,11 +104,16 @@ public struct QoSClass: Sendable, Equatable {
   /// The lower threshold to let go (hysteresis): a VM stays intensive until
   /// *both* rates are below these for `sustainSeconds`.
   public var demote: RateThreshold
+  /// How much a VM's CPU contention (0…1) lifts its rank in its pool:
+  /// rank = intensity × (1 + contentionWeight × contention). A VM whose vCPUs
+  /// wait for a CPU gains most from a VF (docs/policy.md); 0 = traffic alone.
+  public var contentionWeight: Double
 
   public init(name: String, priority: Int, match: ClassMatch, vf: VFEligibility, pool: String? = nil,
-              promote: RateThreshold = RateThreshold(), demote: RateThreshold = RateThreshold()) {
+              promote: RateThreshold = RateThreshold(), demote: RateThreshold = RateThreshold(),
+              contentionWeight: Double = 0) {
     self.name = name; self.priority = priority; self.match = match; self.vf = vf; self.pool = pool
-    self.promote = promote; self.demote = demote
+    self.promote = promote; self.demote = demote; self.contentionWeight = contentionWeight
   }
 }
 

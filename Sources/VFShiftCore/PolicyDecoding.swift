@@ -213,7 +213,7 @@ private struct PolicyDecoder {
 
   mutating func qosClass(_ node: JSONNode, _ path: String, pools: [VFPool]) -> QoSClass? {
     guard let o = object(node, path, known: ["name", "priority", "match", "vf", "pool", "promote", "demote",
-                                             "description"]) else { return nil }
+                                             "contentionWeight", "description"]) else { return nil }
     _ = string(o, "description", path, required: false)
     let name = string(o, "name", path, required: true, owner: node)
     let priority = number(o, "priority", path, min: -1_000_000, integer: true).map { Int($0) } ?? 0
@@ -248,6 +248,7 @@ private struct PolicyDecoder {
       }
     }
     var promote = RateThreshold(), demote = RateThreshold()
+    var weight = 0.0
     if !vfKnown {
       // Skipped: see above.
     } else if vf == .eligible {
@@ -258,13 +259,15 @@ private struct PolicyDecoder {
         fail(node, join(path, "demote"), "is required when vf is 'eligible'")
       }
       checkHysteresis(promote, demote, o["demote"], join(path, "demote"))
+      weight = number(o, "contentionWeight", path) ?? 0
     } else {
-      for key in ["promote", "demote"] where o[key] != nil {
+      for key in ["promote", "demote", "contentionWeight"] where o[key] != nil {
         fail(o[key], join(path, key), "has no effect when vf is '\(vf.rawValue)'")
       }
     }
     guard let name else { return nil }
-    return QoSClass(name: name, priority: priority, match: match, vf: vf, pool: pool, promote: promote, demote: demote)
+    return QoSClass(name: name, priority: priority, match: match, vf: vf, pool: pool, promote: promote, demote: demote,
+                    contentionWeight: weight)
   }
 
   /// The release threshold must sit below the promote threshold, or the VM
