@@ -177,7 +177,7 @@ let engineRules: [EngineRule] = [
                return ["nil: \(names(s.run(10, bytes: load)))", "0.42: \(names(measured.run(10, bytes: load)))"]
              },
              expect: ["nil: [\"promote b\"]", "0.42: [\"promote a\"]"]),
-  EngineRule(rule: "contention: a contended challenger displaces an incumbent it does not beat on traffic, and both reasons say so",
+  EngineRule(rule: "contention: a contended challenger displaces an incumbent it does not beat on traffic, and the reason says so",
              policy: .fixture(dwell: 10, contentionWeight: 2), vms: [("a", "high"), ("b", "high")], vfs: 1,
              script: { s in
                s.run(6, bytes: ["a": 20e6])
