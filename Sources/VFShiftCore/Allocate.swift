@@ -132,7 +132,12 @@ private func tookTheRoom(_ challengers: [Contender], _ i: Int, free: Int) -> Boo
 
 private func promotionReason(_ track: VMTrack, _ policy: Policy) -> Reason {
   guard track.classIndex >= 0, case let c = policy.classes[track.classIndex], c.vf == .eligible else { return .pinnedAlways }
-  return .sustainedAbove(bytesPerSecond: track.intervalBytes, packetsPerSecond: track.intervalPackets, threshold: c.promote)
+  guard let relief = c.promoteUnderContention, let contention = track.contendedAt else {
+    return .sustainedAbove(bytesPerSecond: track.intervalBytes, packetsPerSecond: track.intervalPackets, threshold: c.promote)
+  }
+  return .underContention(.sustainedAbove(bytesPerSecond: track.intervalBytes, packetsPerSecond: track.intervalPackets,
+                                          threshold: relief.lowered(c.promote)),
+                          contention: contention, above: relief.above, scale: relief.promoteScale)
 }
 
 /// Dwell, cooldown and the hourly budget: the anti-flap rules, in one place.

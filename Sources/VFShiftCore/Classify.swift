@@ -4,7 +4,7 @@
 /// Hysteresis: intensive once a promote threshold has been met for its
 /// sustain time; released once every rate has been under its release
 /// threshold for that threshold's sustain time. Between the two, nothing moves.
-func classify(_ track: inout VMTrack, _ c: ClassRule, now: Instant) {
+func classify(_ track: inout VMTrack, _ c: ClassRule, now: Instant, contention: Double = 0) {
   guard c.vf == .eligible else { return }
   guard track.measured else {
     // A gap restarts both clocks.
@@ -14,10 +14,14 @@ func classify(_ track: inout VMTrack, _ c: ClassRule, now: Instant) {
   let b = track.intervalBytes, p = track.intervalPackets
   let start = min(track.intervalStart ?? now, now)
   if !track.intensive {
-    if reaches(b, p, c.promote) {
+    let contended = contention > c.contendedAbove
+    if reaches(b, p, contended ? c.contendedPromote : c.promote) {
       let since = track.aboveSince ?? start
       track.aboveSince = since
-      if now - since >= c.promote.sustainSeconds { track.intensive = true; track.belowSince = nil }
+      if now - since >= c.promote.sustainSeconds {
+        track.intensive = true; track.belowSince = nil
+        track.contendedAt = contended && !reaches(b, p, c.promote) ? contention : nil
+      }
     } else {
       track.aboveSince = nil
     }

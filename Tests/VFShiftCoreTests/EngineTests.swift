@@ -208,6 +208,17 @@ let engineRules: [EngineRule] = [
                return ["room: \(mentions(s.run(10, bytes: load)))", "full: \(mentions(full.run(10, bytes: load)))"]
              },
              expect: ["room: []", "full: [\"b\"]"]),
+  EngineRule(rule: "promoteUnderContention: while its contention is above the level, a VM under the class's threshold but above the lowered one is promoted, and the reason says so (not when the plain threshold was met)",
+             policy: .fixture(promoteUnderContention: ContentionRelief(above: 0.3, promoteScale: 0.5)),
+             vms: [("a", "high"), ("b", "high"), ("c", "high")], vfs: 3,
+             script: { s in
+               // b is at the level, not above; c would have been promoted anyway.
+               s.contention = ["a": 0.42, "b": 0.3, "c": 0.42]
+               let actions = s.run(10, bytes: ["a": 6e6, "b": 6e6, "c": 20e6])
+               return names(actions) + actions.map { "\($0.reason)" }
+             },
+             expect: ["promote c", "promote a", "above promote threshold for 5s (20.0MB/s, 0pkt/s vs 10.0MB/s / 10.0kpkt/s)",
+                      "above promote threshold for 5s (6.0MB/s, 0pkt/s vs 5.0MB/s / 5.0kpkt/s); threshold × 0.5 while contention 0.42 > 0.3"]),
 ]
 
 @Test(arguments: engineRules)

@@ -161,6 +161,21 @@ let badPolicies: [BadPolicy] = [
       classes: [ { name: "h", match: { names: "*" }, vf: "always", contentionWeight: 2 } ],
     }
     """, expect: ["3: classes[0].contentionWeight: has no effect when vf is 'always'"], exactly: 1),
+  BadPolicy(what: "promoteUnderContention: a scale above 1 and a missing level", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "h", match: { names: "*" }, vf: "eligible", promoteUnderContention: { promoteScale: 2 },
+                   promote: { bytesPerSecond: 10 }, demote: { bytesPerSecond: 5 } } ],
+    }
+    """, expect: ["3: classes[0].promoteUnderContention.above: is required",
+                  "3: classes[0].promoteUnderContention.promoteScale: must be ≤ 1, got 2"], exactly: 2),
+  BadPolicy(what: "promoteUnderContention: a scale that lowers promote to the release threshold", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "h", match: { names: "*" }, vf: "eligible", promoteUnderContention: { above: 0.3, promoteScale: 0.5 },
+                   promote: { bytesPerSecond: 10 }, demote: { bytesPerSecond: 5 } } ],
+    }
+    """, expect: ["3: classes[0].promoteUnderContention.promoteScale: lowers promote.bytesPerSecond to 5, not above demote.bytesPerSecond (5): no hysteresis"], exactly: 1),
   BadPolicy(what: "several errors are all reported", text: """
     {
       pools: [ { name: "p" } ],
@@ -196,6 +211,11 @@ func contentionWeightDecoded() throws {
     """
   let p = try Policy.parse(text, file: "f", defaultName: "d")
   #expect(p.classes.map(\.contentionWeight) == [2.5, 0])
+  #expect(p.classes.map(\.promoteUnderContention) == [nil, nil])
+  let relieved = try Policy.parse(text.replacingOccurrences(of: "contentionWeight: 2.5",
+                                                            with: "promoteUnderContention: { above: 0.3, promoteScale: 0.6 }"),
+                                  file: "f", defaultName: "d")
+  #expect(relieved.classes[0].promoteUnderContention == ContentionRelief(above: 0.3, promoteScale: 0.6))
 }
 
 @Test("JSON5 conveniences operators use: comments, trailing commas, unquoted keys, digit separators")

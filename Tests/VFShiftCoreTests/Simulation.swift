@@ -91,14 +91,15 @@ extension Policy {
   /// the table rows easy to read: promote at 10 MB/s for 5 s, let go under
   /// 2 MB/s for 10 s, dwell 30 s, cooldown 10 s, margin 25 %.
   static func fixture(cap: Int? = nil, dwell: Double = 30, cooldown: Double = 10, margin: Double = 0.25,
-                      perCycle: Int = 4, perHour: Int = 100, contentionWeight: Double = 0) -> Policy {
+                      perCycle: Int = 4, perHour: Int = 100, contentionWeight: Double = 0,
+                      promoteUnderContention: ContentionRelief? = nil) -> Policy {
     Policy(name: "fixture", smoothingHalfLifeSeconds: 0,
            pools: [VFPool(name: "p", network: "pool", maxInUse: cap)],
            classes: [
             QoSClass(name: "high", priority: 100, match: ClassMatch(metadata: ["high"]), vf: .eligible, pool: "p",
                      promote: RateThreshold(bytesPerSecond: 10e6, packetsPerSecond: 10_000, sustainSeconds: 5),
                      demote: RateThreshold(bytesPerSecond: 2e6, packetsPerSecond: 2_000, sustainSeconds: 10),
-                     contentionWeight: contentionWeight),
+                     contentionWeight: contentionWeight, promoteUnderContention: promoteUnderContention),
             QoSClass(name: "low", priority: 10, match: ClassMatch(metadata: ["low"]), vf: .never),
             QoSClass(name: "pinned", priority: 50, match: ClassMatch(metadata: ["pinned"]), vf: .always, pool: "p"),
            ],
