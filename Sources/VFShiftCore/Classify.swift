@@ -4,7 +4,7 @@
 /// Hysteresis: intensive once a promote threshold has been met for its
 /// sustain time; released once every rate has been under its release
 /// threshold for that threshold's sustain time. Between the two, nothing moves.
-func classify(_ track: inout VMTrack, _ c: ClassRule, now: Instant, contention: Double = 0) {
+func classify(_ track: inout VMTrack, _ c: ClassRule, now: Instant) {
   guard c.vf == .eligible else { return }
   guard track.measured else {
     // A gap restarts both clocks.
@@ -14,7 +14,7 @@ func classify(_ track: inout VMTrack, _ c: ClassRule, now: Instant, contention: 
   let b = track.intervalBytes, p = track.intervalPackets
   let start = min(track.intervalStart ?? now, now)
   if !track.intensive {
-    let contended = contention > c.contendedAbove
+    let contention = track.contention, contended = contention > c.contendedAbove
     if reaches(b, p, contended ? c.contendedPromote : c.promote) {
       let since = track.aboveSince ?? start
       track.aboveSince = since
@@ -176,7 +176,7 @@ func gather(policy: Policy, observation: Observation, slots: [Int], state: inout
       } else {
         byPool[p].incumbents.append(Contender(slot: slot, pinned: pinned, priority: rule.priority,
                                               intensity: intensity(tracks[slot], rule), name: tracks[slot].identity.name,
-                                              contention: rankedContention(vms[o].contention), weight: rule.contentionWeight))
+                                              contention: tracks[slot].contention, weight: rule.contentionWeight))
       }
     case .transitioning(let held):
       if let p = policy.poolIndex(named: held) { byPool[p].transitioning += 1 }
@@ -189,7 +189,7 @@ func gather(policy: Policy, observation: Observation, slots: [Int], state: inout
       }
       byPool[rule.pool].challengers.append(Contender(slot: slot, pinned: pinned, priority: rule.priority,
                                                      intensity: intensity(tracks[slot], rule), name: tracks[slot].identity.name,
-                                                     contention: rankedContention(vms[o].contention), weight: rule.contentionWeight))
+                                                     contention: tracks[slot].contention, weight: rule.contentionWeight))
     case .none:
       continue
     }

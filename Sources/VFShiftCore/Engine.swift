@@ -119,6 +119,8 @@ struct VMTrack: Sendable, Equatable {
   /// Made intensive on the lowered threshold (`promoteUnderContention`)
   /// at rates under the class's own: the promote reason says so.
   var contendedAt: Double?
+  /// This cycle's CPU contention as the ranking takes it (`rankedContention`).
+  var contention = 0.0
   var aboveSince: Instant?
   var belowSince: Instant?
   var vfSince: Instant?
@@ -198,7 +200,8 @@ public func decide(_ state: inout EngineState, policy: Policy, observation: Obse
     let slot = slots[o]
     estimate(&tracks[slot], vms[o].reading, halfLife: halfLife)
     let c = tracks[slot].classIndex
-    if c >= 0 { classify(&tracks[slot], rules[c], now: now, contention: rankedContention(vms[o].contention)) }
+    tracks[slot].contention = rankedContention(vms[o].contention)
+    if c >= 0 { classify(&tracks[slot], rules[c], now: now) }
     switch vms[o].placement {
     case .vf: if tracks[slot].vfSince == nil { tracks[slot].vfSince = vms[o].vfSince ?? now }
     case .virtio: tracks[slot].vfSince = nil

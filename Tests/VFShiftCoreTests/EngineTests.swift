@@ -279,3 +279,12 @@ extension Simulation {
     self.init(policy: policy, vms: vms, poolSizes: ["p": vfs])
   }
 }
+
+@Test("explain: a VM's rank in its pool counts its contention, as the engine's ranking does")
+func explainRankCountsContention() {
+  var sim = Simulation(policy: .fixture(contentionWeight: 2), vms: [("a", "high"), ("b", "high")], vfs: 1)
+  sim.contention = ["b": 0.42]
+  sim.run(10, bytes: ["a": 20e6, "b": 16e6])
+  #expect(sim.state.chain(of: "b", now: sim.now)?.rank == 1)
+  #expect(sim.state.chain(of: "a", now: sim.now)?.rank == 2)
+}
