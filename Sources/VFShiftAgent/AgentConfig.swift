@@ -42,7 +42,7 @@ public struct AgentConfig: Sendable {
   public var procRoot = "/proc"
   public var qemuRunDirectory = "/run/libvirt/qemu"
   /// Called at each swap step by name: the fault tests' seam (`faultInjectionFromEnvironment`).
-  public var stepHook: (@Sendable (String) -> Void)?
+  public var stepHook: (@Sendable (SwapStep) -> Void)?
 
   public init(policyPath: String) { self.policyPath = policyPath }
 }

@@ -19,32 +19,9 @@ struct ManagedNICPositions {
   var pool: Int?
 }
 
-func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNICPositions {
-  var out = ManagedNICPositions()
-  for i in domain.nics.indices {
-    let managed: Bool
-    switch domain.nics[i].kind {
-    case .poolMember(let network, _), .hostdevVF(_, let network?):
-      if let p = policy.pools.firstIndex(where: { $0.network == network }) {
-        if out.vf == nil { out.vf = i; out.pool = p }
-        continue
-      }
-      managed = false
-    case .virtioBridge, .virtioNetwork:
-      managed = true
-    default:
-      managed = false
-    }
-    guard managed, out.virtio == nil else { continue }
-    let teaming = domain.nics[i].teaming
-    if teaming == nil || teaming == .persistent { out.virtio = i }
-  }
-  return out
-}
-
-/// Sorts a domain's NICs into its virtio NIC and its VF (a NIC from one of
-/// the policy's pool networks). Other NICs (user, a second bridge) are seen
-/// and left alone.
+/// Sorts a domain's NICs into its data virtio NIC and its VF (a NIC from one
+/// of the policy's pool networks), as `managedNICPositions` (DataNIC.swift)
+/// finds them. Other NICs (user, a management bridge) are seen and left alone.
 public func managedNICs(_ domain: DomainInventory, policy: Policy) -> ManagedNICs {
   let at = managedNICPositions(domain, policy: policy)
   return ManagedNICs(virtio: at.virtio.map { domain.nics[$0] }, vf: at.vf.map { domain.nics[$0] },

@@ -28,19 +28,19 @@ public struct Swapper: Sendable {
   public let log: EventLog
   public let detachDeadline: Duration
   public let attachDeadline: Duration
-  /// Test hook: called after each journalled step, so a test can kill the
-  /// process exactly there. Names: "journal", "attached", "detach-requested".
-  public let stepHook: @Sendable (String) -> Void
+  /// Test hook: called after each step, so a test can kill or stop the
+  /// process exactly there.
+  public let stepHook: @Sendable (SwapStep) -> Void
 
   public init(connection: LibvirtConnection, log: EventLog, attachDeadline: Duration = .seconds(15),
-              detachDeadline: Duration = .seconds(10), stepHook: @escaping @Sendable (String) -> Void = { _ in }) {
+              detachDeadline: Duration = .seconds(10), stepHook: @escaping @Sendable (SwapStep) -> Void = { _ in }) {
     self.connection = connection; self.log = log
     self.attachDeadline = attachDeadline; self.detachDeadline = detachDeadline; self.stepHook = stepHook
   }
 
-  func step(_ domain: DomainInventory, _ verb: Verb, _ name: String, _ fields: [String: LogValue] = [:]) {
+  func step(_ domain: DomainInventory, _ verb: Verb, _ name: SwapStep, _ fields: [String: LogValue] = [:]) {
     var f = fields
-    f["vm"] = .string(domain.name); f["uuid"] = .string(domain.uuid); f["swap"] = .string(verb.rawValue); f["step"] = .string(name)
+    f["vm"] = .string(domain.name); f["uuid"] = .string(domain.uuid); f["swap"] = .string(verb.rawValue); f["step"] = .string(name.rawValue)
     log.emit("swap-step", f)
     stepHook(name)
   }
@@ -49,22 +49,22 @@ public struct Swapper: Sendable {
 
   public func promote(_ domain: DomainInventory, to pool: VFPool, nics: ManagedNICs) async -> SwapOutcome {
     guard let virtio = nics.virtio, let oldAlias = virtio.alias else {
-      step(domain, .promote, "refused", ["reason": "no virtio NIC with an alias to swap out"])
+      step(domain, .promote, .refused, ["reason": "no virtio NIC with an alias to swap out"])
       return .refused
     }
     let saved: String
     do { saved = try InterfaceXML.restorable(virtio.xml) } catch {
-      step(domain, .promote, "refused", ["reason": .string("cannot save the virtio NIC: \(error)")])
+      step(domain, .promote, .refused, ["reason": .string("cannot save the virtio NIC: \(error)")])
       return .refused
     }
     var journal = SwapJournal(operation: .promote, pool: pool.network, oldAlias: oldAlias, newAlias: Swapper.vfAlias,
                               step: .attaching, startedAtUnixMilliseconds: Swapper.nowMilliseconds(),
                               savedInterfaceXML: saved)
     do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
-      step(domain, .promote, "journal-failed", ["error": .string("\(error)")])
+      step(domain, .promote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }
-    step(domain, .promote, "journal")
+    step(domain, .promote, .journal)
     let guestBefore = await guestNICs(domain.uuid)
     let nic: NIC
     do {
@@ -73,9 +73,9 @@ public struct Swapper: Sendable {
       nic = try await connection.attachPoolInterface(uuid: domain.uuid, network: pool.network,
                                                      mac: pool.mac == .same ? virtio.mac : nil,
                                                      alias: Swapper.vfAlias, deadline: .now + attachDeadline)
-      step(domain, .promote, "attached", ["device": .string(nic.hostDevice ?? "-"), "mac": .string(nic.mac)])
+      step(domain, .promote, .attached, ["device": .string(nic.hostDevice ?? "-"), "mac": .string(nic.mac)])
     } catch {
-      step(domain, .promote, "attach-failed", ["error": .string("\(error)")])
+      step(domain, .promote, .attachFailed, ["error": .string("\(error)")])
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
     }
@@ -95,23 +95,23 @@ public struct Swapper: Sendable {
       try connection.setMetadata(uuid: domain.uuid, namespaceURI: ParkedNIC.namespace, prefix: ParkedNIC.prefix,
                                  xml: parked.xmlElement())
     } catch {
-      step(domain, .promote, "journal-failed", ["error": .string("\(error)")])
+      step(domain, .promote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }
-    step(domain, .promote, "detach-requested", ["alias": .string(journal.oldAlias)])
+    step(domain, .promote, .detachRequested, ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
     return settle(domain, .promote, report.outcome, journal: &journal, releasedMember: nil)
   }
 
   public func demote(_ domain: DomainInventory, from pool: VFPool, nics: ManagedNICs) async -> SwapOutcome {
     guard let vf = nics.vf, let vfAlias = vf.alias else {
-      step(domain, .demote, "refused", ["reason": "no VF NIC with an alias"])
+      step(domain, .demote, .refused, ["reason": "no VF NIC with an alias"])
       return .refused
     }
     guard let parked = readParked(domain.uuid) else {
       // Without the saved virtio NIC there is nothing exact to go back to:
       // better a VM on a VF than a VM without a network.
-      step(domain, .demote, "refused", ["reason": "no saved virtio NIC in the domain's metadata"])
+      step(domain, .demote, .refused, ["reason": "no saved virtio NIC in the domain's metadata"])
       return .refused
     }
     let restoredAlias = (try? parseInterfaceXML(parked.savedInterfaceXML).alias) ?? nil
@@ -119,19 +119,19 @@ public struct Swapper: Sendable {
                               newAlias: restoredAlias ?? "ua-net0", step: .attaching,
                               startedAtUnixMilliseconds: Swapper.nowMilliseconds(), savedInterfaceXML: parked.savedInterfaceXML)
     do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
-      step(domain, .demote, "journal-failed", ["error": .string("\(error)")])
+      step(domain, .demote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }
-    step(domain, .demote, "journal")
+    step(domain, .demote, .journal)
     let guestBefore = await guestNICs(domain.uuid)
     let nic: NIC
     do {
       nic = try await connection.restoreInterface(uuid: domain.uuid, savedXML: parked.savedInterfaceXML,
                                                   deadline: .now + attachDeadline)
-      step(domain, .demote, "attached", ["device": .string(nic.hostDevice ?? "-"), "mac": .string(nic.mac)])
+      step(domain, .demote, .attached, ["device": .string(nic.hostDevice ?? "-"), "mac": .string(nic.mac)])
       if let alias = nic.alias, alias != journal.newAlias { journal.newAlias = alias }
     } catch {
-      step(domain, .demote, "attach-failed", ["error": .string("\(error)")])
+      step(domain, .demote, .attachFailed, ["error": .string("\(error)")])
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
     }
@@ -144,10 +144,10 @@ public struct Swapper: Sendable {
   func finishDemotion(_ domain: DomainInventory, journal: inout SwapJournal) async -> SwapOutcome {
     journal.step = .detaching
     do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
-      step(domain, .demote, "journal-failed", ["error": .string("\(error)")])
+      step(domain, .demote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }
-    step(domain, .demote, "detach-requested", ["alias": .string(journal.oldAlias)])
+    step(domain, .demote, .detachRequested, ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
     return settle(domain, .demote, report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
   }
@@ -155,10 +155,10 @@ public struct Swapper: Sendable {
   func guestTakes(_ domain: DomainInventory, _ verb: Verb, nic: NIC, before: [GuestInterface]?, pool: VFPool) async -> Bool {
     switch await confirmGuestUses(domain, nic: nic, before: before, within: .milliseconds(Int64(pool.confirmSeconds * 1000))) {
     case .confirmed(let how):
-      step(domain, verb, "guest-uses-new", ["by": .string(how)])
+      step(domain, verb, .guestUsesNew, ["by": .string(how)])
       return true
     case .notConfirmed(let why):
-      step(domain, verb, "guest-not-using-new", ["reason": .string(why)])
+      step(domain, verb, .guestNotUsingNew, ["reason": .string(why)])
       return false
     }
   }
@@ -171,13 +171,13 @@ public struct Swapper: Sendable {
     switch report.outcome {
     case .removed, .alreadyAbsent:
       if let member = report.releasedPoolMember {
-        do { try setLinkUp(member) } catch { step(domain, verb, "member-up-failed", ["error": .string("\(error)")]) }
+        do { try setLinkUp(member) } catch { step(domain, verb, .memberUpFailed, ["error": .string("\(error)")]) }
       }
       try? connection.clearJournal(uuid: domain.uuid)
-      step(domain, verb, "rolled-back", ["reason": "the guest did not use the new NIC"])
+      step(domain, verb, .rolledBack, ["reason": "the guest did not use the new NIC"])
       return .notTaken
     case .stillPresentAfterDeadline, .removalFailed, .rejected:
-      step(domain, verb, "rollback-pending", ["detail": .string("\(report.outcome)")])
+      step(domain, verb, .rollbackPending, ["detail": .string("\(report.outcome)")])
       return .detachPending
     }
   }
@@ -189,21 +189,21 @@ public struct Swapper: Sendable {
     switch outcome {
     case .removed, .alreadyAbsent:
       if let member = releasedMember {
-        do { try setLinkUp(member) } catch { step(domain, verb, "member-up-failed", ["error": .string("\(error)")]) }
+        do { try setLinkUp(member) } catch { step(domain, verb, .memberUpFailed, ["error": .string("\(error)")]) }
       }
       if verb == .demote {
         try? connection.setMetadata(uuid: domain.uuid, namespaceURI: ParkedNIC.namespace, prefix: ParkedNIC.prefix, xml: nil)
       }
       do { try connection.clearJournal(uuid: domain.uuid) } catch {
-        step(domain, verb, "journal-failed", ["error": .string("\(error)")])
+        step(domain, verb, .journalFailed, ["error": .string("\(error)")])
         return .journalFailed
       }
-      step(domain, verb, "done")
+      step(domain, verb, .done)
       return .done
     case .stillPresentAfterDeadline, .removalFailed, .rejected:
       journal.step = .detachPending
       try? connection.writeJournal(uuid: domain.uuid, journal)
-      step(domain, verb, "detach-pending", ["detail": .string("\(outcome)")])
+      step(domain, verb, .detachPending, ["detail": .string("\(outcome)")])
       return .detachPending
     }
   }
@@ -221,12 +221,12 @@ public struct Swapper: Sendable {
     guard var journal = domain.journal else { return nil }
     let verb = journal.operation
     let newPresent = domain.nic(alias: journal.newAlias) != nil
-    step(domain, verb, "reconcile", ["journalStep": .string(journal.step.rawValue), "newNICPresent": .bool(newPresent)])
+    step(domain, verb, .reconcile, ["journalStep": .string(journal.step.rawValue), "newNICPresent": .bool(newPresent)])
     guard newPresent else {
       // The new NIC never arrived: roll back. The old one is still there
       // unless someone else removed it, which the next cycle will see.
       do { try connection.clearJournal(uuid: domain.uuid) } catch { return .journalFailed }
-      step(domain, verb, "rolled-back")
+      step(domain, verb, .rolledBack)
       return .attachFailed
     }
     switch journal.operation {

@@ -48,11 +48,15 @@ public struct VFPool: Sendable, Equatable {
   public var confirmSeconds: Double
   /// Where the traffic of its VMs on a VF is read (`counters`).
   public var counters: PoolCounters
+  /// Which NIC of a VM this pool's VF replaces; nil: the first virtio NIC
+  /// (`DataNICSelector`, docs/policy.md).
+  public var dataNIC: DataNICSelector?
 
   public init(name: String, network: String, pf: String? = nil, maxInUse: Int? = nil, mode: SwapMode = .replace,
-              mac: MACChoice = .same, confirmSeconds: Double = 10, counters: PoolCounters = .auto) {
+              mac: MACChoice = .same, confirmSeconds: Double = 10, counters: PoolCounters = .auto,
+              dataNIC: DataNICSelector? = nil) {
     self.name = name; self.network = network; self.pf = pf; self.maxInUse = maxInUse; self.mode = mode
-    self.mac = mac; self.confirmSeconds = confirmSeconds; self.counters = counters
+    self.mac = mac; self.confirmSeconds = confirmSeconds; self.counters = counters; self.dataNIC = dataNIC
   }
 }
 

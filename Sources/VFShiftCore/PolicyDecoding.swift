@@ -34,7 +34,7 @@ extension Policy {
   }
 }
 
-private struct PolicyDecoder {
+struct PolicyDecoder {
   let file: String
   var issues: [PolicyIssue] = []
 
@@ -175,7 +175,7 @@ private struct PolicyDecoder {
   }
 
   mutating func pool(_ node: JSONNode, _ path: String) -> VFPool? {
-    guard let o = object(node, path, known: ["name", "network", "pf", "maxInUse", "mode", "mac", "confirmSeconds", "counters"]) else { return nil }
+    guard let o = object(node, path, known: ["name", "network", "pf", "maxInUse", "mode", "mac", "confirmSeconds", "counters", "dataNIC"]) else { return nil }
     let name = string(o, "name", path, required: true, owner: node)
     let network = string(o, "network", path, required: true, owner: node)
     let pf = string(o, "pf", path, required: false)
@@ -184,9 +184,10 @@ private struct PolicyDecoder {
     let mac = choice(o, "mac", path, default: MACChoice.same)
     let confirm = number(o, "confirmSeconds", path, positive: true) ?? 10
     let counters = choice(o, "counters", path, default: PoolCounters.auto)
+    let data = dataNIC(o, path)
     guard let name, let network else { return nil }
     return VFPool(name: name, network: network, pf: pf, maxInUse: cap, mode: mode, mac: mac, confirmSeconds: confirm,
-                  counters: counters)
+                  counters: counters, dataNIC: data)
   }
 
   /// One of an enumeration's spellings, or its default (an error names the field and the choices).

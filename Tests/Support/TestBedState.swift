@@ -6,7 +6,7 @@ public struct TestBedState: Decodable, Sendable, Equatable {
   public struct Guest: Decodable, Sendable, Equatable {
     public var name: String
     public var uuid: String
-    /// The one address the guest keeps on whichever NIC it has (198.18.0.(10+i)).
+    /// The data address the bed's dnsmasq leases to the data NIC's MAC (198.18.0.(10+i)).
     public var ip: String
     /// MAC of its initial virtio NIC (alias `ua-net0`).
     public var mac: String
@@ -14,6 +14,11 @@ public struct TestBedState: Decodable, Sendable, Equatable {
     public var label: String?
     /// The guest's serial console (its /init logs each NIC it sees there).
     public var serialLog: String?
+    /// The management NIC, on `managementBridge`, which vfshift must never
+    /// touch: its alias, MAC and leased address (198.18.1.(10+i)).
+    public var managementAlias: String?
+    public var managementMAC: String?
+    public var managementIP: String?
 
     /// A guest with a QoS label is one vfshift manages.
     public var isManaged: Bool { label != nil }
@@ -27,6 +32,10 @@ public struct TestBedState: Decodable, Sendable, Equatable {
   public var sourceIP: String
   /// libvirt network of `<forward mode='passthrough'>` veth "VFs".
   public var poolNetwork: String
+  /// The bridge of the guests' management NICs (its own subnet, 198.18.1.0/24).
+  public var managementBridge: String?
+  /// dnsmasq's log: every lease it gives, by MAC.
+  public var dhcpLog: String?
   /// Host devices the pool hands out (veth ends; libvirt leaves one DOWN after a detach).
   public var poolMembers: [String]
   public var guests: [Guest]

@@ -176,8 +176,8 @@ struct AgentLiveTests {
   }
 
   @Test("crash safety: SIGKILL at each swap step, then a restart reconciles: one NIC each, no leaked member, no journal",
-        arguments: ["journal", "attached", "detach-requested"])
-  func crashAtStep(_ step: String) async throws {
+        arguments: [SwapStep.journal, .attached, .detachRequested])
+  func crashAtStep(_ step: SwapStep) async throws {
     let bed = try TestBed.require()
     let lease = TestBedLease()
     defer { withExtendedLifetime(lease) {} }
@@ -185,12 +185,12 @@ struct AgentLiveTests {
     let scratch = Scratch("crash-\(step)")
     let policyPath = scratch.file("policy.json")
     try bedPolicy(highVF: "always").write(toFile: policyPath, atomically: true, encoding: .utf8)
-    let crashing = try AgentProcess(scratch: scratch, policy: policyPath, environment: ["VFSHIFT_CRASH_AT_STEP": step],
+    let crashing = try AgentProcess(scratch: scratch, policy: policyPath, environment: ["VFSHIFT_CRASH_AT_STEP": step.rawValue],
                                     logName: "crash.log")
     crashing.process.waitUntilExit()
     #expect(crashing.process.terminationReason == .uncaughtSignal && crashing.process.terminationStatus == SIGKILL,
             "the agent died at step \(step): \(crashing.tail(5))")
-    #expect(crashing.events("swap-step").last?["step"] as? String == step)
+    #expect(crashing.events("swap-step").last?["step"] as? String == step.rawValue)
 
     let restarted = try AgentProcess(scratch: scratch, policy: policyPath, logName: "restart.log")
     defer { _ = restarted.stop() }

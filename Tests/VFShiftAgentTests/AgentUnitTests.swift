@@ -23,7 +23,8 @@ func observeDirections() throws {
   let policy = try loadPolicy("\(TestBed.packageRoot.path)/policies/paper-multinetwork.json")
   let onlyTap = try domain(twoNICDomainXML.replacingOccurrences(of: #"<interface type='direct'>.*</interface>"#, with: "", options: .regularExpression))
   let onlyVF = try domain(twoNICDomainXML.replacingOccurrences(of: #"<interface type='bridge'>.*?</interface>"#, with: "", options: .regularExpression))
-  let both = try domain(twoNICDomainXML)
+  // Mid-swap under the pool's `mac: same`: one MAC on both NICs.
+  let both = try domain(twoNICDomainXML.replacingOccurrences(of: "52:54:00:aa:00:07", with: "52:54:00:00:00:07"))
   let counters = CounterSnapshot(["vnet3": InterfaceCounters(rxBytes: 10, rxPackets: 1, txBytes: 900, txPackets: 9),
                                   "macvtap2": InterfaceCounters(rxBytes: 700, rxPackets: 7, txBytes: 30, txPackets: 3)])
   let now = Instant(seconds: 5)

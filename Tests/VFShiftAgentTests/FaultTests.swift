@@ -51,9 +51,9 @@ final class FaultBed {
   }
 
   /// The agent under the fault policy, stopped (once) at `step` when given: the test breaks something there, then resumes it.
-  func agent(pausedAt step: String? = nil) throws -> AgentProcess {
+  func agent(pausedAt step: SwapStep? = nil) throws -> AgentProcess {
     try AgentProcess(scratch: scratch, policy: try policy(faultPolicy()),
-                     environment: step.map { ["VFSHIFT_PAUSE_AT_STEP": $0] } ?? [:])
+                     environment: step.map { ["VFSHIFT_PAUSE_AT_STEP": $0.rawValue] } ?? [:])
   }
 
   func policy(_ text: String, name: String = "policy.json") throws -> String {
@@ -166,7 +166,7 @@ func faultPolicy(high: String = "always", name: String = "faults", dwell: Int = 
     name: "\(name)",
     intervalSeconds: 1,
     smoothing: { halfLifeSeconds: 2 },
-    pools: [ { name: "vfs", network: "vfs-pool", maxInUse: 1 } ],
+    pools: [ { name: "vfs", network: "vfs-pool", dataNIC: { bridge: "vfsbr0" }, maxInUse: 1 } ],
     classes: [
       { name: "high", priority: 100, match: { metadata: "high" }, vf: "\(high)" },
       { name: "low", priority: 10, match: { metadata: "low" }, vf: "never" },
@@ -216,7 +216,7 @@ struct FaultTests {
   @Test("libvirtd restarted between attach and detach, and again at rest")
   func libvirtdRestarted() async throws {
     let f = try FaultBed("libvirtd")
-    let agent = try f.agent(pausedAt: "attached")
+    let agent = try f.agent(pausedAt: .attached)
     defer { _ = agent.stop(signal: SIGKILL) }
     let vm = try await agent.waitPaused()
     let t0 = ContinuousClock.now
@@ -237,7 +237,7 @@ struct FaultTests {
   @Test("the guest ignores the unplug (paused before the detach), resumed 15 s later")
   func guestIgnoresUnplugThenResumes() async throws {
     let f = try FaultBed("unplug-later")
-    let agent = try f.agent(pausedAt: "guest-uses-new")
+    let agent = try f.agent(pausedAt: .guestUsesNew)
     defer { _ = agent.stop(signal: SIGKILL) }
     let vm = try await agent.waitPaused()
     _ = try virsh("suspend", vm)
@@ -258,7 +258,7 @@ struct FaultTests {
   @Test("the guest never lets go: the agent waits, adds no NIC, keeps running; everything else is intact")
   func guestIgnoresUnplugForGood() async throws {
     let f = try FaultBed("unplug-never")
-    let agent = try f.agent(pausedAt: "guest-uses-new")
+    let agent = try f.agent(pausedAt: .guestUsesNew)
     defer { _ = agent.stop(signal: SIGKILL) }
     let vm = try await agent.waitPaused()
     _ = try virsh("suspend", vm)
@@ -277,7 +277,7 @@ struct FaultTests {
   @Test("the VM is destroyed between attach and detach, then started again")
   func vmDestroyedMidSwap() async throws {
     let f = try FaultBed("destroy")
-    let agent = try f.agent(pausedAt: "attached")
+    let agent = try f.agent(pausedAt: .attached)
     defer { _ = agent.stop(signal: SIGKILL) }
     let vm = try await agent.waitPaused()
     let t0 = ContinuousClock.now
@@ -366,7 +366,7 @@ struct FaultTests {
     let f = try FaultBed("kill-loop")
     let policyPath = try f.policy(faultPolicy())
     var kills = 0, iteration = 0, midSwap = 0
-    let steps = ["journal", "attached", "detach-requested"]
+    let steps: [SwapStep] = [.journal, .attached, .detachRequested]
     var rng = SystemRandomNumberGenerator()
     let began = ContinuousClock.now
     while kills < 52 {
@@ -375,7 +375,7 @@ struct FaultTests {
         .write(toFile: policyPath, atomically: true, encoding: .utf8)
       let atStep = iteration % 2 == 1 ? steps[(iteration / 2) % 3] : nil
       let agent = try AgentProcess(scratch: f.scratch, policy: policyPath,
-                                   environment: atStep.map { ["VFSHIFT_CRASH_AT_STEP": $0] } ?? [:], logName: "kill\(iteration).log")
+                                   environment: atStep.map { ["VFSHIFT_CRASH_AT_STEP": $0.rawValue] } ?? [:], logName: "kill\(iteration).log")
       if atStep != nil {
         let deadline = ContinuousClock.now + .seconds(15)
         while agent.process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
@@ -517,9 +517,12 @@ struct FaultTests {
         agent.swaps.filter { $0.direction == "promote" && $0.outcome == "done" }.count >= round
       }
       let vm = agent.swaps.last { $0.direction == "promote" }!.vm
-      // The human: plug a virtio NIC of their own, unplug the VF.
+      // The human: plug a virtio NIC of their own, unplug the VF. With the
+      // VM's MAC, as a human who means to keep its address does: the stock
+      // guest's address is its DHCP lease, and a new MAC is a new lease.
       let xml = f.scratch.file("human\(round).xml")
-      try "<interface type='bridge'><source bridge='\(f.bed.bridge)'/><model type='virtio'/><alias name='ua-human\(round)'/></interface>"
+      let mac = try #require(f.bed.guest(named: vm)?.mac)
+      try "<interface type='bridge'><mac address='\(mac)'/><source bridge='\(f.bed.bridge)'/><model type='virtio'/><alias name='ua-human\(round)'/></interface>"
         .write(toFile: xml, atomically: true, encoding: .utf8)
       _ = try virsh("attach-device", vm, xml, "--live")
       _ = try virsh("detach-device-alias", vm, Swapper.vfAlias, "--live")

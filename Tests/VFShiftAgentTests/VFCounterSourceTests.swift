@@ -294,7 +294,7 @@ struct GuestAgentLiveTests {
     let connection = try LibvirtConnection()
     defer { connection.close() }
     let live = try parseDomainXML(try connection.liveXML(uuid: guest.uuid))
-    let nic = try #require(live.nics.first { $0.hostDevice != nil }, "a NIC the guest agent can be matched to")
+    let nic = try #require(live.nics.first { $0.mac == guest.mac && $0.hostDevice != nil }, "the data NIC, which the guest agent can be matched to")
     let started = ContinuousClock.now
     let poller = GuestAgentPoller(transport: connection, timeoutSeconds: 5, clock: {
       let d = ContinuousClock.now - started

@@ -38,6 +38,8 @@ import VFShiftTestSupport
       #expect(xml.contains("<domain type='qemu'"), "\(guest.name): TCG, never KVM")
       #expect(xml.contains("<mac address='\(guest.mac)'/>"), "\(guest.name): MAC of ua-net0")
       #expect(xml.contains("<alias name='ua-net0'/>"), "\(guest.name): user alias")
+      #expect(xml.contains("<mac address='\(guest.managementMAC ?? "-")'/>") && xml.contains("<alias name='\(guest.managementAlias ?? "-")'/>")
+              && xml.contains("<source bridge='\(bed.managementBridge ?? "-")'/>"), "\(guest.name): management NIC")
       let labelled = xml.contains("https://vfshift.dev/ns/qos/1")
       if let label = guest.label {
         #expect(labelled && xml.contains("class=\"\(label)\""), "\(guest.name): QoS label \(label) in metadata")

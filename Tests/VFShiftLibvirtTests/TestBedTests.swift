@@ -45,7 +45,8 @@ import VFShiftTestSupport
           #expect(nic.model == row[3], "\(g.name): model")
           switch nic.kind {
           case .virtioBridge(let bridge):
-            #expect(row[1] == "bridge" && row[2] == bridge && bridge == bed.bridge)
+            let want = nic.alias == g.managementAlias ? bed.state.managementBridge : bed.bridge
+            #expect(row[1] == "bridge" && row[2] == bridge && bridge == want)
             #expect(nic.hostDeviceKind == .tap && row[0].hasPrefix("vnet"))
           case .poolMember(let network, let member):
             // domiflist names the network; the member is in the live XML's source.
@@ -87,16 +88,17 @@ import VFShiftTestSupport
                                 savedInterfaceXML: virtio.xml)
       try c.writeJournal(uuid: g.uuid, journal)
       let added = c.subscribe()
-      let vf = try await c.attachPoolInterface(uuid: g.uuid, network: bed.pool, mac: nil, alias: "ua-vfshift-net0",
+      let vf = try await c.attachPoolInterface(uuid: g.uuid, network: bed.pool, mac: virtio.mac, alias: "ua-vfshift-net0",
                                                deadline: .now + .seconds(20))
       guard case .poolMember(bed.pool, let member) = vf.kind else { Issue.record("attached \(vf.kind)"); return }
+      #expect(vf.mac == virtio.mac, "same MAC: the guest's DHCP lease carries over")
       #expect(vf.hostDeviceKind == .macvtap && vf.hostDevice?.hasPrefix("macvtap") == true)
       #expect(await firstEvent(added, within: 10) { $0 == .deviceAdded(uuid: g.uuid, alias: "ua-vfshift-net0") } != nil)
       #expect(try sh("virsh dumpxml \(g.name)").output.contains("dev='\(member)' mode='passthrough'"))
-      // The guest takes its IP on the new NIC and announces it: the namespace
-      // then reaches it at the new MAC, with the virtio NIC still present.
-      try await waitFor("namespace's neighbour entry for \(g.ip) moves to \(vf.mac)", seconds: 20) {
-        try sh("ip netns exec \(bed.namespace) ip neigh show \(g.ip)").output.contains(vf.mac)
+      // The guest leases its address on the new NIC (same MAC, same lease),
+      // with the virtio NIC still present.
+      try await waitFor("the guest holds \(g.ip) on two NICs with \(vf.mac)", seconds: 20) {
+        try addressedNICs(g, mac: vf.mac) == 2
       }
       #expect(try bed.ping(g.ip), "the guest answers on the pool NIC")
 
@@ -107,7 +109,7 @@ import VFShiftTestSupport
       #expect(detach.outcome == .removed(confirmedBy: .event) || detach.outcome == .removed(confirmedBy: .liveXML))
       #expect(await firstEvent(removed, within: 10) { $0 == .deviceRemoved(uuid: g.uuid, alias: "ua-net0") } != nil,
               "DEVICE_REMOVED for ua-net0")
-      #expect(try c.inventory(uuid: g.uuid).nics.map(\.alias) == ["ua-vfshift-net0"])
+      #expect(try c.inventory(uuid: g.uuid).nics.map(\.alias).filter { $0 != g.managementAlias } == ["ua-vfshift-net0"])
       try c.clearJournal(uuid: g.uuid)
       try await waitFor("guest answers on the pool NIC alone", seconds: 20) { try bed.ping(g.ip) }
 
@@ -119,8 +121,8 @@ import VFShiftTestSupport
       let restored = try await c.restoreInterface(uuid: g.uuid, savedXML: virtio.xml, deadline: .now + .seconds(20))
       #expect(restored.alias == "ua-net0" && restored.mac == virtio.mac && restored.kind == virtio.kind)
       #expect(restored.hostDevice?.hasPrefix("vnet") == true)
-      try await waitFor("neighbour entry for \(g.ip) back on \(virtio.mac)", seconds: 20) {
-        try sh("ip netns exec \(bed.namespace) ip neigh show \(g.ip)").output.contains(virtio.mac)
+      try await waitFor("the guest holds \(g.ip) on its restored virtio NIC too", seconds: 20) {
+        try addressedNICs(g, mac: virtio.mac) == 2
       }
       journal.step = .detaching
       try c.writeJournal(uuid: g.uuid, journal)
@@ -135,7 +137,7 @@ import VFShiftTestSupport
       let (sent, received) = try ping.stop()
       print("promote+demote of \(g.name) under ping every 10 ms: \(sent - received) of \(sent) pings lost")
       #expect(sent > 0 && received > 0)
-      #expect(try c.inventory(uuid: g.uuid).nics.map(\.alias) == ["ua-net0"])
+      #expect(try c.inventory(uuid: g.uuid).nics.map(\.alias).filter { $0 != g.managementAlias } == ["ua-net0"])
     }
   }
 
@@ -308,6 +310,12 @@ func matches(_ s: String, _ pattern: String) -> [String] {
 }
 
 @discardableResult
+/// How many of the guest's NICs hold its data address on `mac`, as its guest agent shows them.
+func addressedNICs(_ g: TestBedState.Guest, mac: String) throws -> Int {
+  let reply = try sh("virsh -q qemu-agent-command \(g.name) '{\"execute\":\"guest-network-get-interfaces\"}'", check: true)
+  return try parseGuestNetworkInterfaces(reply.output).filter { $0.mac == mac && $0.ipv4.contains(g.ip) }.count
+}
+
 func sh(_ command: String, check: Bool = false) throws -> (status: Int32, output: String) {
   let r = try runTool("/bin/sh", ["-c", command])
   if check && r.status != 0 {

@@ -24,6 +24,22 @@ TB_SRC_NS_END=vfssrc0            # inside the namespace
 TB_SRC_IP=198.18.0.1
 TB_PREFIX=24
 TB_SUBNET=198.18.0.0/24
+# The management network: a second bridge and subnet vfshift must never touch.
+TB_MGMT_BRIDGE=vfsbr1
+TB_MGMT_BRIDGE_MAC=02:76:66:73:00:02
+TB_MGMT_ALIAS=ua-mgmt0
+# The DHCP server (dnsmasq) in its own namespace, one leg on each bridge, so
+# its traffic never shows in the traffic source's counters.
+TB_DHCP_NETNS=vfs-dhcp
+TB_DHCP_HOST_END=vfsdhcp-br      # on TB_BRIDGE; its peer vfsdhcp0 holds TB_DHCP_IP
+TB_DHCP_MGMT_HOST_END=vfsdhcp-mg # on TB_MGMT_BRIDGE; its peer vfsdhcp1 holds TB_DHCP_MGMT_IP
+TB_DHCP_IP=198.18.0.2
+TB_DHCP_MGMT_IP=198.18.1.1
+# MACs without a reservation (a pool with mac: new) lease from .220-.250, above the guests' plan.
+TB_DHCP_DYNAMIC_FIRST=220
+TB_DHCP_DYNAMIC_LAST=250
+TB_DHCP_CONF="$TB_RUN/dnsmasq.conf"
+TB_DHCP_PID="$TB_RUN/dnsmasq.pid"
 TB_POOL=vfs-pool
 TB_POOL_SIZE="${VFS_POOL_SIZE:-2}"
 TB_VF_PREFIX=vfsvf       # pool members (what libvirt hands out): vfsvf0, vfsvf1, ...
@@ -53,7 +69,9 @@ take_lock() {
 }
 
 # guest_entries prints "index name label" per guest; index is 1-based and fixes
-# the guest's IP (198.18.0.(10+index)) and MAC (52:54:00:18:00:(10+index)).
+# the guest's data address (198.18.0.(10+index)) and MAC (52:54:00:18:00:(10+index)),
+# its management address (198.18.1.(10+index)) and MAC (52:54:00:19:00:(10+index)):
+# dnsmasq's reservations, keyed by MAC.
 guest_entries() {
   local i=0 entry name label
   for entry in $TB_GUESTS; do
@@ -68,6 +86,8 @@ guest_entries() {
 }
 guest_ip() { printf '198.18.0.%d' $((10 + $1)); }
 guest_mac() { printf '52:54:00:18:%02x:%02x' $(((10 + $1) / 256)) $(((10 + $1) % 256)); }
+guest_mgmt_ip() { printf '198.18.1.%d' $((10 + $1)); }
+guest_mgmt_mac() { printf '52:54:00:19:%02x:%02x' $(((10 + $1) / 256)) $(((10 + $1) % 256)); }
 
 kernel_image() { compgen -G "$TB_CACHE/kernel/boot/vmlinuz-*" | head -n1; }
 
@@ -116,6 +136,16 @@ virtio_nic_xml() { # index: the guest's initial NIC, also what reset-guest re-at
     </interface>
 EOF
 }
+mgmt_nic_xml() { # index: the management NIC, which no swap may change
+  cat <<EOF
+    <interface type='bridge'>
+      <mac address='$(guest_mgmt_mac "$1")'/>
+      <source bridge='$TB_MGMT_BRIDGE'/>
+      <model type='virtio'/>
+      <alias name='$TB_MGMT_ALIAS'/>
+    </interface>
+EOF
+}
 domain_xml() { # name index label uuid
   local name=$1 idx=$2 label=$3 uuid=$4 qos=""
   # Built here: quotes inside \${x:+...} in a here-document are dropped.
@@ -144,6 +174,7 @@ $qos  </metadata>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <controller type='usb' model='none'/>
 $(virtio_nic_xml "$idx")
+$(mgmt_nic_xml "$idx")
     <channel type='unix'>
       <target type='virtio' name='org.qemu.guest_agent.0'/>
     </channel>
@@ -157,7 +188,9 @@ $(virtio_nic_xml "$idx")
 EOF
 }
 # Part of each guest's command line, so a guest defined with an older image
-# is recognised by `up` and redefined.
+# is recognised by `up` and redefined. The guest takes its addresses by DHCP
+# and ignores vfs.ip; it stays on the line so that a checkout whose `up`
+# predates the DHCP guest does not redefine the shared bed's guests.
 image_generation() { cat "$TB_LIB/vmlinuz" "$TB_LIB/initramfs.cpio.gz" | md5sum | cut -c1-8; }
 guest_cmdline() { # name index
   printf 'console=ttyS0 quiet panic=-1 vfs.name=%s vfs.ip=%s/%s vfs.gen=%s' "$1" "$(guest_ip "$2")" "$TB_PREFIX" "${image_gen:=$(image_generation)}"

@@ -41,9 +41,9 @@ func releaseFreeHeapPages() {
 /// itself (SIGKILL, as a crash would); at VFSHIFT_PAUSE_AT_STEP it stops
 /// (once) so the test can break something mid-swap, then SIGCONT. The
 /// command line installs it (`AgentConfig.stepHook`); the loop knows nothing of it.
-public func faultInjectionFromEnvironment() -> (@Sendable (String) -> Void)? {
-  let crash = getenv("VFSHIFT_CRASH_AT_STEP").map { String(cString: $0) }
-  let pause = getenv("VFSHIFT_PAUSE_AT_STEP").map { String(cString: $0) }
+public func faultInjectionFromEnvironment() -> (@Sendable (SwapStep) -> Void)? {
+  let crash = getenv("VFSHIFT_CRASH_AT_STEP").flatMap { SwapStep(rawValue: String(cString: $0)) }
+  let pause = getenv("VFSHIFT_PAUSE_AT_STEP").flatMap { SwapStep(rawValue: String(cString: $0)) }
   guard crash != nil || pause != nil else { return nil }
   let paused = Atomic<Bool>(false)
   return { name in

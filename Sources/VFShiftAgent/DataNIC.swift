@@ -1,0 +1,55 @@
+import VFShiftCore
+import VFShiftLibvirt
+
+extension DataNICSelector {
+  /// Whether `nic` is the NIC this selector names (any kind: the caller
+  /// keeps to virtio NICs).
+  func matches(_ nic: NIC) -> Bool {
+    switch (self, nic.kind) {
+    case (.bridge(let b), .virtioBridge(let bridge)): b == bridge
+    case (.bridge(let b), .virtioNetwork(_, let bridge?)): b == bridge
+    case (.network(let n), .virtioNetwork(let network, _)): n == network
+    case (.alias(let a), _): nic.alias == a
+    default: false
+    }
+  }
+}
+
+/// Where a domain's data NIC and its VF sit. The VF is the first NIC from
+/// one of the policy's pools. The data virtio NIC is the first virtio NIC
+/// (failover's persistent half or no teaming) that the pool's `dataNIC`
+/// names; with no `dataNIC`, the first virtio NIC, except that beside a VF
+/// of a `mac: same` pool only one with the VF's MAC is: a VM on a VF keeps
+/// its other NICs, and they must not read as a swap half done. Every other
+/// NIC is never touched, counted or parked.
+func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNICPositions {
+  var out = ManagedNICPositions()
+  let nics = domain.nics
+  for i in nics.indices {
+    let network: String
+    switch nics[i].kind {
+    case .poolMember(let n, _), .hostdevVF(_, let n?): network = n
+    default: continue
+    }
+    if let p = policy.pools.firstIndex(where: { $0.network == network }) {
+      out.vf = i; out.pool = p
+      break
+    }
+  }
+  for i in nics.indices {
+    switch nics[i].kind {
+    case .virtioBridge, .virtioNetwork: break
+    default: continue
+    }
+    guard nics[i].teaming == nil || nics[i].teaming == .persistent else { continue }
+    let isData: Bool
+    if let p = out.pool, let vf = out.vf {
+      let pool = policy.pools[p]
+      isData = pool.dataNIC.map { $0.matches(nics[i]) } ?? (pool.mac == .new || nics[i].mac == nics[vf].mac)
+    } else {
+      isData = policy.pools.isEmpty || policy.pools.contains { $0.dataNIC.map { s in s.matches(nics[i]) } ?? true }
+    }
+    if isData { out.virtio = i; break }
+  }
+  return out
+}

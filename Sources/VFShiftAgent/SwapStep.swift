@@ -1,0 +1,19 @@
+/// The steps a swap logs (`swap-step` events, field `step`) and the fault
+/// tests stop or kill the agent at. One list, so a test naming a step that no
+/// longer exists fails to compile instead of waiting for a step never taken.
+public enum SwapStep: String, Sendable, CaseIterable {
+  case refused
+  case journal
+  case journalFailed = "journal-failed"
+  case attached
+  case attachFailed = "attach-failed"
+  case guestUsesNew = "guest-uses-new"
+  case guestNotUsingNew = "guest-not-using-new"
+  case memberUpFailed = "member-up-failed"
+  case rolledBack = "rolled-back"
+  case rollbackPending = "rollback-pending"
+  case detachRequested = "detach-requested"
+  case detachPending = "detach-pending"
+  case done
+  case reconcile
+}
