@@ -57,7 +57,7 @@ func allocate(pool p: Int, contenders: inout PoolContenders, policy: Policy, obs
   }
 
   contenders.challengers.sort { $0.outranks($1) }
-  for challenger in contenders.challengers {
+  for (i, challenger) in contenders.challengers.enumerated() {
     if let blocked = antiFlapBlock(state.tracks.span[challenger.slot], flap, now: now, needsDwell: false) {
       plan.holds.append(Hold(vm: state.tracks[challenger.slot].identity, wants: .promote, reason: blocked))
       continue
@@ -68,23 +68,26 @@ func allocate(pool p: Int, contenders: inout PoolContenders, policy: Policy, obs
                                reason: .cycleBudgetSpent(limit: flap.maxSwapsPerCycle)))
         continue
       }
-      promote(&state, challenger.slot, pool: poolName, reason: promotionReason(state.tracks.span[challenger.slot], policy),
-              now: now, budget: &budget, plan: &plan)
+      let reason = challenger.naming(promotionReason(state.tracks.span[challenger.slot], policy),
+                                     if: tookTheRoom(contenders.challengers, i, free: usable - inUse))
+      promote(&state, challenger.slot, pool: poolName, reason: reason, now: now, budget: &budget, plan: &plan)
       inUse += 1
       continue
     }
     guard let m = incumbentToDisplace(by: challenger, contenders.incumbents, state.tracks, flap, now: now,
                                       inUse: inUse, usable: usable, budget: budget, plan: &plan) else { continue }
     let loser = contenders.incumbents.remove(at: m)
+    let decided = !challenger.beats(loser, margin: flap.challengerMargin, byTraffic: true)
     demote(&state, loser.slot, pool: poolName,
-           reason: .displacedBy(challenger: challenger.name, challengerIntensity: challenger.intensity,
-                                intensity: loser.intensity, margin: flap.challengerMargin),
+           reason: challenger.naming(.displacedBy(challenger: challenger.name, challengerIntensity: challenger.rank,
+                                                  intensity: loser.rank, margin: flap.challengerMargin), if: decided),
            now: now, budget: &budget, plan: &plan)
     // The promote waits for the demote to be done: if it fails the VF was
     // never free. Next cycle the freed VF goes to the best challenger then.
     plan.holds.append(Hold(vm: state.tracks[challenger.slot].identity, wants: .promote,
-                           reason: .displaces(incumbent: loser.name, intensity: challenger.intensity,
-                                              incumbentIntensity: loser.intensity, margin: flap.challengerMargin)))
+                           reason: challenger.naming(.displaces(incumbent: loser.name, intensity: challenger.rank,
+                                                                incumbentIntensity: loser.rank,
+                                                                margin: flap.challengerMargin), if: decided)))
   }
 }
 
@@ -99,10 +102,14 @@ private func incumbentToDisplace(by challenger: Contender, _ incumbents: [Conten
     !$0.unmeasured && antiFlapBlock(tracks[$0.slot], flap, now: now, needsDwell: true) == nil
   }
   guard let m = movable, challenger.beats(incumbents[m], margin: flap.challengerMargin) else {
-    let reason: Reason = incumbents.last.map {
-      .incumbentsHold(weakest: $0.name, weakestIntensity: $0.intensity, intensity: challenger.intensity,
+    var reason: Reason = incumbents.last.map {
+      .incumbentsHold(weakest: $0.name, weakestIntensity: $0.rank, intensity: challenger.rank,
                       margin: flap.challengerMargin)
     } ?? .poolFull(inUse: inUse, capacity: usable)
+    // Beaten on traffic, the incumbent holds on its contention.
+    if let m = movable, challenger.beats(incumbents[m], margin: flap.challengerMargin, byTraffic: true) {
+      reason = incumbents[m].naming(reason, if: true)
+    }
     plan.holds.append(Hold(vm: tracks[challenger.slot].identity, wants: .promote, reason: reason))
     return nil
   }
@@ -114,9 +121,23 @@ private func incumbentToDisplace(by challenger: Contender, _ incumbents: [Conten
   return m
 }
 
+/// Did contention win the `i`th challenger its free VF? Only if a later one,
+/// ahead of it on traffic alone, is left without a VF: `free` VFs remain,
+/// the `i`th's included, for the challengers from `i` on.
+private func tookTheRoom(_ challengers: [Contender], _ i: Int, free: Int) -> Bool {
+  let x = challengers[i]
+  guard x.lifted, challengers.count - i > free else { return false }
+  return challengers[(i + 1)...].contains { $0.outranks(x, byTraffic: true) }
+}
+
 private func promotionReason(_ track: VMTrack, _ policy: Policy) -> Reason {
   guard track.classIndex >= 0, case let c = policy.classes[track.classIndex], c.vf == .eligible else { return .pinnedAlways }
-  return .sustainedAbove(bytesPerSecond: track.intervalBytes, packetsPerSecond: track.intervalPackets, threshold: c.promote)
+  guard let relief = c.promoteUnderContention, let contention = track.contendedAt else {
+    return .sustainedAbove(bytesPerSecond: track.intervalBytes, packetsPerSecond: track.intervalPackets, threshold: c.promote)
+  }
+  return .underContention(.sustainedAbove(bytesPerSecond: track.intervalBytes, packetsPerSecond: track.intervalPackets,
+                                          threshold: relief.lowered(c.promote)),
+                          contention: contention, above: relief.above, scale: relief.promoteScale)
 }
 
 /// Dwell, cooldown and the hourly budget: the anti-flap rules, in one place.

@@ -14,10 +14,14 @@ func classify(_ track: inout VMTrack, _ c: ClassRule, now: Instant) {
   let b = track.intervalBytes, p = track.intervalPackets
   let start = min(track.intervalStart ?? now, now)
   if !track.intensive {
-    if reaches(b, p, c.promote) {
+    let contention = track.contention, contended = contention > c.contendedAbove
+    if reaches(b, p, contended ? c.contendedPromote : c.promote) {
       let since = track.aboveSince ?? start
       track.aboveSince = since
-      if now - since >= c.promote.sustainSeconds { track.intensive = true; track.belowSince = nil }
+      if now - since >= c.promote.sustainSeconds {
+        track.intensive = true; track.belowSince = nil
+        track.contendedAt = contended && !reaches(b, p, c.promote) ? contention : nil
+      }
     } else {
       track.aboveSince = nil
     }
@@ -61,29 +65,53 @@ struct Contender: Sendable {
   var slot: Int
   var pinned: Bool
   var priority: Int
+  /// Traffic against the class's promote threshold.
   var intensity: Double
   var name: String
   /// On a VF with no rate this cycle: held, never displaced, ranked at 0.
   var unmeasured = false
+  /// The VM's CPU contention (0 when not measured) and its class's weight.
+  var contention = 0.0
+  var weight = 0.0
 
-  /// Pinned first, then priority, then intensity; the name breaks ties so the
-  /// order never depends on the inventory's.
-  func outranks(_ o: Contender) -> Bool {
+  /// What the pool ranks by: intensity × (1 + weight × contention).
+  var rank: Double { intensity * (1 + weight * contention) }
+  /// Did contention lift this VM at all? Only then can it turn a decision.
+  var lifted: Bool { weight * contention > 0 && intensity > 0 }
+
+  /// Pinned first, then priority, then rank (or, `byTraffic`, intensity
+  /// alone: what the decision would have been without contention); the name
+  /// breaks ties so the order never depends on the inventory's.
+  func outranks(_ o: Contender, byTraffic: Bool = false) -> Bool {
     if pinned != o.pinned { return pinned }
     if priority != o.priority { return priority > o.priority }
-    if intensity != o.intensity { return intensity > o.intensity }
+    let (a, b) = byTraffic ? (intensity, o.intensity) : (rank, o.rank)
+    if a != b { return a > b }
     return name < o.name
   }
 
-  /// A challenger must win on pinning or priority outright, or on intensity
-  /// by the margin.
-  func beats(_ incumbent: Contender, margin: Double) -> Bool {
+  /// A challenger must win on pinning or priority outright, or on rank by
+  /// the margin.
+  func beats(_ incumbent: Contender, margin: Double, byTraffic: Bool = false) -> Bool {
     // A pinned incumbent is pinned: no one, pinned or not, takes its VF.
     if incumbent.pinned { return false }
     if pinned { return true }
     if priority != incumbent.priority { return priority > incumbent.priority }
-    return intensity > incumbent.intensity * (1 + margin)
+    return byTraffic ? intensity > incumbent.intensity * (1 + margin) : rank > incumbent.rank * (1 + margin)
   }
+
+  /// `reason`, naming this VM's contention when it decided the outcome.
+  func naming(_ reason: Reason, if decided: Bool) -> Reason {
+    decided ? .byContention(reason, vm: name, contention: contention, weight: weight) : reason
+  }
+}
+
+/// An observation's contention as the ranking takes it: not measured is 0
+/// (traffic alone), and a figure out of 0…1 is clamped so the sort stays a
+/// total order.
+func rankedContention(_ c: Double?) -> Double {
+  guard let c, c.isFinite else { return 0 }
+  return min(max(c, 0), 1)
 }
 
 /// Who sits on, leaves, or wants each pool's VFs: one pass over the VMs.
@@ -147,7 +175,8 @@ func gather(policy: Policy, observation: Observation, slots: [Int], state: inout
                                                         threshold: rule.demote), false))
       } else {
         byPool[p].incumbents.append(Contender(slot: slot, pinned: pinned, priority: rule.priority,
-                                              intensity: intensity(tracks[slot], rule), name: tracks[slot].identity.name))
+                                              intensity: intensity(tracks[slot], rule), name: tracks[slot].identity.name,
+                                              contention: tracks[slot].contention, weight: rule.contentionWeight))
       }
     case .transitioning(let held):
       if let p = policy.poolIndex(named: held) { byPool[p].transitioning += 1 }
@@ -159,7 +188,8 @@ func gather(policy: Policy, observation: Observation, slots: [Int], state: inout
         continue
       }
       byPool[rule.pool].challengers.append(Contender(slot: slot, pinned: pinned, priority: rule.priority,
-                                                     intensity: intensity(tracks[slot], rule), name: tracks[slot].identity.name))
+                                                     intensity: intensity(tracks[slot], rule), name: tracks[slot].identity.name,
+                                                     contention: tracks[slot].contention, weight: rule.contentionWeight))
     case .none:
       continue
     }

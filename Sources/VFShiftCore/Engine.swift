@@ -74,9 +74,16 @@ struct ClassRule: Sendable, Equatable {
   var priority: Int
   var promote: RateThreshold
   var demote: RateThreshold
+  var contentionWeight: Double
+  /// The lowered promote threshold, and the contention above which it applies
+  /// (infinity: never).
+  var contendedPromote: RateThreshold
+  var contendedAbove: Double
 
   init(_ c: QoSClass, _ policy: Policy) {
-    vf = c.vf; priority = c.priority; promote = c.promote; demote = c.demote
+    vf = c.vf; priority = c.priority; promote = c.promote; demote = c.demote; contentionWeight = c.contentionWeight
+    contendedPromote = c.promoteUnderContention?.lowered(c.promote) ?? c.promote
+    contendedAbove = c.promoteUnderContention?.above ?? .infinity
     pool = c.pool.flatMap(policy.poolIndex(named:)) ?? -1
   }
 }
@@ -109,6 +116,11 @@ struct VMTrack: Sendable, Equatable {
   var smoothedBytes: Double?
   var smoothedPackets: Double?
   var intensive = false
+  /// Made intensive on the lowered threshold (`promoteUnderContention`)
+  /// at rates under the class's own: the promote reason says so.
+  var contendedAt: Double?
+  /// This cycle's CPU contention as the ranking takes it (`rankedContention`).
+  var contention = 0.0
   var aboveSince: Instant?
   var belowSince: Instant?
   var vfSince: Instant?
@@ -188,6 +200,7 @@ public func decide(_ state: inout EngineState, policy: Policy, observation: Obse
     let slot = slots[o]
     estimate(&tracks[slot], vms[o].reading, halfLife: halfLife)
     let c = tracks[slot].classIndex
+    tracks[slot].contention = rankedContention(vms[o].contention)
     if c >= 0 { classify(&tracks[slot], rules[c], now: now) }
     switch vms[o].placement {
     case .vf: if tracks[slot].vfSince == nil { tracks[slot].vfSince = vms[o].vfSince ?? now }

@@ -64,7 +64,7 @@ extension EngineState {
     func contender(_ i: Int) -> Contender {
       let r = rules[tracks[i].classIndex]
       return Contender(slot: i, pinned: r.vf == .always, priority: r.priority, intensity: intensity(tracks[i], r),
-                       name: tracks[i].identity.name)
+                       name: tracks[i].identity.name, contention: tracks[i].contention, weight: r.contentionWeight)
     }
     let me = contender(slot)
     var ahead = 0, all = 0

@@ -16,9 +16,17 @@ public enum Reason: Sendable, Equatable, CustomStringConvertible {
   case cycleBudgetSpent(limit: Int)
   case notMeasured(NoRate)
   case backingOff(failures: Int, remainingSeconds: Double)
+  /// The decision the CPU contention of `vm` turned: on traffic alone it
+  /// would have gone the other way. Boxed, so only such a reason allocates.
+  indirect case byContention(Reason, vm: String, contention: Double, weight: Double)
+  /// Promoted on the class's lowered threshold: its contention was above `above`.
+  indirect case underContention(Reason, contention: Double, above: Double, scale: Double)
 
   public var description: String {
     switch self {
+    case let .byContention(r, v, c, w): "\(r.description); \(v) ranked by contention \(ratio(c)) × weight \(fmt(w))"
+    case let .underContention(r, c, a, k):
+      "\(r.description); threshold × \(ratio(k)) while contention \(ratio(c)) > \(ratio(a))"
     case let .sustainedAbove(b, p, t):
       "above promote threshold for \(fmt(t.sustainSeconds))s (\(rates(b, p)) vs \(limits(t)))"
     case .pinnedAlways: "class pins it to a VF (vf: always)"
@@ -47,6 +55,8 @@ public enum Reason: Sendable, Equatable, CustomStringConvertible {
   /// A short, stable name for logs and metrics labels.
   public var rule: String {
     switch self {
+    // The decision's own rule: logs and metrics keep their labels.
+    case .byContention(let r, _, _, _), .underContention(let r, _, _, _): r.rule
     case .sustainedAbove: "sustained-above"
     case .pinnedAlways: "pinned-always"
     case .classNever: "class-never"

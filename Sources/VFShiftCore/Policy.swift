@@ -108,11 +108,33 @@ public struct QoSClass: Sendable, Equatable {
   /// The lower threshold to let go (hysteresis): a VM stays intensive until
   /// *both* rates are below these for `sustainSeconds`.
   public var demote: RateThreshold
+  /// How much a VM's CPU contention (0…1) lifts its rank in its pool:
+  /// rank = intensity × (1 + contentionWeight × contention). A VM whose vCPUs
+  /// wait for a CPU gains most from a VF (docs/policy.md); 0 = traffic alone.
+  public var contentionWeight: Double
+  /// Promote thresholds lowered while the VM's contention is above a level.
+  public var promoteUnderContention: ContentionRelief?
 
   public init(name: String, priority: Int, match: ClassMatch, vf: VFEligibility, pool: String? = nil,
-              promote: RateThreshold = RateThreshold(), demote: RateThreshold = RateThreshold()) {
+              promote: RateThreshold = RateThreshold(), demote: RateThreshold = RateThreshold(),
+              contentionWeight: Double = 0, promoteUnderContention: ContentionRelief? = nil) {
     self.name = name; self.priority = priority; self.match = match; self.vf = vf; self.pool = pool
-    self.promote = promote; self.demote = demote
+    self.promote = promote; self.demote = demote; self.contentionWeight = contentionWeight
+    self.promoteUnderContention = promoteUnderContention
+  }
+}
+
+/// While a VM's contention is above `above`, its promote rates are
+/// × `promoteScale`: a contended VM gains more from a VF at less traffic.
+public struct ContentionRelief: Sendable, Equatable {
+  public var above: Double
+  public var promoteScale: Double
+  public init(above: Double, promoteScale: Double) { self.above = above; self.promoteScale = promoteScale }
+
+  /// `t` with its rates scaled (the sustain time is kept).
+  public func lowered(_ t: RateThreshold) -> RateThreshold {
+    RateThreshold(bytesPerSecond: t.bytesPerSecond.map { $0 * promoteScale },
+                  packetsPerSecond: t.packetsPerSecond.map { $0 * promoteScale }, sustainSeconds: t.sustainSeconds)
   }
 }
 

@@ -214,7 +214,7 @@ struct PolicyDecoder {
 
   mutating func qosClass(_ node: JSONNode, _ path: String, pools: [VFPool]) -> QoSClass? {
     guard let o = object(node, path, known: ["name", "priority", "match", "vf", "pool", "promote", "demote",
-                                             "description"]) else { return nil }
+                                             "contentionWeight", "promoteUnderContention", "description"]) else { return nil }
     _ = string(o, "description", path, required: false)
     let name = string(o, "name", path, required: true, owner: node)
     let priority = number(o, "priority", path, min: -1_000_000, integer: true).map { Int($0) } ?? 0
@@ -249,6 +249,8 @@ struct PolicyDecoder {
       }
     }
     var promote = RateThreshold(), demote = RateThreshold()
+    var weight = 0.0
+    var relief: ContentionRelief?
     if !vfKnown {
       // Skipped: see above.
     } else if vf == .eligible {
@@ -259,13 +261,36 @@ struct PolicyDecoder {
         fail(node, join(path, "demote"), "is required when vf is 'eligible'")
       }
       checkHysteresis(promote, demote, o["demote"], join(path, "demote"))
+      weight = number(o, "contentionWeight", path) ?? 0
+      relief = o["promoteUnderContention"].flatMap { self.relief($0, join(path, "promoteUnderContention"), promote, demote) }
     } else {
-      for key in ["promote", "demote"] where o[key] != nil {
+      for key in ["promote", "demote", "contentionWeight", "promoteUnderContention"] where o[key] != nil {
         fail(o[key], join(path, key), "has no effect when vf is '\(vf.rawValue)'")
       }
     }
     guard let name else { return nil }
-    return QoSClass(name: name, priority: priority, match: match, vf: vf, pool: pool, promote: promote, demote: demote)
+    return QoSClass(name: name, priority: priority, match: match, vf: vf, pool: pool, promote: promote, demote: demote,
+                    contentionWeight: weight, promoteUnderContention: relief)
+  }
+
+  /// Lowered, the promote rates must still sit above the release ones
+  /// (hysteresis), or a contended VM would flap at the rates between.
+  mutating func relief(_ node: JSONNode, _ path: String, _ up: RateThreshold, _ down: RateThreshold) -> ContentionRelief? {
+    guard let o = object(node, path, known: ["above", "promoteScale"]) else { return nil }
+    let above = number(o, "above", path), scale = number(o, "promoteScale", path, positive: true)
+    for (key, v) in [("above", above), ("promoteScale", scale)] {
+      if o[key] == nil { fail(node, join(path, key), "is required") }
+      if let v, v > 1 { fail(o[key], join(path, key), "must be ≤ 1, got \(fmt(v))") }
+    }
+    guard let above, let scale, above <= 1, scale <= 1 else { return nil }
+    let r = ContentionRelief(above: above, promoteScale: scale), low = r.lowered(up)
+    for (rate, u, d) in [("bytesPerSecond", low.bytesPerSecond, down.bytesPerSecond),
+                         ("packetsPerSecond", low.packetsPerSecond, down.packetsPerSecond)] {
+      if let u, let d, d >= u {
+        fail(o["promoteScale"], join(path, "promoteScale"), "lowers promote.\(rate) to \(fmt(u)), not above demote.\(rate) (\(fmt(d))): no hysteresis")
+      }
+    }
+    return r
   }
 
   /// The release threshold must sit below the promote threshold, or the VM
@@ -308,26 +333,4 @@ struct PolicyDecoder {
   }
 
   func isGlob(_ s: String) -> Bool { s.contains { $0 == "*" || $0 == "?" || $0 == "[" } }
-}
-
-/// Numbers in messages as an operator wrote them: 10000000, not 1e+07.
-func fmt(_ d: Double) -> String {
-  if d == d.rounded() && abs(d) < 1e15 { return String(Int64(d)) }
-  return String(d)
-}
-
-/// Levenshtein distance, for "did you mean" hints on misspelt fields.
-func editDistance(_ a: String, _ b: String) -> Int {
-  let x = Array(a.lowercased().utf8), y = Array(b.lowercased().utf8)
-  var row = Array(0...y.count)
-  for i in 1...max(1, x.count) where !x.isEmpty {
-    var previous = row[0]
-    row[0] = i
-    for j in 1...max(1, y.count) where !y.isEmpty {
-      let current = row[j]
-      row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (x[i - 1] == y[j - 1] ? 0 : 1))
-      previous = current
-    }
-  }
-  return x.isEmpty ? y.count : row[y.count]
 }

@@ -58,3 +58,25 @@ public func textLines(_ text: String, file: String, ends: LineEnds) throws(Trace
   if start < u.endIndex { out.append(TextLine(number: number, text: text[start..<u.endIndex])) }
   return out
 }
+
+/// Numbers in messages as an operator wrote them: 10000000, not 1e+07.
+func fmt(_ d: Double) -> String {
+  if d == d.rounded() && abs(d) < 1e15 { return String(Int64(d)) }
+  return String(d)
+}
+
+/// Levenshtein distance, for "did you mean" hints on misspelt fields.
+func editDistance(_ a: String, _ b: String) -> Int {
+  let x = Array(a.lowercased().utf8), y = Array(b.lowercased().utf8)
+  var row = Array(0...y.count)
+  for i in 1...max(1, x.count) where !x.isEmpty {
+    var previous = row[0]
+    row[0] = i
+    for j in 1...max(1, y.count) where !y.isEmpty {
+      let current = row[j]
+      row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (x[i - 1] == y[j - 1] ? 0 : 1))
+      previous = current
+    }
+  }
+  return x.isEmpty ? y.count : row[y.count]
+}

@@ -150,6 +150,75 @@ let engineRules: [EngineRule] = [
              policy: .fixture(), vms: [("a", "high")], vfs: 1,
              script: { s in s.unknown = ["a"]; return names(s.run(60, bytes: ["a": high])) },
              expect: []),
+  EngineRule(rule: "contention: of two VMs wanting the last VF, the contended one wins though it moves less traffic",
+             policy: .fixture(contentionWeight: 2), vms: [("a", "high"), ("b", "high")], vfs: 1,
+             script: { s in
+               s.contention = ["b": 0.42]
+               let actions = s.run(10, bytes: ["a": 20e6, "b": 16e6])
+               return names(actions) + actions.map { "\($0.reason)" }
+             },
+             expect: ["promote b", "above promote threshold for 5s (16.0MB/s, 0pkt/s vs 10.0MB/s / 10.0kpkt/s); b ranked by contention 0.42 × weight 2"]),
+  EngineRule(rule: "contention: weight 0 is traffic alone, today's outcome; the weight is what turns it",
+             policy: .fixture(contentionWeight: 0), vms: [("a", "high"), ("b", "high")], vfs: 1,
+             script: { s in
+               var weighted = Simulation(policy: .fixture(contentionWeight: 2), vms: s.vms.map { ($0.name, $0.label) }, vfs: 1)
+               s.contention = ["b": 0.42]; weighted.contention = ["b": 0.42]
+               let load = ["a": 20e6, "b": 16e6]
+               return ["weight 0: \(names(s.run(10, bytes: load)))", "weight 2: \(names(weighted.run(10, bytes: load)))"]
+             },
+             expect: ["weight 0: [\"promote a\"]", "weight 2: [\"promote b\"]"]),
+  EngineRule(rule: "contention: a VM whose contention was not measured ranks as contention 0",
+             policy: .fixture(contentionWeight: 2), vms: [("a", "high"), ("b", "high")], vfs: 1,
+             script: { s in
+               // b is busier: a's lift must come from a figure, and nil gives none.
+               var measured = Simulation(policy: s.policy, vms: s.vms.map { ($0.name, $0.label) }, vfs: 1)
+               measured.contention = ["a": 0.42]
+               let load = ["a": 16e6, "b": 20e6]
+               return ["nil: \(names(s.run(10, bytes: load)))", "0.42: \(names(measured.run(10, bytes: load)))"]
+             },
+             expect: ["nil: [\"promote b\"]", "0.42: [\"promote a\"]"]),
+  EngineRule(rule: "contention: a contended challenger displaces an incumbent it does not beat on traffic, and the reason says so",
+             policy: .fixture(dwell: 10, contentionWeight: 2), vms: [("a", "high"), ("b", "high")], vfs: 1,
+             script: { s in
+               s.run(6, bytes: ["a": 20e6])
+               s.contention = ["b": 0.5]
+               let actions = s.run(60, bytes: ["a": 20e6, "b": 20e6])
+               return names(actions) + actions.map { "\($0.reason)" }.filter { $0.contains("contention") }
+             },
+             expect: ["demote a", "promote b", "displaced by b (intensity 4.0 > 2.0 × 1.25); b ranked by contention 0.5 × weight 2"]),
+  EngineRule(rule: "contention: a contended incumbent keeps its VF against a challenger that beats it on traffic",
+             policy: .fixture(dwell: 10, contentionWeight: 2), vms: [("a", "high"), ("b", "high")], vfs: 1,
+             script: { s in
+               s.contention = ["a": 0.5]
+               s.run(6, bytes: ["a": 20e6])
+               let moved = names(s.run(60, bytes: ["a": 20e6, "b": 26e6]))
+               let held = s.holds(s.step(bytes: ["a": 20e6, "b": 26e6]))
+               let why = s.step(bytes: ["a": 20e6, "b": 26e6]).holds.map { "\($0.reason)" }
+               return ["moved: \(moved)", "\(held)", "\(why.allSatisfy { $0.hasSuffix("a ranked by contention 0.5 × weight 2") })"]
+             },
+             expect: ["moved: []", "[\"b: incumbents-hold\"]", "true"]),
+  EngineRule(rule: "contention: a reason names contention only where it turned the outcome (room for both: no mention)",
+             policy: .fixture(contentionWeight: 2), vms: [("a", "high"), ("b", "high")], vfs: 2,
+             script: { s in
+               s.contention = ["b": 0.42]
+               var full = Simulation(policy: s.policy, vms: s.vms.map { ($0.name, $0.label) }, vfs: 1)
+               full.contention = ["b": 0.42]
+               let load = ["a": 20e6, "b": 16e6]
+               let mentions = { (a: [Action]) in a.filter { "\($0.reason)".contains("contention") }.map(\.vm.name) }
+               return ["room: \(mentions(s.run(10, bytes: load)))", "full: \(mentions(full.run(10, bytes: load)))"]
+             },
+             expect: ["room: []", "full: [\"b\"]"]),
+  EngineRule(rule: "promoteUnderContention: while its contention is above the level, a VM under the class's threshold but above the lowered one is promoted, and the reason says so (not when the plain threshold was met)",
+             policy: .fixture(promoteUnderContention: ContentionRelief(above: 0.3, promoteScale: 0.5)),
+             vms: [("a", "high"), ("b", "high"), ("c", "high")], vfs: 3,
+             script: { s in
+               // b is at the level, not above; c would have been promoted anyway.
+               s.contention = ["a": 0.42, "b": 0.3, "c": 0.42]
+               let actions = s.run(10, bytes: ["a": 6e6, "b": 6e6, "c": 20e6])
+               return names(actions) + actions.map { "\($0.reason)" }
+             },
+             expect: ["promote c", "promote a", "above promote threshold for 5s (20.0MB/s, 0pkt/s vs 10.0MB/s / 10.0kpkt/s)",
+                      "above promote threshold for 5s (6.0MB/s, 0pkt/s vs 5.0MB/s / 5.0kpkt/s); threshold × 0.5 while contention 0.42 > 0.3"]),
 ]
 
 @Test(arguments: engineRules)
@@ -209,4 +278,13 @@ extension Simulation {
   init(policy: Policy, vms: [(name: String, label: String?)], vfs: Int) {
     self.init(policy: policy, vms: vms, poolSizes: ["p": vfs])
   }
+}
+
+@Test("explain: a VM's rank in its pool counts its contention, as the engine's ranking does")
+func explainRankCountsContention() {
+  var sim = Simulation(policy: .fixture(contentionWeight: 2), vms: [("a", "high"), ("b", "high")], vfs: 1)
+  sim.contention = ["b": 0.42]
+  sim.run(10, bytes: ["a": 20e6, "b": 16e6])
+  #expect(sim.state.chain(of: "b", now: sim.now)?.rank == 1)
+  #expect(sim.state.chain(of: "a", now: sim.now)?.rank == 2)
 }

@@ -141,6 +141,41 @@ let badPolicies: [BadPolicy] = [
     }
     """, expect: ["3: classes[0].vf: must be one of never, eligible, always", "3: classes[0].match.names: must not be empty"],
     exactly: 3),
+  BadPolicy(what: "a negative contention weight", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "h", match: { names: "*" }, vf: "eligible", contentionWeight: -1,
+                   promote: { bytesPerSecond: 10 }, demote: { bytesPerSecond: 5 } } ],
+    }
+    """, expect: ["3: classes[0].contentionWeight: must be ≥ 0, got -1"], exactly: 1),
+  BadPolicy(what: "a contention weight that is not a number", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "h", match: { names: "*" }, vf: "eligible", contentionWeight: "high",
+                   promote: { bytesPerSecond: 10 }, demote: { bytesPerSecond: 5 } } ],
+    }
+    """, expect: ["3: classes[0].contentionWeight: must be a number, found a string"], exactly: 1),
+  BadPolicy(what: "a contention weight on a class that never ranks (vf: always)", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "h", match: { names: "*" }, vf: "always", contentionWeight: 2 } ],
+    }
+    """, expect: ["3: classes[0].contentionWeight: has no effect when vf is 'always'"], exactly: 1),
+  BadPolicy(what: "promoteUnderContention: a scale above 1 and a missing level", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "h", match: { names: "*" }, vf: "eligible", promoteUnderContention: { promoteScale: 2 },
+                   promote: { bytesPerSecond: 10 }, demote: { bytesPerSecond: 5 } } ],
+    }
+    """, expect: ["3: classes[0].promoteUnderContention.above: is required",
+                  "3: classes[0].promoteUnderContention.promoteScale: must be ≤ 1, got 2"], exactly: 2),
+  BadPolicy(what: "promoteUnderContention: a scale that lowers promote to the release threshold", text: """
+    {
+      pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "h", match: { names: "*" }, vf: "eligible", promoteUnderContention: { above: 0.3, promoteScale: 0.5 },
+                   promote: { bytesPerSecond: 10 }, demote: { bytesPerSecond: 5 } } ],
+    }
+    """, expect: ["3: classes[0].promoteUnderContention.promoteScale: lowers promote.bytesPerSecond to 5, not above demote.bytesPerSecond (5): no hysteresis"], exactly: 1),
   BadPolicy(what: "several errors are all reported", text: """
     {
       pools: [ { name: "p" } ],
@@ -165,6 +200,22 @@ func badPolicyIsReported(_ row: BadPolicy) {
     #expect(error.issues.allSatisfy { $0.file == "bad.json" })
     #expect(error.description.hasPrefix("bad.json"))
   }
+}
+
+@Test("contentionWeight: decoded on an eligible class, 0 (traffic alone) when not given")
+func contentionWeightDecoded() throws {
+  let text = """
+    { pools: [ { name: "p", network: "n" } ],
+      classes: [ { name: "h", match: { names: "h*" }, vf: "eligible", contentionWeight: 2.5,
+                   promote: { bytesPerSecond: 10 }, demote: { bytesPerSecond: 5 } }, \(validClass) ] }
+    """
+  let p = try Policy.parse(text, file: "f", defaultName: "d")
+  #expect(p.classes.map(\.contentionWeight) == [2.5, 0])
+  #expect(p.classes.map(\.promoteUnderContention) == [nil, nil])
+  let relieved = try Policy.parse(text.replacingOccurrences(of: "contentionWeight: 2.5",
+                                                            with: "promoteUnderContention: { above: 0.3, promoteScale: 0.6 }"),
+                                  file: "f", defaultName: "d")
+  #expect(relieved.classes[0].promoteUnderContention == ContentionRelief(above: 0.3, promoteScale: 0.6))
 }
 
 @Test("JSON5 conveniences operators use: comments, trailing commas, unquoted keys, digit separators")

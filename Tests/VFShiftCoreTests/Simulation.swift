@@ -15,6 +15,8 @@ struct Simulation {
   var stale: Set<String> = []
   /// VMs whose swaps fail: their placement stays as it was.
   var failing: Set<String> = []
+  /// VMs' CPU contention as the agent would observe it; a VM not named is not measured.
+  var contention: [String: Double] = [:]
   /// How the driver tells the engine what became of each action (the agent's
   /// part after acting); nil = the engine is told nothing.
   var report: (@Sendable (inout EngineState, Action, _ succeeded: Bool, Instant) -> Void)?
@@ -53,7 +55,8 @@ struct Simulation {
       let reading: CounterReading = unknown.contains(vm.name) ? .unknown
         : stale.contains(vm.name) ? .stale
         : .known(source: source[vm.name]!, counters: c, at: now)
-      observations.append(VMObservation(identity: vm, placement: placement[vm.name]!, reading: reading))
+      observations.append(VMObservation(identity: vm, placement: placement[vm.name]!, reading: reading,
+                                        contention: contention[vm.name]))
     }
     let pools = poolSizes.mapValues { PoolCapacity(total: $0) }.merging(
       heldByOthers.map { ($0.key, PoolCapacity(total: poolSizes[$0.key] ?? 0, heldByOthers: $0.value)) }) { $1 }
@@ -88,13 +91,15 @@ extension Policy {
   /// the table rows easy to read: promote at 10 MB/s for 5 s, let go under
   /// 2 MB/s for 10 s, dwell 30 s, cooldown 10 s, margin 25 %.
   static func fixture(cap: Int? = nil, dwell: Double = 30, cooldown: Double = 10, margin: Double = 0.25,
-                      perCycle: Int = 4, perHour: Int = 100) -> Policy {
+                      perCycle: Int = 4, perHour: Int = 100, contentionWeight: Double = 0,
+                      promoteUnderContention: ContentionRelief? = nil) -> Policy {
     Policy(name: "fixture", smoothingHalfLifeSeconds: 0,
            pools: [VFPool(name: "p", network: "pool", maxInUse: cap)],
            classes: [
             QoSClass(name: "high", priority: 100, match: ClassMatch(metadata: ["high"]), vf: .eligible, pool: "p",
                      promote: RateThreshold(bytesPerSecond: 10e6, packetsPerSecond: 10_000, sustainSeconds: 5),
-                     demote: RateThreshold(bytesPerSecond: 2e6, packetsPerSecond: 2_000, sustainSeconds: 10)),
+                     demote: RateThreshold(bytesPerSecond: 2e6, packetsPerSecond: 2_000, sustainSeconds: 10),
+                     contentionWeight: contentionWeight, promoteUnderContention: promoteUnderContention),
             QoSClass(name: "low", priority: 10, match: ClassMatch(metadata: ["low"]), vf: .never),
             QoSClass(name: "pinned", priority: 50, match: ClassMatch(metadata: ["pinned"]), vf: .always, pool: "p"),
            ],
