@@ -185,16 +185,21 @@ private func recordSwap(_ track: inout VMTrack, now: Instant) {
 
 private func promote(_ state: inout EngineState, _ slot: Int, pool: String, reason: Reason, now: Instant,
                      budget: inout Int, plan: inout Plan) {
-  recordSwap(&state.tracks[slot], now: now)
-  state.tracks[slot].vfSince = now
-  budget -= 1
-  plan.actions.append(.promote(vm: state.tracks[slot].identity, pool: pool, reason: reason))
+  move(&state, slot, .promote, pool: pool, reason: reason, now: now, budget: &budget, plan: &plan)
 }
 
 private func demote(_ state: inout EngineState, _ slot: Int, pool: String, reason: Reason, now: Instant,
                     budget: inout Int, plan: inout Plan) {
+  move(&state, slot, .demote, pool: pool, reason: reason, now: now, budget: &budget, plan: &plan)
+}
+
+/// A swap decided: it counts against anti-flap and the cycle's budget at once,
+/// whether or not the actuator later manages it.
+private func move(_ state: inout EngineState, _ slot: Int, _ verb: Verb, pool: String, reason: Reason, now: Instant,
+                  budget: inout Int, plan: inout Plan) {
   recordSwap(&state.tracks[slot], now: now)
-  state.tracks[slot].vfSince = nil
+  state.tracks[slot].vfSince = verb == .promote ? now : nil
   budget -= 1
-  plan.actions.append(.demote(vm: state.tracks[slot].identity, pool: pool, reason: reason))
+  let vm = state.tracks[slot].identity
+  plan.actions.append(verb == .promote ? .promote(vm: vm, pool: pool, reason: reason) : .demote(vm: vm, pool: pool, reason: reason))
 }
