@@ -126,26 +126,20 @@ pool_members() {
 }
 
 # --- the guest's domain XML (used by up and reset-guest) ---
-virtio_nic_xml() { # index: the guest's initial NIC, also what reset-guest re-attaches
+bridge_nic_xml() { # mac bridge alias
   cat <<EOF
     <interface type='bridge'>
-      <mac address='$(guest_mac "$1")'/>
-      <source bridge='$TB_BRIDGE'/>
+      <mac address='$1'/>
+      <source bridge='$2'/>
       <model type='virtio'/>
-      <alias name='ua-net0'/>
+      <alias name='$3'/>
     </interface>
 EOF
 }
-mgmt_nic_xml() { # index: the management NIC, which no swap may change
-  cat <<EOF
-    <interface type='bridge'>
-      <mac address='$(guest_mgmt_mac "$1")'/>
-      <source bridge='$TB_MGMT_BRIDGE'/>
-      <model type='virtio'/>
-      <alias name='$TB_MGMT_ALIAS'/>
-    </interface>
-EOF
-}
+# index: the guest's initial NIC, also what reset-guest re-attaches
+virtio_nic_xml() { bridge_nic_xml "$(guest_mac "$1")" "$TB_BRIDGE" ua-net0; }
+# index: the management NIC, which no swap may change
+mgmt_nic_xml() { bridge_nic_xml "$(guest_mgmt_mac "$1")" "$TB_MGMT_BRIDGE" "$TB_MGMT_ALIAS"; }
 domain_xml() { # name index label uuid
   local name=$1 idx=$2 label=$3 uuid=$4 qos=""
   # Built here: quotes inside \${x:+...} in a here-document are dropped.
