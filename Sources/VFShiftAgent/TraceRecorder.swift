@@ -16,7 +16,10 @@ final class TraceRecorder {
       throw FileError(path: path, reason: "cannot be created")
     }
     handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-    let header = TraceWriter.header(source: "recorded by vfshift on \(ProcessInfo.processInfo.hostName)",
+    // Version 2 from the first line: the contention figure comes only after
+    // a window of cycles (or never, on a host that cannot read it), and a
+    // streamed header cannot be changed once written.
+    let header = TraceWriter.header(version: 2, source: "recorded by vfshift on \(ProcessInfo.processInfo.hostName)",
                                     intervalSeconds: interval, poolSizes: pools)
     handle.write(Data(header.utf8))
   }
@@ -29,7 +32,10 @@ final class TraceRecorder {
       identities.append(vm.identity)
       return i
     }
-    let samples = zip(present, observation.vms).lazy.map { TraceSample(vm: $0, reading: $1.reading) }
+    // A figure outside 0…1 (clamped by the engine too) would make the trace unreadable.
+    let samples = zip(present, observation.vms).lazy.map {
+      TraceSample(vm: $0, reading: $1.reading, contention: $1.contention.flatMap { $0.isFinite ? min(1, max(0, $0)) : nil })
+    }
     let out = writer.cycle(at: now, present: present, identity: { identities[Int($0)] }, samples: samples)
     handle.write(Data(out.utf8))
   }

@@ -7,6 +7,8 @@ public enum GWAT12 {
   public static let timestampColumn = "Timestamp [ms]"
   public static let receivedColumn = "Network received throughput [KB/s]"
   public static let transmittedColumn = "Network transmitted throughput [KB/s]"
+  public static let coresColumn = "CPU cores"
+  public static let cpuUsageColumn = "CPU usage [%]"
   public static let intervalSeconds = 300.0
   /// Ten years of 300 s cycles. The cycles are allocated up front, so a span
   /// beyond this (timestamps in milliseconds, or one wild row) must be an
@@ -18,6 +20,8 @@ public enum GWAT12 {
     var t: Double
     var rxKBps: Double
     var txKBps: Double
+    /// CPU cores the VM used over the row's interval (cores × usage %), when asked for.
+    var cores = 0.0
   }
 
   public struct File: Sendable {
@@ -38,7 +42,7 @@ public enum GWAT12 {
 
   /// Where the columns vfshift reads are: found by their names in the header,
   /// so a tool that reorders or drops other columns changes nothing.
-  struct Columns { var count: Int; var t: Int; var rx: Int; var tx: Int }
+  struct Columns { var count: Int; var t: Int; var rx: Int; var tx: Int; var cpu: (cores: Int, usage: Int)? }
 
   static func headerFields(_ line: Substring) -> [Substring] {
     line.split(separator: ";", omittingEmptySubsequences: false).map(\.trimmingWhitespace)
@@ -54,7 +58,7 @@ public enum GWAT12 {
 
   /// One VM's rows: (timestamp seconds, received KB/s, transmitted KB/s).
   public static func rows(_ file: File) throws(TraceError) -> [(t: Double, rxKBps: Double, txKBps: Double)] {
-    switch try read(file) {
+    switch try read(file, cpu: false) {
     case .rows(let rows): return rows.map { ($0.t, $0.rxKBps, $0.txKBps) }
     case .skipped(let reason): throw TraceError(file: file.name, line: 1, reason: reason)
     }
@@ -64,7 +68,9 @@ public enum GWAT12 {
 
   /// A file's rows, or why it gives none. Whatever the file holds past a
   /// GWA-T-12 header must be rows: anything else is an error at its line.
-  static func read(_ file: File) throws(TraceError) -> Read {
+  /// `cpu`: also read each row's CPU use (for `hostCores`); a file without
+  /// those columns is then an error, not a file left out.
+  static func read(_ file: File, cpu: Bool) throws(TraceError) -> Read {
     let lines = try textLines(file.text, file: file.name, ends: .anyConvention)
     guard let header = lines.first, looksLike(header.text) else {
       return .skipped("not a GWA-T-12 file: the header has no '\(timestampColumn)' field")
@@ -74,7 +80,14 @@ public enum GWAT12 {
     guard let rx = names.firstIndex(of: receivedColumn[...]), let tx = names.firstIndex(of: transmittedColumn[...]) else {
       return .skipped("no network columns: the header has no '\(receivedColumn)' and '\(transmittedColumn)'")
     }
-    let columns = Columns(count: names.count, t: t, rx: rx, tx: tx)
+    var columns = Columns(count: names.count, t: t, rx: rx, tx: tx, cpu: nil)
+    if cpu {
+      guard let c = names.firstIndex(of: coresColumn[...]), let u = names.firstIndex(of: cpuUsageColumn[...]) else {
+        throw TraceError(file: file.name, line: header.number, reason: "no CPU columns: estimating contention "
+          + "(--host-cores) needs '\(coresColumn)' and '\(cpuUsageColumn)' in the header")
+      }
+      columns.cpu = (c, u)
+    }
     var out: [Row] = []
     for line in lines.dropFirst() {
       if line.text.allSatisfy({ $0 == " " || $0 == "\t" }) { continue }
@@ -93,9 +106,10 @@ public enum GWAT12 {
         guard let d = Double(text), d.isFinite, d >= 0 else { throw fail("\(what) '\(text)' is not a number ≥ 0") }
         return d
       }
-      let row = Row(line: line.number, t: try number(columns.t, "timestamp"),
+      var row = Row(line: line.number, t: try number(columns.t, "timestamp"),
                     rxKBps: try number(columns.rx, "network received KB/s"),
                     txKBps: try number(columns.tx, "network transmitted KB/s"))
+      if let (c, u) = columns.cpu { row.cores = try number(c, "CPU cores") * (try number(u, "CPU usage %")) / 100 }
       // The archive's rows never go back in time (equal timestamps occur);
       // rows that do are two files' rows joined, or sorted by another column.
       if let p = out.last, row.t < p.t {
@@ -112,10 +126,10 @@ public enum GWAT12 {
   /// Every file must give a VM: a file that gives none is an error naming it
   /// (the strict form of the import below).
   public static func trace(_ files: [File], source: String,
-                           identity: (String) -> VMIdentity? = { VMIdentity(uuid: $0, name: $0) })
+                           identity: (String) -> VMIdentity? = { VMIdentity(uuid: $0, name: $0) }, hostCores: Int? = nil)
     throws(TraceError) -> Trace {
     var skipped: [Skipped] = []
-    let trace = try trace(files, source: source, identity: identity, skipped: &skipped)
+    let trace = try trace(files, source: source, identity: identity, hostCores: hostCores, skipped: &skipped)
     if let s = skipped.first(where: \.warning) { throw TraceError(file: s.file, line: 1, reason: s.reason) }
     return trace
   }
@@ -123,7 +137,9 @@ public enum GWAT12 {
   /// Files of one stem (one VM's file split by time, e.g. the archive's month
   /// directories) are one VM, their rows in time order; parts that overlap in
   /// time are refused. Files that give nothing are appended to `skipped`.
-  public static func trace(_ files: [File], source: String, identity: (String) -> VMIdentity?,
+  /// `hostCores`: give every sample the contention `estimatedContention`
+  /// derives from the VMs' CPU use, as if they shared a host of that many cores.
+  public static func trace(_ files: [File], source: String, identity: (String) -> VMIdentity?, hostCores: Int? = nil,
                            skipped: inout [Skipped]) throws(TraceError) -> Trace {
     var perVM: [(id: VMIdentity, file: String, rows: [Row])] = []
     var byStem: [String: Int] = [:]
@@ -133,7 +149,7 @@ public enum GWAT12 {
         continue
       }
       let rows: [Row]
-      switch try read(file) {
+      switch try read(file, cpu: hostCores != nil) {
       case .skipped(let reason):
         skipped.append(Skipped(file: file.name, reason: reason, warning: true))
         continue
@@ -163,6 +179,8 @@ public enum GWAT12 {
     // Samples land on the nearest 300 s cycle; the jitter of ±1 s stays in
     // the sample's own time, so rates use the real elapsed time.
     var buckets = [[TraceSample]](repeating: [], count: cycleCount)
+    // The CPU cores each cycle's samples used, in step with `buckets`.
+    var cores = [[Double]](repeating: [], count: hostCores == nil ? 0 : cycleCount)
     var firstCycle = [Int](repeating: 0, count: perVM.count)
     var lastCycle = [Int](repeating: 0, count: perVM.count)
     for (v, vm) in perVM.enumerated() {
@@ -190,13 +208,17 @@ public enum GWAT12 {
         }
         previous = row.t
         // Two rows on one cycle (jitter): both count, the later one is the sample.
-        if k == lastK, let i = buckets[k].lastIndex(where: { $0.vm == Int32(v) }) { buckets[k].remove(at: i) }
+        if k == lastK, let i = buckets[k].lastIndex(where: { $0.vm == Int32(v) }) {
+          buckets[k].remove(at: i)
+          if hostCores != nil { cores[k].remove(at: i) }
+        }
         guard k >= lastK else { continue }
         if lastK < 0 { firstCycle[v] = k }
         lastK = k
         buckets[k].append(TraceSample(vm: Int32(v), reading: .known(
           source: "gwa\(segment)", counters: VMCounters(rxBytes: rx, txBytes: tx, rxPackets: nil, txPackets: nil),
           at: Instant(seconds: row.t))))
+        if hostCores != nil { cores[k].append(row.cores) }
       }
       lastCycle[v] = lastK
     }
@@ -207,7 +229,14 @@ public enum GWAT12 {
     firstCycle = order.map { firstCycle[$0] }
     lastCycle = order.map { lastCycle[$0] }
     for k in buckets.indices { for i in buckets[k].indices { buckets[k][i].vm = renumber[buckets[k][i].vm]! } }
-    var trace = Trace(source: source, intervalSeconds: intervalSeconds, vms: perVM.map(\.id))
+    if let hostCores {
+      for k in buckets.indices {
+        let c = estimatedContention(demand: cores[k].reduce(0, +), hostCores: hostCores)
+        for i in buckets[k].indices { buckets[k][i].contention = c }
+      }
+    }
+    var trace = Trace(version: hostCores == nil ? 1 : 2, source: source, intervalSeconds: intervalSeconds,
+                      vms: perVM.map(\.id))
     trace.samples.reserveCapacity(buckets.reduce(0) { $0 + $1.count })
     for k in 0..<cycleCount {
       let begin = trace.samples.count
@@ -217,6 +246,17 @@ public enum GWAT12 {
                                      samples: begin..<trace.samples.count, present: present))
     }
     return trace
+  }
+
+  /// A model, not a measurement (docs/trace-format.md, "Contention from CPU
+  /// use"): VMs demanding `demand` cores on a host of `hostCores`, shared
+  /// fairly, get min(demand, hostCores) and wait for the rest, so the share of
+  /// runnable time spent waiting is max(0, demand − hostCores) / demand — the
+  /// live figure's wait / (run + wait). Rounded to 4 decimals: the data's CPU
+  /// figures are 5-minute means, and the trace stays short.
+  public static func estimatedContention(demand: Double, hostCores: Int) -> Double {
+    guard demand > 0, hostCores > 0 else { return 0 }
+    return (max(0, demand - Double(hostCores)) / demand * 10_000).rounded() / 10_000
   }
 
   /// Seconds as a whole number when they are one (as the files write them).

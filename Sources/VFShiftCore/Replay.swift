@@ -84,6 +84,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
     oracle.reserve(sampleRange.count)
     var candidateCount = 0
     var eligibleBytes = 0.0, eligibleVFBytes = 0.0, missedBursts = 0, reactiveBytes = 0.0
+    var weightedBytes = 0.0, weightedVFBytes = 0.0
     // A span borrows all of the room it comes from, so the arrays written
     // through spans are moved out of their rooms for the cycle and back.
     var vmsOut = take(&sim.observation.vms), freshOut = take(&sim.sampled)
@@ -109,6 +110,7 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
           : slotOf.isEmpty ? presentKey.firstIndex(of: vm) : slotOf[vm]
         if let slot {
           vms[slot].reading = samples[s].reading
+          vms[slot].contention = samples[s].contention
           fresh[slot] = true
           nextSlot = slot + 1
         }
@@ -130,6 +132,11 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
         if p >= 0 {
           eligibleBytes += bytes
           if onVF { eligibleVFBytes += bytes }
+          // Weighted by the contention the sample came with: unmeasured bytes weigh nothing.
+          if let w = samples[s].contention, w > 0 {
+            weightedBytes += bytes * w
+            if onVF { weightedVFBytes += bytes * w }
+          }
           if rides[v] == k { reactiveBytes += bytes }
           candidates[candidateCount] = OracleCandidate(pool: p, pinned: classPinned[c], bytes: bytes, vm: vm)
           candidateCount += 1
@@ -154,6 +161,8 @@ public func replay(_ trace: Trace, policy: Policy, options: ReplayOptions = Repl
     score.report.vmSamples += sampleRange.count
     score.report.eligibleBytes += eligibleBytes
     score.report.eligibleVFBytes += eligibleVFBytes
+    score.report.contentionWeightedEligibleBytes += weightedBytes
+    score.report.contentionWeightedEligibleVFBytes += weightedVFBytes
     score.report.missedBursts += missedBursts
     score.report.reactiveEligibleVFBytes += reactiveBytes
     oracle.settle(candidateCount, cycle: k, into: &score.report.oracleEligibleVFBytes)

@@ -39,6 +39,10 @@ public struct ReplayReport: Sendable, Equatable {
   /// gone to the pool's busiest VMs of the interval before, swaps free: the
   /// best a causal policy without forecasting can do.
   public var reactiveEligibleVFBytes = 0.0
+  /// Eligible bytes × the contention their sample came with (docs/trace-format.md,
+  /// "Replay"): what the VFs were worth where the vCPUs waited.
+  public var contentionWeightedEligibleBytes = 0.0
+  public var contentionWeightedEligibleVFBytes = 0.0
   /// Seconds managed VMs were present, summed over them: what "per VM" means.
   public var managedVMSeconds = 0.0
   /// Only when asked for (`ReplayOptions.timelineColumns`).
@@ -58,6 +62,12 @@ public struct ReplayReport: Sendable, Equatable {
   }
   public var eligibleVFByteShare: Double? { eligibleBytes > 0 ? eligibleVFBytes / eligibleBytes : nil }
   public var oracleEligibleVFByteShare: Double? { eligibleBytes > 0 ? oracleEligibleVFBytes / eligibleBytes : nil }
+  /// The share of eligible bytes on a VF, each weighted by its VM's contention;
+  /// nil when no eligible byte came with a contention above 0 (a trace
+  /// without the field), never a made-up figure.
+  public var contentionWeightedEligibleVFByteShare: Double? {
+    contentionWeightedEligibleBytes > 0 ? contentionWeightedEligibleVFBytes / contentionWeightedEligibleBytes : nil
+  }
   public var reactiveEligibleVFByteShare: Double? { eligibleBytes > 0 ? reactiveEligibleVFBytes / eligibleBytes : nil }
   public var medianPromoteDelaySeconds: Double? { percentile(promoteDelays, 0.5) }
   public var p90PromoteDelaySeconds: Double? { percentile(promoteDelays, 0.9) }

@@ -61,9 +61,13 @@ struct ReplaySimulator {
     guard now != present else { return false }
     let staying = Set(now)
     for v in present where !staying.contains(v) { actuator.leave(Int(v)) }
+    // A VM that stays keeps its contention: live, the figure of the last
+    // window stands until the next, whatever else changed on the host.
+    var kept: [Int32: Double] = [:]
+    for (v, vm) in zip(present, observation.vms) where staying.contains(v) { kept[v] = vm.contention }
     present = now
     observation.vms = present.map {
-      VMObservation(identity: vms[Int($0)], placement: actuator.placement[Int($0)], reading: .stale)
+      VMObservation(identity: vms[Int($0)], placement: actuator.placement[Int($0)], reading: .stale, contention: kept[$0])
     }
     sampled = Array(repeating: false, count: present.count)
     return true

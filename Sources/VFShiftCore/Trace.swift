@@ -2,6 +2,11 @@
 /// counters (the way `/proc/net/dev` gives them). The text form is documented
 /// in docs/trace-format.md; `vfshift record` writes it, `vfshift whatif` reads it.
 public struct Trace: Sendable, Equatable {
+  /// The format version the text declares (docs/trace-format.md, "Versions"):
+  /// 1, or 2 when samples may carry a contention figure. `render` writes at
+  /// least 2 when one does, so an older vfshift refuses the file at its first
+  /// line instead of misreading a field.
+  public var version: Int
   public var source: String
   public var intervalSeconds: Double
   /// VFs each pool had when the trace was recorded.
@@ -10,9 +15,9 @@ public struct Trace: Sendable, Equatable {
   public var cycles: [TraceCycle]
   public var samples: [TraceSample]
 
-  public init(source: String = "", intervalSeconds: Double, poolSizes: [String: Int] = [:], vms: [VMIdentity] = [],
-              cycles: [TraceCycle] = [], samples: [TraceSample] = []) {
-    self.source = source; self.intervalSeconds = intervalSeconds; self.poolSizes = poolSizes
+  public init(version: Int = 1, source: String = "", intervalSeconds: Double, poolSizes: [String: Int] = [:],
+              vms: [VMIdentity] = [], cycles: [TraceCycle] = [], samples: [TraceSample] = []) {
+    self.version = version; self.source = source; self.intervalSeconds = intervalSeconds; self.poolSizes = poolSizes
     self.vms = vms; self.cycles = cycles; self.samples = samples
   }
 }
@@ -32,7 +37,12 @@ public struct TraceCycle: Sendable, Equatable {
 public struct TraceSample: Sendable, Equatable {
   public var vm: Int32
   public var reading: CounterReading
-  public init(vm: Int32, reading: CounterReading) { self.vm = vm; self.reading = reading }
+  /// The VM's CPU contention as the cycle observed it (`VMObservation.contention`,
+  /// 0 to 1); nil when not measured. Version 2 only.
+  public var contention: Double?
+  public init(vm: Int32, reading: CounterReading, contention: Double? = nil) {
+    self.vm = vm; self.reading = reading; self.contention = contention
+  }
 }
 
 public struct TraceError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -43,7 +53,13 @@ public struct TraceError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 extension Trace {
-  public static let magic = "vfshift-trace 1"
+  public static let magic = "vfshift-trace"
+  /// The versions this vfshift reads; the last is what a trace with
+  /// contention declares.
+  public static let versions = 1...2
+  static let versionsRead = "this vfshift reads versions 1 and 2"
+  /// A version-2 sample's optional last field.
+  static let contentionField = "CONTENTION"
 
   /// Parses the text form. Every error names the file and line.
   public static func parse(_ text: String, file: String) throws(TraceError) -> Trace {
@@ -73,10 +89,13 @@ extension Trace {
       guard let kind = f.first else { continue }
       func fail(_ reason: String) -> TraceError { TraceError(file: file, line: lineNumber, reason: reason) }
       if !sawMagic {
-        guard f.count == 2, kind == "vfshift-trace" else {
-          throw fail("not a vfshift trace: the first line must be '\(magic)'")
+        guard f.count == 2, kind == magic[...] else {
+          throw fail("not a vfshift trace: the first line must be '\(magic) 1' or '\(magic) 2'")
         }
-        guard f[1] == "1" else { throw fail("trace version \(f[1]) is not supported (this vfshift reads version 1)") }
+        guard let v = Int(f[1]), versions.contains(v) else {
+          throw fail("trace version \(f[1]) is not supported (\(versionsRead))")
+        }
+        trace.version = v
         sawMagic = true
         continue
       }
@@ -133,12 +152,28 @@ extension Trace {
         guard let vm = keyIndex[f[2]] else { throw fail("sample names vm '\(f[2])', which is not declared") }
         guard cyclePresentSet.contains(vm) else { throw fail("sample for vm '\(f[2])', which is not present in this cycle (declare it before the 'c' line)") }
         guard seenInCycle.insert(vm).inserted else { throw fail("two samples for vm '\(f[2])' in one cycle") }
-        if f.count == 4 && f[3] == "?" {
-          trace.samples.append(TraceSample(vm: vm, reading: .unknown))
+        // Version 2 lets a sample end in one more field, the contention.
+        let unknownLine = (f.count == 4 || f.count == 5) && f[3] == "?"
+        let base = unknownLine ? 4 : 8
+        var contention: Double?
+        if f.count == base + 1 {
+          guard trace.version >= 2 else {
+            throw fail("a sample has \(f.count) fields, expected \(base); a contention field (the \(f.count)th) "
+              + "needs the header '\(magic) 2'")
+          }
+          let text = f[base]
+          guard let c = Double(text), c.isFinite else { throw fail("contention '\(text)' is not a number") }
+          guard c >= 0, c <= 1 else { throw fail("contention \(text) is out of range (0 to 1)") }
+          contention = c
+        }
+        if unknownLine {
+          trace.samples.append(TraceSample(vm: vm, reading: .unknown, contention: contention))
           continue
         }
-        guard f.count == 8 else {
-          throw fail("a sample has \(f.count) fields, expected 8 (s TIME VM SOURCE RX_BYTES TX_BYTES RX_PACKETS TX_PACKETS) or 4 (s TIME VM ?)")
+        guard f.count == 8 || (contention != nil && f.count == 9) else {
+          let extra = trace.version >= 2 ? " [\(contentionField)]" : ""
+          throw fail("a sample has \(f.count) fields, expected \(trace.version >= 2 ? "8 or 9" : "8") "
+            + "(s TIME VM SOURCE RX_BYTES TX_BYTES RX_PACKETS TX_PACKETS\(extra)) or \(trace.version >= 2 ? "4 or 5" : "4") (s TIME VM ?\(extra))")
         }
         guard let rx = UInt64(f[4]), let tx = UInt64(f[5]) else {
           throw fail("byte counters must be whole numbers ≥ 0, got '\(f[4])' '\(f[5])'")
@@ -149,7 +184,7 @@ extension Trace {
         }
         let counters = VMCounters(rxBytes: rx, txBytes: tx, rxPackets: rp, txPackets: tp)
         trace.samples.append(TraceSample(vm: vm, reading: .known(source: decodeField(f[3]), counters: counters,
-                                                                at: Instant(seconds: t))))
+                                                                at: Instant(seconds: t)), contention: contention))
       default:
         throw fail("unknown line kind '\(kind)' (known: source, interval, pool, vm, gone, back, c, s)")
       }
@@ -159,10 +194,15 @@ extension Trace {
     return trace
   }
 
-  /// The text form; `parse(render())` gives back an equal trace.
+  /// The version the text form needs: 2 when a sample carries contention.
+  public var versionNeeded: Int { samples.contains { $0.contention != nil } ? 2 : 1 }
+
+  /// The text form; `parse(render())` gives back an equal trace (when
+  /// `version` is at least `versionNeeded`, as parsed traces' are).
   public func render() -> String {
     var writer = TraceWriter()
-    var out = TraceWriter.header(source: source, intervalSeconds: intervalSeconds, poolSizes: poolSizes)
+    var out = TraceWriter.header(version: max(version, versionNeeded), source: source, intervalSeconds: intervalSeconds,
+                                 poolSizes: poolSizes)
     for cycle in cycles {
       out += writer.cycle(at: cycle.at, present: cycle.present, identity: { vms[Int($0)] }, samples: samples[cycle.samples])
     }

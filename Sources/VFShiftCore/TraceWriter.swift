@@ -14,8 +14,9 @@ public struct TraceWriter: Sendable {
 
   public init() {}
 
-  public static func header(source: String, intervalSeconds: Double, poolSizes: [String: Int]) -> String {
-    var out = "\(Trace.magic)\n"
+  /// `version` 2 for a stream that may carry contention (docs/trace-format.md, "Versions").
+  public static func header(version: Int = 1, source: String, intervalSeconds: Double, poolSizes: [String: Int]) -> String {
+    var out = "\(Trace.magic) \(version)\n"
     if !source.isEmpty { out += "source \(encodeField(source))\n" }
     out += "interval \(fmt(intervalSeconds))\n"
     for (name, n) in poolSizes.sorted(by: { $0.key < $1.key }) { out += "pool \(encodeField(name)) \(n)\n" }
@@ -37,7 +38,7 @@ public struct TraceWriter: Sendable {
     out += "c \(at.seconds)\n"
     for sample in samples {
       if case .stale = sample.reading { continue }
-      out += TraceWriter.sampleLine(keys[Int(sample.vm)]!, sample.reading)
+      out += TraceWriter.sampleLine(keys[Int(sample.vm)]!, sample.reading, contention: sample.contention)
     }
     return out
   }
@@ -80,12 +81,14 @@ public struct TraceWriter: Sendable {
     return "\(key)~\(n)"
   }
 
-  static func sampleLine(_ key: String, _ reading: CounterReading) -> String {
+  /// A sample's line; the contention field only when there is a figure.
+  static func sampleLine(_ key: String, _ reading: CounterReading, contention: Double? = nil) -> String {
+    let tail = contention.map { " \($0)\n" } ?? "\n"
     switch reading {
-    case .unknown, .stale: return "s 0 \(key) ?\n"
+    case .unknown, .stale: return "s 0 \(key) ?" + tail
     case let .known(source, c, at):
       return "s \(at.seconds) \(key) \(encodeField(source)) \(c.rxBytes) \(c.txBytes) "
-        + "\(c.rxPackets.map(String.init) ?? "-") \(c.txPackets.map(String.init) ?? "-")\n"
+        + "\(c.rxPackets.map(String.init) ?? "-") \(c.txPackets.map(String.init) ?? "-")" + tail
     }
   }
 }

@@ -68,8 +68,10 @@ public struct TraceInputs: Sendable, Equatable {
 /// `<vm>.csv`, or such files) — told apart by their first line, not by a
 /// flag. Several paths are one VM set: files of one name are one VM's rows
 /// split by time. Every file found is accounted for in `inputs`.
-public func loadTrace(_ paths: [String], identity: @escaping (String) -> VMIdentity? = { VMIdentity(uuid: $0, name: $0) })
-  throws -> (trace: Trace, inputs: TraceInputs) {
+/// `hostCores` (GWA-T-12 only) estimates each sample's contention from the
+/// VMs' CPU use (`GWAT12.estimatedContention`).
+public func loadTrace(_ paths: [String], identity: @escaping (String) -> VMIdentity? = { VMIdentity(uuid: $0, name: $0) },
+                      hostCores: Int? = nil) throws -> (trace: Trace, inputs: TraceInputs) {
   var inputs = TraceInputs()
   var files: [GWAT12.File] = []
   var seen: [FileID: String] = [:]
@@ -103,11 +105,16 @@ public func loadTrace(_ paths: [String], identity: @escaping (String) -> VMIdent
       throw FileError(path: path, reason: "not a GWA-T-12 file, and a vfshift trace is read alone "
         + "(only GWA-T-12 files and directories combine)")
     }
+    if hostCores != nil {
+      throw FileError(path: path, reason: "is a vfshift trace: --host-cores estimates contention for GWA-T-12 files only "
+        + "(a trace carries its own)")
+    }
     let trace = try Trace.parse(text, file: path)
     inputs.vms = trace.vms.count
     return (trace, inputs)
   }
-  let trace = try GWAT12.trace(files, source: paths.joined(separator: ", "), identity: identity, skipped: &inputs.skipped)
+  let trace = try GWAT12.trace(files, source: paths.joined(separator: ", "), identity: identity, hostCores: hostCores,
+                               skipped: &inputs.skipped)
   inputs.skipped.sort { $0.file < $1.file }
   inputs.vms = trace.vms.count
   guard !trace.vms.isEmpty else {

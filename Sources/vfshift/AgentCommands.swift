@@ -46,6 +46,8 @@ func agentHelp(for command: String) -> String? {
   case "record": """
     OVERVIEW: Record the live per-VM samples into a trace file, so 'vfshift whatif'
     can replay the host's own traffic. Observes only: decides and changes nothing.
+    Each sample carries the VM's CPU contention once it is measured (a trace of
+    format version 2, which whatif replays into contention-weighted policies).
 
     USAGE: \(agentUsage(command))
 

@@ -17,6 +17,9 @@ func help(for command: String) -> String? {
                        name are its rows in time order).
       --policy FILE    A policy file; repeat to compare. Default: every bundled policy.
       --vfs N          VFs per pool where the trace does not record it (default 8).
+      --host-cores N   GWA-T-12 input only: estimate each sample's CPU contention
+                       as if the VMs shared a host of N cores (a model, not a
+                       measurement: see 'trace import --help').
       --json           Print one JSON object instead of the table.
       --strict         A file that gives no VM (no rows, not GWA-T-12, unreadable,
                        not a regular file) is an error, not a warning.
@@ -26,7 +29,9 @@ func help(for command: String) -> String? {
       -h, --help       Show this help.
 
     The table's first lines account for the input: files found, VMs imported,
-    every file left out and why (JSON: "inputs"). Warnings, and a progress line
+    every file left out and why (JSON: "inputs"). "weighted by CPU contention"
+    is the share of eligible bytes on a VF with each byte weighted by its VM's
+    contention; "—" (JSON null) when the trace carries none. Warnings, and a progress line
     on long replays, go to stderr; results go to stdout.
     Exit status: 0 done, 1 a file is invalid (the error names file, line, field), 64 usage.
     """
@@ -48,6 +53,13 @@ func help(for command: String) -> String? {
       --vms LIST           Comma-separated file stems to keep (default: all).
       --rename OLD=NEW     Give VM OLD the name NEW (repeatable).
       --label VM=LABEL     Give VM the QoS label LABEL, as libvirt metadata would (repeatable).
+      --host-cores N       Give each sample a CPU contention estimated from the VMs'
+                           CPU use, as if they all ran on one host of N cores:
+                           demand D = the sum of cores x CPU usage % of the VMs'
+                           rows in the cycle, contention = max(0, D - N) / D.
+                           A model, not a measurement (the archive's VMs ran on
+                           other hosts, and their usage is what they got, not
+                           what they asked for). Writes a version-2 trace.
       --strict             A file that gives no VM is an error, not a warning.
       -h, --help           Show this help.
 

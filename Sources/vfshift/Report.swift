@@ -107,7 +107,8 @@ private func policySection(trace: Trace, report: ReplayReport) -> String {
   var out = "<section class=\"policy\" id=\"policy-\(name)\" data-policy=\"\(name)\">\n<h2>Policy \(name)</h2>\n"
   out += "<p>\(report.managedVMs) managed VMs, \(report.usableVFs) usable VFs, \(report.swapCount) swaps "
     + "(▲ promote, ▼ demote, drawn where decided), \(report.flaps) flaps; eligible VMs' bytes on a VF "
-    + "\(percent(report.eligibleVFByteShare)), the oracle's \(percent(report.oracleEligibleVFByteShare)).</p>\n"
+    + "\(percent(report.eligibleVFByteShare)), the oracle's \(percent(report.oracleEligibleVFByteShare))"
+    + (report.contentionWeightedEligibleVFByteShare.map { "; weighted by CPU contention \(percent($0))" } ?? "") + ".</p>\n"
   guard let t = report.timeline else { return out + "<p>No timeline recorded.</p></section>\n" }
   let plotX = 140.0, plotW = 960.0
   let colW = plotW / Double(t.columns.count)

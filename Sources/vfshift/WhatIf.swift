@@ -4,7 +4,8 @@ import VFShiftAgent
 import VFShiftFiles
 
 func whatif(_ argv: [String]) throws -> ExitCode {
-  let args = try Arguments(argv, command: "whatif", valued: ["--trace", "--policy", "--vfs", "--report"], flags: ["--json", "--strict"])
+  let args = try Arguments(argv, command: "whatif", valued: ["--trace", "--policy", "--vfs", "--report", "--host-cores"],
+                           flags: ["--json", "--strict"])
   guard args.positionals.isEmpty else {
     throw UsageError(message: "unexpected argument '\(args.positionals[0])' (the trace goes after --trace)", command: "whatif")
   }
@@ -21,6 +22,7 @@ func whatif(_ argv: [String]) throws -> ExitCode {
     }
   }
   let vfs = try args.int("--vfs")
+  let hostCores = try hostCoresOption(args)
   let reportPath = try args.value("--report")
   if let reportPath { try checkWritable(reportPath) }
   var policies: [Policy] = []
@@ -32,7 +34,7 @@ func whatif(_ argv: [String]) throws -> ExitCode {
     }
   }
   if invalid { return .failure }
-  let (trace, inputs) = try loadTrace(tracePaths)
+  let (trace, inputs) = try loadTrace(tracePaths, hostCores: hostCores)
   guard warnAbout(inputs, strict: args.flags.contains("--strict")) else { return .failure }
   let tracePath = tracePaths.joined(separator: ", ")
   let long = trace.samples.count > 200_000
@@ -136,6 +138,7 @@ func whatifRows(_ reports: [ReplayReport]) -> [[String]] {
   row("time to promote, p90") { seconds($0.p90PromoteDelaySeconds) }
   row("bursts over before promotion") { "\($0.missedBursts)" }
   row("eligible VMs' bytes on a VF") { percent($0.eligibleVFByteShare) }
+  row("  weighted by CPU contention") { percent($0.contentionWeightedEligibleVFByteShare) }
   row("  reactive bound, same caps") { percent($0.reactiveEligibleVFByteShare) }
   row("  oracle, same caps") { percent($0.oracleEligibleVFByteShare) }
   row("  policy / oracle") { r in
@@ -167,6 +170,8 @@ struct WhatifJSON: Encodable {
     var swapsPerVMPer10Min: Double; var vfOccupancy: Double?
     var medianPromoteDelaySeconds: Double?; var p90PromoteDelaySeconds: Double?; var missedBursts: Int
     var eligibleVFByteShare: Double?; var reactiveEligibleVFByteShare: Double?; var oracleEligibleVFByteShare: Double?
+    /// Written as null when there is no figure: a reader sees the field exists.
+    var contentionWeightedEligibleVFByteShare: NullableNumber
     var shareOfOracle: Double?
     var classes: [ClassJSON]
     var ambiguousVMs: [String: [String]]
@@ -176,6 +181,23 @@ struct WhatifJSON: Encodable {
   var trace: TraceInfo
   var inputs: InputsJSON
   var policies: [PolicyJSON]
+}
+
+/// A number, or an explicit null (the synthesised encoder leaves a nil Optional out).
+struct NullableNumber: Encodable {
+  var value: Double?
+  init(_ value: Double?) { self.value = value }
+  func encode(to encoder: Encoder) throws {
+    var c = encoder.singleValueContainer()
+    if let value { try c.encode(value) } else { try c.encodeNil() }
+  }
+}
+
+/// `--host-cores N`, a whole number > 0.
+func hostCoresOption(_ args: Arguments) throws(UsageError) -> Int? {
+  guard let n = try args.int("--host-cores") else { return nil }
+  guard n > 0 else { throw UsageError(message: "--host-cores must be a whole number > 0, got '\(n)'", command: args.command) }
+  return n
 }
 
 func whatifJSON(trace: Trace, path: String, inputs: TraceInputs, reports: [ReplayReport]) -> String {
@@ -190,6 +212,7 @@ func whatifJSON(trace: Trace, path: String, inputs: TraceInputs, reports: [Repla
             missedBursts: r.missedBursts,
             eligibleVFByteShare: r.eligibleVFByteShare, reactiveEligibleVFByteShare: r.reactiveEligibleVFByteShare,
             oracleEligibleVFByteShare: r.oracleEligibleVFByteShare,
+            contentionWeightedEligibleVFByteShare: NullableNumber(r.contentionWeightedEligibleVFByteShare),
             shareOfOracle: r.eligibleVFByteShare.flatMap { p in r.oracleEligibleVFByteShare.map { $0 > 0 ? p / $0 : 0 } },
             classes: r.classes.map { .init(name: $0.name, vms: $0.vms, bytes: $0.bytes, vfByteShare: $0.byteShare,
                                            packets: $0.packets, vfPacketShare: $0.packetShare) },
@@ -236,7 +259,8 @@ func writeOutput(_ text: String, to path: String) throws {
 }
 
 func traceImport(_ argv: [String]) throws -> ExitCode {
-  let args = try Arguments(argv, command: "trace import", valued: ["--out", "--vms", "--rename", "--label"], flags: ["--strict"])
+  let args = try Arguments(argv, command: "trace import", valued: ["--out", "--vms", "--rename", "--label", "--host-cores"],
+                           flags: ["--strict"])
   guard !args.positionals.isEmpty else { throw UsageError(message: "give a GWA-T-12 directory", command: "trace import") }
   guard let out = try args.value("--out") else { throw UsageError(message: "--out is required", command: "trace import") }
   let keep = try args.value("--vms").map { Set($0.split(separator: ",").map(String.init)) }
@@ -250,11 +274,12 @@ func traceImport(_ argv: [String]) throws -> ExitCode {
     return d
   }
   let renames = try pairs("--rename"), labels = try pairs("--label")
-  let (trace, inputs) = try loadTrace(args.positionals) { stem in
+  let hostCores = try hostCoresOption(args)
+  let (trace, inputs) = try loadTrace(args.positionals, identity: { stem in
     if let keep, !keep.contains(stem) { return nil }
     let name = renames[stem] ?? stem
     return VMIdentity(uuid: name, name: name, label: labels[stem])
-  }
+  }, hostCores: hostCores)
   for line in accountingLines(inputs) { printError("trace import: \(line)") }
   guard warnAbout(inputs, strict: args.flags.contains("--strict")) else { return .failure }
   var t = trace
@@ -263,6 +288,7 @@ func traceImport(_ argv: [String]) throws -> ExitCode {
   let stems = Dictionary(renames.map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
   t.source = "GWA-T-12 (Grid Workloads Archive, Bitbrains), \(dir), files "
     + trace.vms.map { vm in stems[vm.name].map { "\($0).csv as \(vm.name)" } ?? "\(vm.name).csv" }.joined(separator: ", ")
+    + (hostCores.map { "; contention estimated for a host of \($0) cores (a model, not a measurement)" } ?? "")
   try writeOutput(t.render(), to: out)
   printError("trace import: \(t.vms.count) VMs, \(t.cycles.count) cycles, \(t.samples.count) samples → \(out)")
   return .ok

@@ -24,9 +24,9 @@ With no options, 'vfshift whatif' replays the bundled public trace through the b
 
 func usageLine(_ command: String) -> String {
   switch command {
-  case "whatif": "vfshift whatif [--trace PATH ...] [--policy FILE ...] [--vfs N] [--json] [--strict] [--report FILE.html]"
+  case "whatif": "vfshift whatif [--trace PATH ...] [--policy FILE ...] [--vfs N] [--host-cores N] [--json] [--strict] [--report FILE.html]"
   case "policy check": "vfshift policy check FILE..."
-  case "trace import": "vfshift trace import DIR... --out FILE [--vms LIST] [--rename OLD=NEW ...] [--label VM=LABEL ...] [--strict]"
+  case "trace import": "vfshift trace import DIR... --out FILE [--vms LIST] [--rename OLD=NEW ...] [--label VM=LABEL ...] [--host-cores N] [--strict]"
   case "trace scenario": "vfshift trace scenario --out FILE [--seconds N] [--seed N]"
   case "doctor": "vfshift doctor [--policy FILE] [--connect URI] [--unit FILE] [--json]"
   default: agentUsage(command)
