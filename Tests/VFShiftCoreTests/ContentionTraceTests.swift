@@ -1,5 +1,5 @@
 import Testing
-import VFShiftCore
+@testable import VFShiftCore
 import VFShiftFiles
 
 // Issue #14 part 3: contention in the trace format, its replay, the GWA-T-12
@@ -12,7 +12,7 @@ private func known(_ vm: Int32, _ t: Double, bytes: UInt64, contention: Double? 
 
 @Test("a trace with contention renders as version 2 and parses back equal; one without stays version 1")
 func contentionRoundTrip() throws {
-  var trace = Trace(intervalSeconds: 1, vms: [VMIdentity(uuid: "a", name: "a"), VMIdentity(uuid: "b", name: "b")])
+  var trace = Trace(source: "here", intervalSeconds: 1, vms: [VMIdentity(uuid: "a", name: "a"), VMIdentity(uuid: "b", name: "b")])
   trace.samples = [known(0, 1, bytes: 10, contention: 0.25), known(1, 1, bytes: 5),
                    known(0, 2, bytes: 20, contention: 1), TraceSample(vm: 1, reading: .unknown, contention: 0.5)]
   trace.cycles = [TraceCycle(at: Instant(seconds: 1), samples: 0..<2, present: [0, 1]),
@@ -101,25 +101,22 @@ func contentionReplays() throws {
   #expect(alone.eligibleVFByteShare != nil)
 }
 
-@Test("replay: a VM's contention stands over a cycle without its sample, also when another VM arrives in it, as live")
-func contentionCarriesOverStaleCycles() throws {
-  let policy = try bundled("general")
-  let base = contendedPair(withContention: true)
-  let decided = try #require(replay(base, policy: policy).swaps.first)
-  // The cycle the VF was given in: b has no sample there (stale), and a third,
-  // quiet VM arrives, so the replay rebuilds its observation of who is present.
-  let k = try #require(base.cycles.firstIndex { $0.at == decided.at })
-  var trace = base
-  trace.vms.append(VMIdentity(uuid: "c", name: "c"))
-  trace.samples = []
-  for (i, cycle) in base.cycles.enumerated() {
-    let start = trace.samples.count
-    for s in base.samples[cycle.samples] where !(i == k && s.vm == 1) { trace.samples.append(s) }
-    trace.cycles.append(TraceCycle(at: cycle.at, samples: start..<trace.samples.count, present: i >= k ? [0, 1, 2] : [0, 1]))
-  }
-  let report = replay(trace, policy: policy)
-  #expect(report.swaps.first.map { [$0.vm, "\($0.verb)"] } == ["b", "promote"], "\(report.swaps.prefix(3))")
-  #expect(!report.swaps.contains { $0.vm == "a" && $0.verb == .promote })
+@Test("replay: a VM's contention stands when who is present changes (the observation is rebuilt), as live; a newcomer has none")
+func contentionCarriesOverPresenceChanges() throws {
+  let ids = ["a", "b", "c"].map { VMIdentity(uuid: $0, name: $0) }
+  var sim = ReplaySimulator(ids, pools: ["default": PoolCapacity(total: 1)])
+  var changed = sim.enter([0, 1], vms: ids)
+  #expect(changed)
+  sim.observation.vms[0].contention = 0.2
+  sim.observation.vms[1].contention = 0.9
+  changed = sim.enter([0, 1, 2], vms: ids)
+  #expect(changed)
+  #expect(sim.observation.vms.map(\.contention) == [0.2, 0.9, nil])
+  _ = sim.enter([1, 2], vms: ids)
+  #expect(sim.observation.vms.map(\.contention) == [0.9, nil])
+  // A VM that left and came back is a restarted domain: its old figure is gone.
+  _ = sim.enter([0, 1], vms: ids)
+  #expect(sim.observation.vms.map(\.contention) == [nil, 0.9])
 }
 
 private let cpuHeader = "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]"
