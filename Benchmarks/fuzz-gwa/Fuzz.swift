@@ -16,6 +16,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     GWAT12.File(name: "\($0.offset + 1).csv", text: String(decoding: $0.element, as: UTF8.self))
   }
   _ = try? GWAT12.trace(files, source: "fuzz")
+  // The contention estimate too: a figure outside 0…1 would make the trace it writes unreadable.
+  if let t = try? GWAT12.trace(files, source: "fuzz", hostCores: 4) {
+    precondition(t.samples.allSatisfy { $0.contention.map { (0...1).contains($0) } ?? false })
+  }
   return 0
 }
 

@@ -109,7 +109,10 @@ public enum GWAT12 {
       var row = Row(line: line.number, t: try number(columns.t, "timestamp"),
                     rxKBps: try number(columns.rx, "network received KB/s"),
                     txKBps: try number(columns.tx, "network transmitted KB/s"))
-      if let (c, u) = columns.cpu { row.cores = try number(c, "CPU cores") * (try number(u, "CPU usage %")) / 100 }
+      if let (c, u) = columns.cpu {
+        row.cores = try number(c, "CPU cores") * (try number(u, "CPU usage %")) / 100
+        guard row.cores.isFinite else { throw fail("CPU cores × CPU usage % is beyond any number of cores") }
+      }
       // The archive's rows never go back in time (equal timestamps occur);
       // rows that do are two files' rows joined, or sorted by another column.
       if let p = out.last, row.t < p.t {
@@ -256,6 +259,8 @@ public enum GWAT12 {
   /// figures are 5-minute means, and the trace stays short.
   public static func estimatedContention(demand: Double, hostCores: Int) -> Double {
     guard demand > 0, hostCores > 0 else { return 0 }
+    // Rows each finite can still sum past any Double: all of it waits.
+    guard demand.isFinite else { return 1 }
     return (max(0, demand - Double(hostCores)) / demand * 10_000).rounded() / 10_000
   }
 

@@ -141,6 +141,12 @@ func gwaHostCoresEstimate() throws {
   #expect(none.render().hasPrefix("vfshift-trace 1\n"))
   #expect(GWAT12.estimatedContention(demand: 0, hostCores: 4) == 0)
   #expect(GWAT12.estimatedContention(demand: 3, hostCores: 1) == 0.6667)
+  #expect(GWAT12.estimatedContention(demand: .infinity, hostCores: 1) == 1)
+  // Each factor a number, their product past any Double: an error at the row, not a NaN in the trace.
+  let huge = cpuHeader + "\n1000;1e200;1;1;1e200;1;1;0;0;1;1\n"
+  #expect { try GWAT12.trace([GWAT12.File(name: "9.csv", text: huge)], source: "x", hostCores: 4) } throws: {
+    "\($0)" == "9.csv:2: CPU cores × CPU usage % is beyond any number of cores"
+  }
 }
 
 @Test("GWA-T-12 --host-cores on files without the CPU columns names the file and the columns")
