@@ -59,13 +59,16 @@ final class LibvirtActuator: Actuator {
   /// VMs whose guest did not use the NIC a swap gave it: not tried again until then (agent seconds).
   var notTakenUntil: [String: Double] = [:]
   var notTakenCount: [String: Int] = [:]
+  /// The level-triggered repairs due in these domains (`Agent.bothNICRepairs`).
+  let repairs: ([DomainInventory]) -> [(domain: DomainInventory, pool: VFPool, nics: ManagedNICs, keep: BothNICsRepair)]
 
-  init(swapper: Swapper, inventory: Inventory, log: EventLog) {
-    self.swapper = swapper; self.inventory = inventory; self.log = log
+  init(swapper: Swapper, inventory: Inventory, log: EventLog,
+       repairs: @escaping ([DomainInventory]) -> [(domain: DomainInventory, pool: VFPool, nics: ManagedNICs, keep: BothNICsRepair)] = { _ in [] }) {
+    self.swapper = swapper; self.inventory = inventory; self.log = log; self.repairs = repairs
   }
 
   func reconcile(_ domains: [DomainInventory], waitingOnGuests: Bool) async -> Bool {
-    await reconcileAll(domains, inventory, swapper, log: log, waitingOnGuests: waitingOnGuests)
+    await reconcileAll(domains, inventory, swapper, log: log, waitingOnGuests: waitingOnGuests, repairs: repairs(domains))
   }
 
   func apply(_ step: Step, now: Instant) async -> SwapOutcome? {

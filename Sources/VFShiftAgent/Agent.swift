@@ -104,7 +104,8 @@ public final class Agent: @unchecked Sendable {
                           stepHook: config.stepHook ?? { _ in })
     // Dry run and record-only observe and decide like a live run; only the actuator differs.
     let actuator: Actuator = config.dryRun || config.recordOnly
-      ? DryRunActuator(log: log) : LibvirtActuator(swapper: swapper, inventory: inventory, log: log)
+      ? DryRunActuator(log: log)
+      : LibvirtActuator(swapper: swapper, inventory: inventory, log: log) { [weak self] in self?.bothNICRepairs($0) ?? [] }
     var listener: MetricsListener?
     if let address = config.metricsListen {
       listener = try MetricsListener(address: address) { [metrics] in metrics.exposition() }

@@ -18,10 +18,10 @@ extension DataNICSelector {
 /// Where a domain's data NIC and its VF sit. The VF is the first NIC from
 /// one of the policy's pools. The data virtio NIC is the first virtio NIC
 /// (failover's persistent half or no teaming) that the pool's `dataNIC`
-/// names; with no `dataNIC`, the first virtio NIC, except that beside a VF
-/// of a `mac: same` pool only one with the VF's MAC is: a VM on a VF keeps
-/// its other NICs, and they must not read as a swap half done. Every other
-/// NIC is never touched, counted or parked.
+/// names (with no `dataNIC`, the first virtio NIC); beside a VF of a
+/// `mac: same` pool only one with the VF's MAC: a VM on a VF keeps its other
+/// NICs, and they must not read as a swap half done. Every other NIC is
+/// never touched, counted or parked.
 func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNICPositions {
   var out = ManagedNICPositions()
   let nics = domain.nics
@@ -45,11 +45,26 @@ func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNI
     let isData: Bool
     if let p = out.pool, let vf = out.vf {
       let pool = policy.pools[p]
-      isData = pool.dataNIC.map { $0.matches(nics[i]) } ?? (pool.mac == .new || nics[i].mac == nics[vf].mac)
+      // Beside a VF of a `mac: same` pool the data NIC also has the VF's
+      // MAC: another virtio NIC on the same bridge (one a human added) is
+      // not the swap's other half, and is never parked or removed.
+      isData = (pool.dataNIC.map { $0.matches(nics[i]) } ?? true) && (pool.mac == .new || nics[i].mac == nics[vf].mac)
     } else {
       isData = policy.pools.isEmpty || policy.pools.contains { $0.dataNIC.map { s in s.matches(nics[i]) } ?? true }
     }
     if isData { out.virtio = i; break }
   }
   return out
+}
+
+/// Adds each NIC of `domain` from one of the policy's pools, but the one at
+/// `except`, to its pool's count.
+func countPoolVFs(_ domain: DomainInventory, policy: Policy, except: Int?, into held: inout [Int]) {
+  for i in domain.nics.indices where i != except {
+    switch domain.nics[i].kind {
+    case .poolMember(let n, _), .hostdevVF(_, let n?):
+      if let p = policy.pools.firstIndex(where: { $0.network == n }) { held[p] += 1 }
+    default: continue
+    }
+  }
 }

@@ -167,13 +167,17 @@ package func observe(domains: [DomainInventory], counters: CounterSnapshot, poli
       // Class matching is the engine's (it caches it per VM); here it only
       // matters for a VM holding a pool VF, which counts against the cap when no
       // class manages it.
-      if let pool = at.pool, policy.resolveClass(of: identity).classIndex == nil {
-        heldByOthers[pool] += 1
+      if at.pool != nil, policy.resolveClass(of: identity).classIndex == nil {
+        countPoolVFs(domains[d], policy: policy, except: nil, into: &heldByOthers)
         continue
       }
+      // A VF of another pool (a second data NIC on it), or a second one of
+      // this pool, is in use all the same: it counts against its pool's cap.
+      if at.vf != nil { countPoolVFs(domains[d], policy: policy, except: at.vf, into: &heldByOthers) }
       let inSwap = domains[d].journal != nil
       let placement: Placement
       switch (at.virtio, at.vf) {
+      case (.some, .some) where !inSwap && isFailoverPair(domains[d], at): placement = .vf(pool: policy.pools[at.pool!].name)
       case (_, .some) where inSwap, (.some, .some): placement = .transitioning(pool: policy.pools[at.pool!].name)
       case (nil, .some): placement = .vf(pool: policy.pools[at.pool!].name)
       case (.some, nil): placement = inSwap ? .transitioning(pool: "") : .virtio

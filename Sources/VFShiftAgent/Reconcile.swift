@@ -27,7 +27,8 @@ extension Agent {
 /// True when it reconciled anything.
 @discardableResult
 func reconcileAll(_ domains: [DomainInventory], _ inventory: Inventory, _ swapper: Swapper, log: EventLog,
-                  waitingOnGuests: Bool = true) async -> Bool {
+                  waitingOnGuests: Bool = true,
+                  repairs: [(domain: DomainInventory, pool: VFPool, nics: ManagedNICs, keep: BothNICsRepair)] = []) async -> Bool {
   var acted = false
   for domain in domains where domain.journal != nil {
     if !waitingOnGuests, let j = domain.journal, j.step == .detachPending, domain.nic(alias: j.oldAlias) != nil { continue }
@@ -39,5 +40,27 @@ func reconcileAll(_ domains: [DomainInventory], _ inventory: Inventory, _ swappe
     try? inventory.refresh(uuid: domain.uuid)
     acted = true
   }
+  for r in repairs {
+    let outcome = await swapper.repairBothNICs(r.domain, pool: r.pool, nics: r.nics, keep: r.keep)
+    log.emit("reconcile", ["vm": .string(r.domain.name), "repair": .string(r.keep.rawValue), "outcome": .string(outcome.rawValue)])
+    try? inventory.refresh(uuid: r.domain.uuid)
+    acted = true
+  }
   return acted
+}
+
+extension Agent {
+  /// The VMs found with both their VF and their data virtio NIC and no
+  /// journal, each with what the engine would keep now (`repairOfBothNICs`).
+  func bothNICRepairs(_ domains: [DomainInventory]) -> [(domain: DomainInventory, pool: VFPool, nics: ManagedNICs, keep: BothNICsRepair)] {
+    let policy = self.policy
+    let found = vmsWithBothNICs(domains, policy: policy)
+    guard !found.isEmpty else { return [] }
+    return engine.read { state in
+      found.compactMap { f in
+        let vm = VMIdentity(uuid: f.domain.uuid, name: f.domain.name, label: f.domain.qosLabel)
+        return state.repairOfBothNICs(vm: vm, pool: f.pool.name, policy: policy).map { (f.domain, f.pool, f.nics, $0) }
+      }
+    }
+  }
 }

@@ -24,6 +24,9 @@ public enum SwapOutcome: String, Sendable, Equatable {
 /// whatever an earlier process left half done.
 public struct Swapper: Sendable {
   public static let vfAlias = "ua-vfshift-vf"
+  /// The alias a demotion gives a restored virtio NIC whose saved XML has no
+  /// user alias of its own, journalled before the attach.
+  public static let restoredAlias = "ua-vfshift-virtio"
   public let connection: LibvirtConnection
   public let log: EventLog
   public let detachDeadline: Duration
@@ -48,6 +51,7 @@ public struct Swapper: Sendable {
   static func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
   public func promote(_ domain: DomainInventory, to pool: VFPool, nics: ManagedNICs) async -> SwapOutcome {
+    if pool.mode == .failover { return await promoteFailover(domain, to: pool, nics: nics) }
     guard let virtio = nics.virtio, let oldAlias = virtio.alias else {
       step(domain, .promote, .refused, ["reason": "no virtio NIC with an alias to swap out"])
       return .refused
@@ -104,6 +108,7 @@ public struct Swapper: Sendable {
   }
 
   public func demote(_ domain: DomainInventory, from pool: VFPool, nics: ManagedNICs) async -> SwapOutcome {
+    if pool.mode == .failover { return await demoteFailover(domain, from: pool, nics: nics) }
     guard let vf = nics.vf, let vfAlias = vf.alias else {
       step(domain, .demote, .refused, ["reason": "no VF NIC with an alias"])
       return .refused
@@ -114,10 +119,14 @@ public struct Swapper: Sendable {
       step(domain, .demote, .refused, ["reason": "no saved virtio NIC in the domain's metadata"])
       return .refused
     }
-    let restoredAlias = (try? parseInterfaceXML(parked.savedInterfaceXML).alias) ?? nil
+    let restore: (xml: String, alias: String)
+    do { restore = try InterfaceXML.withUserAlias(parked.savedInterfaceXML, fallback: Swapper.restoredAlias) } catch {
+      step(domain, .demote, .refused, ["reason": .string("cannot restore the saved virtio NIC: \(error)")])
+      return .refused
+    }
     var journal = SwapJournal(operation: .demote, pool: pool.network, oldAlias: vfAlias,
-                              newAlias: restoredAlias ?? "ua-net0", step: .attaching,
-                              startedAtUnixMilliseconds: Swapper.nowMilliseconds(), savedInterfaceXML: parked.savedInterfaceXML)
+                              newAlias: restore.alias, step: .attaching,
+                              startedAtUnixMilliseconds: Swapper.nowMilliseconds(), savedInterfaceXML: restore.xml)
     do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
       step(domain, .demote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
@@ -126,10 +135,9 @@ public struct Swapper: Sendable {
     let guestBefore = await guestNICs(domain.uuid)
     let nic: NIC
     do {
-      nic = try await connection.restoreInterface(uuid: domain.uuid, savedXML: parked.savedInterfaceXML,
+      nic = try await connection.restoreInterface(uuid: domain.uuid, savedXML: restore.xml,
                                                   deadline: .now + attachDeadline)
       step(domain, .demote, .attached, ["device": .string(nic.hostDevice ?? "-"), "mac": .string(nic.mac)])
-      if let alias = nic.alias, alias != journal.newAlias { journal.newAlias = alias }
     } catch {
       step(domain, .demote, .attachFailed, ["error": .string("\(error)")])
       try? connection.clearJournal(uuid: domain.uuid)
@@ -230,6 +238,8 @@ public struct Swapper: Sendable {
       return .attachFailed
     }
     switch journal.operation {
+    case .promote where journal.failover:
+      return finishFailoverPromotion(domain, journal: &journal, virtioXML: domain.nic(alias: journal.oldAlias)?.xml)
     case .promote: return await finishPromotion(domain, journal: &journal)
     case .demote:
       let member: String? = if case .poolMember(_, let dev)? = domain.nic(alias: journal.oldAlias)?.kind { dev } else { nil }

@@ -75,6 +75,23 @@ extension LibvirtConnection {
     return try await waitForNIC(uuid: uuid, action: "attachPoolInterface", deadline: deadline) { $0.nic(alias: alias) }
   }
 
+  /// Hot-plugs the VF half of a failover pair (`InterfaceXML.failoverTransient`)
+  /// beside the persistent virtio NIC, which stays. Idempotent like
+  /// `attachPoolInterface`. libvirt takes transient teaming only on a hostdev
+  /// interface or a hostdev pool network: real VFs.
+  public func attachFailoverVF(uuid: String, source: InterfaceXML.FailoverSource, mac: String, persistentAlias: String,
+                               alias: String, deadline: ContinuousClock.Instant) async throws(ActionError) -> NIC {
+    guard alias.hasPrefix("ua-") else { throw .invalidInput("alias '\(alias)' must start with 'ua-' (libvirt user alias)") }
+    if let present = try await inventoryOffloaded(uuid).nic(alias: alias) { return present }
+    let xml = try InterfaceXML.failoverTransient(source: source, mac: mac, persistentAlias: persistentAlias, alias: alias)
+    do throws(LibvirtError) {
+      try await offload { [self] () throws(LibvirtError) in try attachDevice(uuid: uuid, xml: xml) }
+    } catch {
+      throw .libvirt(error)
+    }
+    return try await waitForNIC(uuid: uuid, action: "attachFailoverVF", deadline: deadline) { $0.nic(alias: alias) }
+  }
+
   /// Re-attaches a NIC saved from a live XML (see `InterfaceXML.restorable`),
   /// in the PCI slot it had if that is free, else wherever libvirt puts it.
   /// Idempotent: when a NIC with the saved user alias (or, without one, the

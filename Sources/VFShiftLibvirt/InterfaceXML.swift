@@ -62,6 +62,21 @@ public enum InterfaceXML {
       + "<model type='virtio'/><teaming type='persistent'/><alias name='\(xmlEscape(alias))'/></interface>"
   }
 
+  /// A saved NIC with a user alias it is sure to come back under: its own
+  /// `ua-` alias, else `fallback` added. A demotion journals that alias before
+  /// the attach, so a kill right after the attach still finds the restored
+  /// NIC by name (a libvirt-chosen alias exists only once the NIC is in).
+  public static func withUserAlias(_ savedXML: String, fallback: String) throws(ActionError) -> (xml: String, alias: String) {
+    let e: XMLTreeElement
+    do throws(DomainXMLError) { e = try parseRoot(savedXML, path: "interface") } catch { throw .xml(error) }
+    guard e.name == "interface" else { throw .invalidInput("saved XML is <\(e.name)>, not <interface>") }
+    if let own = e.elements(forName: "alias").first?.attribute(forName: "name"), own.hasPrefix("ua-") { return (savedXML, own) }
+    guard fallback.hasPrefix("ua-") else { throw .invalidInput("alias '\(fallback)' must start with 'ua-' (libvirt user alias)") }
+    e.removeChildElements { $0.name == "alias" }
+    e.append(XMLTreeElement(name: "alias", localName: "alias", uri: nil, attributes: [("name", fallback)]))
+    return (e.xmlString, fallback)
+  }
+
   /// Turns an `<interface>` from a live XML back into something libvirt
   /// accepts for a hot-plug: drops what only a running NIC has (its host
   /// device name, a network port id, the bridge libvirt resolved) and a

@@ -46,12 +46,15 @@ public struct SwapJournal: Sendable, Equatable, Hashable {
   public var startedAtUnixMilliseconds: Int64
   /// The `<interface>` XML of the NIC being replaced, to restore it from.
   public var savedInterfaceXML: String?
+  /// A failover-mode swap (`mode="failover"`): the virtio NIC stays, only
+  /// the VF comes and goes, so finishing a promotion must not detach the virtio.
+  public var failover: Bool
 
   public init(operation: Operation, pool: String, oldAlias: String, newAlias: String, step: Step,
-              startedAtUnixMilliseconds: Int64, savedInterfaceXML: String?) {
+              startedAtUnixMilliseconds: Int64, savedInterfaceXML: String?, failover: Bool = false) {
     self.operation = operation; self.pool = pool; self.oldAlias = oldAlias; self.newAlias = newAlias
     self.step = step; self.startedAtUnixMilliseconds = startedAtUnixMilliseconds
-    self.savedInterfaceXML = savedInterfaceXML
+    self.savedInterfaceXML = savedInterfaceXML; self.failover = failover
   }
 
   /// The element to hand to virDomainSetMetadata (unprefixed; libvirt adds
@@ -59,6 +62,7 @@ public struct SwapJournal: Sendable, Equatable, Hashable {
   public func xmlElement() -> String {
     var s = "<journal op=\"\(operation.rawValue)\" pool=\"\(xmlEscape(pool))\" oldAlias=\"\(xmlEscape(oldAlias))\""
     s += " newAlias=\"\(xmlEscape(newAlias))\" step=\"\(step.rawValue)\" startedAtMs=\"\(startedAtUnixMilliseconds)\""
+    if failover { s += " mode=\"failover\"" }
     if let saved = savedInterfaceXML {
       s += "><saved>\(xmlEscape(saved))</saved></journal>"
     } else {
@@ -97,9 +101,13 @@ public struct SwapJournal: Sendable, Equatable, Hashable {
       throw DomainXMLError(path: "journal@startedAtMs", problem: "'\(started)' is not a whole number of milliseconds")
     }
     let saved = e.childElements.first { $0.localName == "saved" }
+    let mode = e.attribute(forName: "mode") ?? "replace"
+    guard mode == "replace" || mode == "failover" else {
+      throw DomainXMLError(path: "journal@mode", problem: "'\(mode)' is not one of replace, failover")
+    }
     self.init(operation: operation, pool: try required("pool"), oldAlias: try required("oldAlias"),
               newAlias: try required("newAlias"), step: step, startedAtUnixMilliseconds: startedAt,
-              savedInterfaceXML: saved?.stringValue)
+              savedInterfaceXML: saved?.stringValue, failover: mode == "failover")
   }
 }
 

@@ -50,6 +50,8 @@ final class XMLTreeElement {
     attributes.removeAll { drop($0.name) }
   }
 
+  func append(_ child: XMLTreeElement) { children.append(.element(child)) }
+
   func removeChildElements(where drop: (XMLTreeElement) -> Bool) {
     children.removeAll { if case .element(let e) = $0 { drop(e) } else { false } }
   }
