@@ -156,4 +156,27 @@ struct StockGuestLiveTests {
     f.record("agent SIGKILL at each demotion step (\(killed.joined(separator: ", "))), restarted", inv, recovery: rec, agent: "restarted",
              note: "each: promote, then a demote killed at the step, then a restart settles; recovery = the last restart to settled")
   }
+
+  @Test("fault: the guest never brings the VF up (its driver withheld): rollback, the VM keeps its virtio NIC and address")
+  func guestNeverBringsVFUp() async throws {
+    let f = try FaultBed("no-driver")
+    let guests = GuestConfirmTests()
+    let high = f.bed.guests.filter { $0.label == "high" }
+    // No driver binds to a virtio device that appears from now on (GuestConfirmTests explains the knob).
+    for g in high { try guests.inGuest(g.name, "echo 0 > /sys/bus/virtio/drivers_autoprobe") }
+    defer { for g in high { try? guests.inGuest(g.name, "echo 1 > /sys/bus/virtio/drivers_autoprobe") } }
+    let before = try Dictionary(uniqueKeysWithValues: high.map { ($0.name, try liveInventory($0.name).nics) })
+    let path = try f.policy(faultPolicy(name: "no-driver").replacingOccurrences(of: "maxInUse: 1 }", with: "maxInUse: 1, confirmSeconds: 3 }"))
+    let agent = try AgentProcess(scratch: f.scratch, policy: path)
+    try await agent.waitFor("a promotion rolled back", seconds: 60) { agent.swaps.contains { $0.outcome == "not-taken" } }
+    let t0 = ContinuousClock.now
+    let vm = agent.swaps.first { $0.outcome == "not-taken" }!.vm
+    let steps = agent.events("swap-step").filter { $0["vm"] as? String == vm }.compactMap { $0["step"] as? String }
+    #expect(!steps.contains("detach-requested"), "the virtio NIC was never asked to go: \(steps)")
+    #expect(try liveInventory(vm).nics == before[vm], "\(vm) has exactly its virtio NIC again")
+    let (inv, rec) = try await f.settle(since: t0)
+    _ = agent.stop()
+    f.record("the guest never brings the VF up (virtio autoprobe off: no driver for the new NIC)", inv, recovery: rec, agent: "running",
+             note: "\(vm): \(steps.prefix(4).joined(separator: " → ")); confirmSeconds 3; the virtio NIC and its address kept; recovery from the rollback")
+  }
 }
