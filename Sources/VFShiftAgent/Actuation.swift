@@ -67,8 +67,17 @@ final class LibvirtActuator: Actuator {
     self.swapper = swapper; self.inventory = inventory; self.log = log; self.repairs = repairs
   }
 
+  /// VMs seen with both NICs and no journal by the last reconcile.
+  var bothNICsSeen: Set<String> = []
+
   func reconcile(_ domains: [DomainInventory], waitingOnGuests: Bool) async -> Bool {
-    await reconcileAll(domains, inventory, swapper, log: log, waitingOnGuests: waitingOnGuests, repairs: repairs(domains))
+    // Repaired only when seen so on two reconciles in a row: a human who
+    // plugs a virtio NIC and then unplugs the VF passes through the same
+    // state for a moment, and must not have the new NIC taken away under them.
+    let due = repairs(domains)
+    let ready = due.filter { bothNICsSeen.contains($0.domain.uuid) }
+    bothNICsSeen = Set(due.map(\.domain.uuid))
+    return await reconcileAll(domains, inventory, swapper, log: log, waitingOnGuests: waitingOnGuests, repairs: ready)
   }
 
   func apply(_ step: Step, now: Instant) async -> SwapOutcome? {
