@@ -182,12 +182,11 @@ $(mgmt_nic_xml "$idx")
 EOF
 }
 # Part of each guest's command line, so a guest defined with an older image
-# is recognised by `up` and redefined. The guest takes its addresses by DHCP
-# and ignores vfs.ip; it stays on the line so that a checkout whose `up`
-# predates the DHCP guest does not redefine the shared bed's guests.
+# is recognised by `up` and redefined. No address is on it: the guest takes
+# its addresses by DHCP, as a stock cloud image does.
 image_generation() { cat "$TB_LIB/vmlinuz" "$TB_LIB/initramfs.cpio.gz" | md5sum | cut -c1-8; }
 guest_cmdline() { # name index
-  printf 'console=ttyS0 quiet panic=-1 vfs.name=%s vfs.ip=%s/%s vfs.gen=%s' "$1" "$(guest_ip "$2")" "$TB_PREFIX" "${image_gen:=$(image_generation)}"
+  printf 'console=ttyS0 quiet panic=-1 vfs.name=%s vfs.gen=%s' "$1" "${image_gen:=$(image_generation)}"
 }
 guest_label_now() { # what the persistent config says
   "${VIRSH[@]}" metadata "$1" "$TB_QOS_NS" --config 2>/dev/null | sed -n 's/.*class="\([^"]*\)".*/\1/p'
