@@ -98,8 +98,10 @@ public struct Swapper: Sendable {
       step(domain, .promote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }
+    let steering = steerBeforeDetach(currentInventory(domain), .promote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
     step(domain, .promote, .detachRequested, ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
+    restoreLearning(domain, .promote, steering)
     return settle(domain, .promote, report.outcome, journal: &journal, releasedMember: nil)
   }
 
@@ -147,9 +149,14 @@ public struct Swapper: Sendable {
       step(domain, .demote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }
+    let current = currentInventory(domain)
+    let steering = steerBeforeDetach(current, .demote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
     step(domain, .demote, .detachRequested, ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
-    return settle(domain, .demote, report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
+    restoreLearning(domain, .demote, steering)
+    let outcome = settle(domain, .demote, report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
+    if outcome == .done { clearVFMACOnPF(domain, vf: current.nic(alias: journal.oldAlias), pool: journal.pool) }
+    return outcome
   }
 
   func guestTakes(_ domain: DomainInventory, _ verb: Verb, nic: NIC, before: [GuestInterface]?, pool: VFPool) async -> Bool {

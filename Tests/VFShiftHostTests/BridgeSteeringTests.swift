@@ -12,7 +12,7 @@ import Testing
       0x0c, 0, 0x0c, 0x80,                                       // IFLA_PROTINFO | NLA_F_NESTED
       5, 0, 8, 0, 0, 0, 0, 0,                                    // IFLA_BRPORT_LEARNING = 0, padded
     ])
-    #expect(Netlink.portLearningMessage(portIndex: 10, learning: true)[39] == 1)
+    #expect(Netlink.portLearningMessage(portIndex: 10, learning: true)[40] == 1)
   }
 
   @Test func fdbReplaceDynamicMaster() {
