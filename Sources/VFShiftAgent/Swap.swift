@@ -31,6 +31,8 @@ public struct Swapper: Sendable {
   /// Test hook: called after each step, so a test can kill or stop the
   /// process exactly there.
   public let stepHook: @Sendable (SwapStep) -> Void
+  /// Whether the switch-over points the bridge at the new NIC (SwitchOver.swift).
+  public var steerBridge = true
 
   public init(connection: LibvirtConnection, log: EventLog, attachDeadline: Duration = .seconds(15),
               detachDeadline: Duration = .seconds(10), stepHook: @escaping @Sendable (SwapStep) -> Void = { _ in }) {

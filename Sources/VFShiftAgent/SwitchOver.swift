@@ -17,6 +17,10 @@ struct Steering: Sendable, Equatable {
 
 extension Swapper {
   func steerBeforeDetach(_ domain: DomainInventory, _ verb: Verb, oldAlias: String, newAlias: String) -> Steering? {
+    guard steerBridge else {
+      step(domain, verb, .steerSkipped, ["reason": "VFSHIFT_SWITCHOVER=plain"])
+      return nil
+    }
     guard let old = domain.nic(alias: oldAlias), let new = domain.nic(alias: newAlias) else {
       step(domain, verb, .steerSkipped, ["reason": "the old or the new NIC is not in the inventory"])
       return nil

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import VFShiftCore
 import VFShiftAgent
@@ -10,8 +11,12 @@ import VFShiftTestSupport
 /// real traffic, a passthrough pool of 2 stand-in VFs capped at 1 by the policy.
 @Suite("vfshift run on the real test bed", .serialized, .enabled(if: TestBed.enabled))
 struct AgentLiveTests {
-  @Test("the paper's scenario live: promote on onset, the VF follows the traffic, demote when it stops; low never")
-  func paperScenario() async throws {
+  /// Per-swap rows of each run, so the second prints both side by side.
+  static let switchOverRows = Mutex<[String: [String]]>([:])
+
+  @Test("the paper's scenario live: promote on onset, the VF follows the traffic, demote when it stops; low never",
+        arguments: ["plain", "steered"])
+  func paperScenario(switchOver: String) async throws {
     let bed = try TestBed.require()
     let lease = TestBedLease()
     defer { withExtendedLifetime(lease) {} }
@@ -39,7 +44,8 @@ struct AgentLiveTests {
     let serialStart = managed.map { (try? FileManager.default.attributesOfItem(atPath: $0.serialLog ?? "")[.size] as? Int) ?? 0 }
 
     let tracePath = scratch.file("recorded.trace")
-    let agent = try AgentProcess(scratch: scratch, policy: policyPath, arguments: ["--record", tracePath])
+    let agent = try AgentProcess(scratch: scratch, policy: policyPath, arguments: ["--record", tracePath],
+                                 environment: ["VFSHIFT_SWITCHOVER": switchOver])
     try await agent.waitFor("agent start", seconds: 20) { !agent.events("start").isEmpty }
     let metricsAddress = try #require(agent.events("start").first?["metrics"] as? String)
 
@@ -109,7 +115,8 @@ struct AgentLiveTests {
     }
 
     // Per swap: pings lost at 10 ms, the longest TCP gap, the swap's duration.
-    print("swap                         pings sent  lost  longest TCP gap  swap took")
+    print("swap (\(switchOver))".padding(toLength: 29, withPad: " ", startingAt: 0) + "pings sent  lost  longest TCP gap  swap took")
+    var rows: [String] = []
     for swap in agent.events("swap") {
       guard let vm = swap["vm"] as? String, let end = unixTime(swap["ts"]), let seconds = swap["seconds"] as? Double,
             let monitor = pings.first(where: { $0.guest == vm }) else { continue }
@@ -117,8 +124,18 @@ struct AgentLiveTests {
       let stream = streams.first { $0.guest == vm }
       let gap = stream?.longestGap(from: end - seconds, to: end + 0.5) ?? .nan
       if let stream { #expect(stream.bytes(at: end + 1.5) > stream.bytes(at: end), "\(vm): TCP bytes keep flowing after the swap") }
-      print("\((swap["direction"] as? String ?? "") + " " + vm)".padding(toLength: 29, withPad: " ", startingAt: 0)
-            + String(format: "%10d %5d  %12.0f ms  %7.2f s", c.sent, c.lost, gap * 1000, seconds))
+      let row = "\((swap["direction"] as? String ?? "") + " " + vm)".padding(toLength: 29, withPad: " ", startingAt: 0)
+            + String(format: "%10d %5d  %12.0f ms  %7.2f s", c.sent, c.lost, gap * 1000, seconds)
+      print(row)
+      rows.append(row)
+    }
+    if switchOver == "steered" {
+      #expect(agent.events("swap-step").contains { $0["step"] as? String == "steered" }, "the switch-over steered the bridge")
+    }
+    let both = AgentLiveTests.switchOverRows.withLock { all in all[switchOver] = rows; return all }
+    if let plain = both["plain"], let steered = both["steered"] {
+      print("switch-over, the same scenario: plain (before the cut)                                     | steered (after)")
+      for (a, b) in zip(plain, steered) { print(a.padding(toLength: 90, withPad: " ", startingAt: 0) + " | " + b) }
     }
 
     // Record → replay: the same engine on the recorded samples makes the same decisions.
