@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import VFShiftHost
 
@@ -45,5 +46,28 @@ import Testing
   @Test func errorsNameTheRequest() {
     #expect(throws: NetlinkError.self) { try setBridgePortLearning("vfs-no-such-port", false) }
     #expect(throws: NetlinkError.self) { try setVFMAC(pf: "eth0", vf: 0, mac: "not-a-mac") }
+  }
+
+  /// The bridge side of a device, on a sysfs laid out as the kernel does:
+  /// an enslaved device has `master`; a veth's `iflink` is its peer's ifindex.
+  @Test func bridgePortFound() throws {
+    let root = NSTemporaryDirectory() + "vfshift-brport-\(getpid())"
+    defer { try? FileManager.default.removeItem(atPath: root) }
+    let fm = FileManager.default
+    func dev(_ name: String, index: Int, link: Int, master: Bool) throws {
+      try fm.createDirectory(atPath: "\(root)/\(name)", withIntermediateDirectories: true)
+      try "\(index)\n".write(toFile: "\(root)/\(name)/ifindex", atomically: true, encoding: .utf8)
+      try "\(link)\n".write(toFile: "\(root)/\(name)/iflink", atomically: true, encoding: .utf8)
+      if master { try fm.createSymbolicLink(atPath: "\(root)/\(name)/master", withDestinationPath: "../br0") }
+    }
+    try dev("br0", index: 5, link: 5, master: false)
+    try dev("vnet4", index: 18, link: 18, master: true)
+    try dev("vfsvf0", index: 11, link: 10, master: false)
+    try dev("vfsvfb0", index: 10, link: 11, master: true)
+    try dev("enp1s0f0v3", index: 30, link: 30, master: false)
+    #expect(bridgePort(of: "vnet4", sysfs: root) == "vnet4")
+    #expect(bridgePort(of: "vfsvf0", sysfs: root) == "vfsvfb0")
+    #expect(bridgePort(of: "enp1s0f0v3", sysfs: root) == nil, "a VF in legacy mode has no bridge port")
+    #expect(bridgePort(of: "missing", sysfs: root) == nil)
   }
 }
