@@ -99,9 +99,10 @@ public final class Agent: @unchecked Sendable {
                                  poller: GuestAgentPoller(transport: connection, timeoutSeconds: timeout,
                                                           clock: { Instant(seconds: (ContinuousClock.now - startedAt).seconds) }))
     if let reason = reader.fallbackReason { log.emit("counter-source", ["source": "procNetDev", "reason": .string(reason)]) }
-    let swapper = Swapper(connection: connection, log: log, attachDeadline: config.attachDeadline,
+    var swapper = Swapper(connection: connection, log: log, attachDeadline: config.attachDeadline,
                           detachDeadline: config.detachDeadline,
                           stepHook: config.stepHook ?? { _ in })
+    swapper.steerBridge = !plainSwitchOverFromEnvironment()
     // Dry run and record-only observe and decide like a live run; only the actuator differs.
     let actuator: Actuator = config.dryRun || config.recordOnly
       ? DryRunActuator(log: log)

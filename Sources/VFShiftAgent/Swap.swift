@@ -34,6 +34,8 @@ public struct Swapper: Sendable {
   /// Test hook: called after each step, so a test can kill or stop the
   /// process exactly there.
   public let stepHook: @Sendable (SwapStep) -> Void
+  /// Whether the switch-over points the bridge at the new NIC (SwitchOver.swift).
+  public var steerBridge = true
 
   public init(connection: LibvirtConnection, log: EventLog, attachDeadline: Duration = .seconds(15),
               detachDeadline: Duration = .seconds(10), stepHook: @escaping @Sendable (SwapStep) -> Void = { _ in }) {
@@ -102,8 +104,10 @@ public struct Swapper: Sendable {
       step(domain, .promote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }
+    let steering = steerBeforeDetach(currentInventory(domain), .promote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
     step(domain, .promote, .detachRequested, ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
+    restoreLearning(domain, .promote, steering)
     return settle(domain, .promote, report.outcome, journal: &journal, releasedMember: nil)
   }
 
@@ -155,9 +159,14 @@ public struct Swapper: Sendable {
       step(domain, .demote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }
+    let current = currentInventory(domain)
+    let steering = steerBeforeDetach(current, .demote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
     step(domain, .demote, .detachRequested, ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
-    return settle(domain, .demote, report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
+    restoreLearning(domain, .demote, steering)
+    let outcome = settle(domain, .demote, report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
+    if outcome == .done { clearVFMACOnPF(domain, vf: current.nic(alias: journal.oldAlias), pool: journal.pool) }
+    return outcome
   }
 
   func guestTakes(_ domain: DomainInventory, _ verb: Verb, nic: NIC, before: [GuestInterface]?, pool: VFPool) async -> Bool {

@@ -16,4 +16,12 @@ public enum SwapStep: String, Sendable, CaseIterable {
   case detachPending = "detach-pending"
   case done
   case reconcile
+  /// The bridge forwards the guest's MAC to the new NIC's port, the old port no longer learns it.
+  case steered
+  case steerSkipped = "steer-skipped"
+  case steerFailed = "steer-failed"
+  case learningRestored = "learning-restored"
+  /// A real VF's MAC cleared on its PF after the demotion (net_failover.rst).
+  case pfMACCleared = "pf-mac-cleared"
+  case pfMACSkipped = "pf-mac-skipped"
 }

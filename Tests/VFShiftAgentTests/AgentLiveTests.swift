@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import VFShiftCore
 import VFShiftAgent
@@ -10,8 +11,12 @@ import VFShiftTestSupport
 /// real traffic, a passthrough pool of 2 stand-in VFs capped at 1 by the policy.
 @Suite("vfshift run on the real test bed", .serialized, .enabled(if: TestBed.enabled))
 struct AgentLiveTests {
-  @Test("the paper's scenario live: promote on onset, the VF follows the traffic, demote when it stops; low never")
-  func paperScenario() async throws {
+  /// Per-swap rows of each run, so the second prints both side by side.
+  static let switchOverRows = Mutex<[String: [String]]>([:])
+
+  @Test("the paper's scenario live: promote on onset, the VF follows the traffic, demote when it stops; low never",
+        arguments: ["plain", "steered"])
+  func paperScenario(switchOver: String) async throws {
     let bed = try TestBed.require()
     let lease = TestBedLease()
     defer { withExtendedLifetime(lease) {} }
@@ -22,11 +27,25 @@ struct AgentLiveTests {
     let policy = try loadPolicy(policyPath)
     let g = Dictionary(uniqueKeysWithValues: bed.guests.map { ($0.name, $0) })
     let unmanagedBefore = try virsh("dumpxml", "vfs-u1")
-    let pings = try bed.guests.map { try PingMonitor(guest: $0.name, ip: $0.ip, scratch: scratch) }
+    let pings = try bed.guests.map { try PingMonitor(guest: $0.name, ip: $0.ip, scratch: scratch, interval: "0.01") }
     defer { pings.forEach { $0.stop() } }
+    // One long-lived TCP connection to each managed guest, never reconnected.
+    let managed = bed.guests.filter { $0.label != nil }
+    let streams = try managed.map { try TCPStream(guest: $0.name, ip: $0.ip, port: bed.sourcePort ?? 5002, scratch: scratch) }
+    defer { streams.forEach { $0.stop() } }
+    try await TestBed.waitUntil(deadlineSeconds: 20, poll: 0.1, "every TCP stream connected") { streams.allSatisfy { $0.connected } }
+    let mgmtBefore = try managed.map { try interfaceElement(virsh("dumpxml", $0.name), alias: $0.managementAlias ?? "ua-mgmt0") }
+    func expectManagementUntouched(_ when: String) throws {
+      for (guest, before) in zip(managed, mgmtBefore) {
+        let now = interfaceElement(try virsh("dumpxml", guest.name), alias: guest.managementAlias ?? "ua-mgmt0")
+        #expect(now != nil && now == before, "\(guest.name): ua-mgmt0 byte-identical \(when)")
+      }
+    }
+    let serialStart = managed.map { (try? FileManager.default.attributesOfItem(atPath: $0.serialLog ?? "")[.size] as? Int) ?? 0 }
 
     let tracePath = scratch.file("recorded.trace")
-    let agent = try AgentProcess(scratch: scratch, policy: policyPath, arguments: ["--record", tracePath])
+    let agent = try AgentProcess(scratch: scratch, policy: policyPath, arguments: ["--record", tracePath],
+                                 environment: ["VFSHIFT_SWITCHOVER": switchOver])
     try await agent.waitFor("agent start", seconds: 20) { !agent.events("start").isEmpty }
     let metricsAddress = try #require(agent.events("start").first?["metrics"] as? String)
 
@@ -38,6 +57,7 @@ struct AgentLiveTests {
     try await agent.waitFor("vfs-g3 promoted", seconds: 45) {
       agent.swaps.contains { $0 == ("promote", "vfs-g3", "done") }
     }
+    try expectManagementUntouched("after promote vfs-g3")
     let promoted = try liveInventory("vfs-g3")
     #expect(promoted.nics.count == 1)
     #expect(promoted.nics.first?.poolNetwork == "vfs-pool")
@@ -56,6 +76,7 @@ struct AgentLiveTests {
       agent.swaps.contains { $0 == ("promote", "vfs-g4", "done") }
     }
     #expect(agent.swaps.contains { $0 == ("demote", "vfs-g3", "done") })
+    try expectManagementUntouched("after demote vfs-g3 and promote vfs-g4")
 
     // All traffic stops: vfs-g4 lets go after its dwell and release time.
     g4.stop()
@@ -63,6 +84,8 @@ struct AgentLiveTests {
     try await agent.waitFor("vfs-g4 demoted", seconds: 60) {
       agent.swaps.contains { $0 == ("demote", "vfs-g4", "done") }
     }
+    try expectManagementUntouched("after demote vfs-g4")
+    try await Task.sleep(for: .seconds(1.5))  // bytes after the last swap
     let scrapeEnd = try scrape(metricsAddress)
     #expect(agent.stop() == 0, "SIGTERM is a clean exit")
 
@@ -76,14 +99,43 @@ struct AgentLiveTests {
       #expect(TestBed.ping(guest.ip, from: bed.namespace, count: 3, intervalSeconds: 0.2).received > 0, "\(guest.name) answers")
     }
 
-    // Pings lost per swap, and time from onset to promotion in cycles.
-    print("swap                         pings sent  lost")
+    // Every TCP connection lived through every swap and kept moving bytes.
+    for stream in streams {
+      let ended: String? = stream.ended
+      #expect(ended == nil, "\(stream.guest): the TCP connection ended: \(ended ?? "")")
+    }
+    // Each guest's DHCP address stayed its own: every lease the guest took
+    // during the run (the serial log) is the address it started with.
+    for (guest, start) in zip(managed, serialStart) {
+      let log = (try? String(contentsOfFile: guest.serialLog ?? "", encoding: .utf8)) ?? ""
+      let bound = log.utf8.count > start ? String(log.utf8.dropFirst(start)) ?? "" : ""
+      for line in bound.split(separator: "\n").map(String.init) where line.contains(" dhcp bound ") {
+        #expect(line.contains(" \(guest.ip)/"), "\(guest.name): leased another address: \(line)")
+      }
+    }
+
+    // Per swap: pings lost at 10 ms, the longest TCP gap, the swap's duration.
+    print("swap (\(switchOver))".padding(toLength: 29, withPad: " ", startingAt: 0) + "pings sent  lost  longest TCP gap  swap took")
+    var rows: [String] = []
     for swap in agent.events("swap") {
       guard let vm = swap["vm"] as? String, let end = unixTime(swap["ts"]), let seconds = swap["seconds"] as? Double,
             let monitor = pings.first(where: { $0.guest == vm }) else { continue }
       let c = monitor.counts(from: end - seconds - 0.5, to: end + 1)
-      print("\((swap["direction"] as? String ?? "") + " " + vm)".padding(toLength: 29, withPad: " ", startingAt: 0)
-            + String(format: "%10d %5d   (%.2f s)", c.sent, c.lost, seconds))
+      let stream = streams.first { $0.guest == vm }
+      let gap = stream?.longestGap(from: end - seconds, to: end + 0.5) ?? .nan
+      if let stream { #expect(stream.bytes(at: end + 1.5) > stream.bytes(at: end), "\(vm): TCP bytes keep flowing after the swap") }
+      let row = "\((swap["direction"] as? String ?? "") + " " + vm)".padding(toLength: 29, withPad: " ", startingAt: 0)
+            + String(format: "%10d %5d  %12.0f ms  %7.2f s", c.sent, c.lost, gap * 1000, seconds)
+      print(row)
+      rows.append(row)
+    }
+    if switchOver == "steered" {
+      #expect(agent.events("swap-step").contains { $0["step"] as? String == "steered" }, "the switch-over steered the bridge")
+    }
+    let both = AgentLiveTests.switchOverRows.withLock { all in all[switchOver] = rows; return all }
+    if let plain = both["plain"], let steered = both["steered"] {
+      print("switch-over, the same scenario: plain (before the cut)                                     | steered (after)")
+      for (a, b) in zip(plain, steered) { print(a.padding(toLength: 90, withPad: " ", startingAt: 0) + " | " + b) }
     }
 
     // Record → replay: the same engine on the recorded samples makes the same decisions.

@@ -172,27 +172,30 @@ final class PingMonitor {
   let path: String
   let guest: String
 
-  init(guest: String, ip: String, scratch: Scratch, namespace: String = "vfs-src") throws {
+  init(guest: String, ip: String, scratch: Scratch, namespace: String = "vfs-src", interval: String = "0.1") throws {
     self.guest = guest
     path = scratch.file("ping-\(guest).log")
     FileManager.default.createFile(atPath: path, contents: nil)
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["ip", "netns", "exec", namespace, "ping", "-n", "-D", "-O", "-i", "0.1", "-W", "1", ip]
+    process.arguments = ["ip", "netns", "exec", namespace, "ping", "-n", "-D", "-O", "-i", interval, "-W", "1", ip]
     process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
     process.standardError = FileHandle.nullDevice
     try process.run()
   }
 
-  /// (sent, lost) between two Unix times.
+  /// (sent, lost) between two Unix times: a request counts as lost only if
+  /// no reply to it ever came (at 10 ms, `-O` also reports late replies).
   func counts(from: Double, to: Double) -> (sent: Int, lost: Int) {
     guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return (0, 0) }
-    var sent = 0, lost = 0
+    var answered = Set<Int>(), inWindow = Set<Int>()
     for line in text.split(separator: "\n") where line.hasPrefix("[") {
       guard let close = line.firstIndex(of: "]"), let t = Double(line[line.index(after: line.startIndex)..<close]),
-            t >= from, t <= to else { continue }
-      if line.contains("no answer yet") { lost += 1; sent += 1 } else if line.contains("bytes from") { sent += 1 }
+            let seqRange = line.range(of: "icmp_seq=") else { continue }
+      let seq = Int(line[seqRange.upperBound...].prefix { $0.isNumber }) ?? -1
+      if line.contains("bytes from") { answered.insert(seq) }
+      if t >= from, t <= to { inWindow.insert(seq) }
     }
-    return (sent, lost)
+    return (inWindow.count, inWindow.subtracting(answered).count)
   }
 
   func stop() { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }

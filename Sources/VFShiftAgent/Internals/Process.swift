@@ -52,6 +52,12 @@ public func faultInjectionFromEnvironment() -> (@Sendable (SwapStep) -> Void)? {
   }
 }
 
+/// The benchmarks' and live tests' seam for measuring the switch-over before
+/// its cut: VFSHIFT_SWITCHOVER=plain swaps without steering the bridge.
+func plainSwitchOverFromEnvironment() -> Bool {
+  getenv("VFSHIFT_SWITCHOVER").map { String(cString: $0) == "plain" } ?? false
+}
+
 /// Write-then-rename, so a reader never sees half a file.
 func writeAtomically(_ text: String, to path: String) {
   writeAtomically(Array(text.utf8), to: path)

@@ -1,0 +1,92 @@
+import VFShiftCore
+import VFShiftHost
+import VFShiftLibvirt
+
+/// The host side of the switch-over (docs/swap-timeline.md). Measured on the
+/// bed: the pings a swap lost were sent between the detach request and the
+/// host removing the old NIC's device, while the bridge still forwarded the
+/// guest's MAC to a NIC the guest had already let go of. So, once the guest
+/// uses the new NIC and before the old one is unplugged, the FDB entry is
+/// pointed at the new NIC's bridge port and the old port stops learning (the
+/// guest still answers through the old NIC until it is gone, which would pull
+/// the entry back).
+struct Steering: Sendable, Equatable {
+  let oldPort: String
+  let newPort: String
+}
+
+extension Swapper {
+  func steerBeforeDetach(_ domain: DomainInventory, _ verb: Verb, oldAlias: String, newAlias: String) -> Steering? {
+    guard steerBridge else {
+      step(domain, verb, .steerSkipped, ["reason": "VFSHIFT_SWITCHOVER=plain"])
+      return nil
+    }
+    guard let old = domain.nic(alias: oldAlias), let new = domain.nic(alias: newAlias) else {
+      step(domain, verb, .steerSkipped, ["reason": "the old or the new NIC is not in the inventory"])
+      return nil
+    }
+    guard old.mac == new.mac else {
+      step(domain, verb, .steerSkipped, ["reason": .string("the NICs have different MACs (\(old.mac), \(new.mac)): nothing to move")])
+      return nil
+    }
+    guard let oldPort = Swapper.bridgeSide(of: old), let newPort = Swapper.bridgeSide(of: new) else {
+      // A real VF in legacy mode has no bridge port: its NIC's eswitch
+      // delivers by MAC, which only real hardware can show.
+      step(domain, verb, .steerSkipped, ["reason": "no bridge port for the old or the new NIC"])
+      return nil
+    }
+    do {
+      try setBridgePortLearning(oldPort, false)
+      try pointBridgeFDB(mac: new.mac, at: newPort)
+    } catch {
+      try? setBridgePortLearning(oldPort, true)
+      step(domain, verb, .steerFailed, ["error": .string("\(error)"), "oldPort": .string(oldPort), "newPort": .string(newPort)])
+      return nil
+    }
+    step(domain, verb, .steered, ["oldPort": .string(oldPort), "newPort": .string(newPort), "mac": .string(new.mac)])
+    return Steering(oldPort: oldPort, newPort: newPort)
+  }
+
+  /// The old port learns again: a pool member's port outlives the swap, and
+  /// a detach still pending leaves the guest on both NICs.
+  func restoreLearning(_ domain: DomainInventory, _ verb: Verb, _ steering: Steering?) {
+    guard let steering else { return }
+    guard (try? interfaceIndex(steering.oldPort)) != nil else { return }  // the tap went with its NIC
+    do { try setBridgePortLearning(steering.oldPort, true); step(domain, verb, .learningRestored, ["port": .string(steering.oldPort)]) }
+    catch { step(domain, verb, .steerFailed, ["error": .string("\(error)"), "port": .string(steering.oldPort)]) }
+  }
+
+  /// The bridge port a NIC's frames enter the bridge by: a tap is one; a
+  /// pool member is reached through its own port or its veth peer.
+  static func bridgeSide(of nic: NIC) -> String? {
+    switch nic.kind {
+    case .virtioBridge, .virtioNetwork: return nic.hostDevice.flatMap { bridgePort(of: $0) }
+    case .poolMember(_, let member): return bridgePort(of: member)
+    default: return nil
+    }
+  }
+
+  /// After a demotion, a real VF's MAC cleared on its PF, so the PF stops
+  /// delivering the guest's MAC to a VF no guest has.
+  func clearVFMACOnPF(_ domain: DomainInventory, vf: NIC?, pool: String) {
+    guard case .hostdevVF(let address, _)? = vf?.kind, let pci = PCIAddress(address),
+          let location = try? virtualFunctionLocation(pci) else {
+      step(domain, .demote, .pfMACSkipped, ["reason": .string("pool \(pool): the VF NIC is not a real VF with a PF on this host")])
+      return
+    }
+    do {
+      try setVFMAC(pf: location.pf, vf: location.index)
+      step(domain, .demote, .pfMACCleared, ["pf": .string(location.pf), "vf": .number(Double(location.index))])
+    } catch {
+      step(domain, .demote, .pfMACSkipped, ["reason": .string("\(error)")])
+    }
+  }
+}
+
+extension Swapper {
+  /// The domain as libvirt has it now (the new NIC's host device included),
+  /// or as last seen when the read fails.
+  func currentInventory(_ domain: DomainInventory) -> DomainInventory {
+    (try? connection.inventory(uuid: domain.uuid)) ?? domain
+  }
+}
