@@ -69,14 +69,3 @@ final class TCPStream {
   func stop() { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
   deinit { stop() }
 }
-
-/// The `<interface>` element of `virsh dumpxml` whose alias is `alias`, as text.
-func interfaceElement(_ xml: String, alias: String) -> String? {
-  var rest = xml[...]
-  while let start = rest.range(of: "<interface "), let end = rest[start.lowerBound...].range(of: "</interface>") {
-    let element = rest[start.lowerBound..<end.upperBound]
-    if element.contains("<alias name='\(alias)'/>") { return String(element) }
-    rest = rest[end.upperBound...]
-  }
-  return nil
-}
