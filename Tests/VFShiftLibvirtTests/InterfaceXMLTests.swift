@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import VFShiftLibvirt
+import VFShiftTestSupport
 
 @Suite struct InterfaceXMLTests {
   @Test func poolInterfaceAsksForAnyMemberOfTheNetwork() throws {
@@ -44,7 +45,7 @@ import Testing
   /// The failover pair and every device vfshift hot-plugs must be valid for
   /// libvirt's own domain schema. (Live failover needs real VFs: not shown here.)
   @Test func generatedDevicesPassLibvirtsSchema() throws {
-    guard FileManager.default.isExecutableFile(atPath: "/usr/bin/virt-xml-validate"),
+    guard DomainSchema.available,
           FileManager.default.isExecutableFile(atPath: "/usr/bin/xmllint") else {
       try missing("virt-xml-validate and xmllint (Debian packages libvirt-clients, libxml2-utils)")
       return
@@ -58,20 +59,12 @@ import Testing
       InterfaceXML.poolInterface(network: "vfs-pool", mac: nil, alias: "ua-vfshift-net1"),
       try InterfaceXML.restorable(Fixture.savedBridgeNIC),
     ]
-    let domain = """
-      <domain type='qemu'><name>schema-check</name><memory unit='MiB'>128</memory>
-      <os><type arch='x86_64' machine='pc'>hvm</type></os>
-      <devices>\(devices.joined(separator: "\n"))</devices></domain>
-      """
-    let file = FileManager.default.temporaryDirectory.appendingPathComponent("vfshift-schema-\(getpid()).xml")
-    try domain.write(to: file, atomically: true, encoding: .utf8)
-    defer { try? FileManager.default.removeItem(at: file) }
-    let (status, output) = try runTool("/usr/bin/virt-xml-validate", [file.path, "domain"])
+    let domain = DomainSchema.domain(devices: devices)
+    let (status, output) = try DomainSchema.validate(domain)
     #expect(status == 0, "virt-xml-validate refused:\n\(output)\n\(domain)")
     // And the schema check bites: a transient half without its persistent alias is refused.
     let broken = domain.replacingOccurrences(of: " persistent='ua-net0'", with: " persistent=''")
-    try broken.write(to: file, atomically: true, encoding: .utf8)
-    #expect(try runTool("/usr/bin/virt-xml-validate", [file.path, "domain"]).status != 0)
+    #expect(try DomainSchema.validate(broken).status != 0)
   }
 }
 
