@@ -684,7 +684,7 @@ final class NullLog: Sendable {
                (cycleFigure.mean + contention.read.mean) / floorFigure.mean, nth.map { "\($0)" } ?? "(no N: the cycle alone is over)"))
   // Side by side: the cycle that reads contention, the ones that do not, and
   // their mean at the agent's N (AgentConfig.contentionEveryNth).
-  let agentNth = 65.0
+  let agentNth = Double(AgentConfig(policyPath: "").contentionEveryNth)
   let withRead = cycleFigure.mean + contention.read.mean
   let meanAtNth = cycleFigure.mean + contention.read.mean / agentNth
   print(pad("cycle at \(vmCount) VMs x 4 vCPUs, clock mean", 46) + "         ms   x floor  target <= 1.30x")
