@@ -682,6 +682,25 @@ final class NullLog: Sendable {
       String(format: "%.2fx the floor", contention.read.mean / floorFigure.mean))
   print(String(format: "cycle + contention read every cycle: %.2fx the floor; every %@ cycle(s) keeps the cycle <= 1.30x",
                (cycleFigure.mean + contention.read.mean) / floorFigure.mean, nth.map { "\($0)" } ?? "(no N: the cycle alone is over)"))
+  // Side by side: the cycle that reads contention, the ones that do not, and
+  // their mean at the agent's N (AgentConfig.contentionEveryNth).
+  let agentNth = Double(AgentConfig(policyPath: "").contentionEveryNth)
+  let withRead = cycleFigure.mean + contention.read.mean
+  let meanAtNth = cycleFigure.mean + contention.read.mean / agentNth
+  print(pad("cycle at \(vmCount) VMs x 4 vCPUs, clock mean", 46) + "         ms   x floor  target <= 1.30x")
+  for (what, ms) in [("bare RTM_GETSTATS dump (floor)", floorFigure.mean), ("cycle that does not read contention", cycleFigure.mean),
+                     ("cycle that reads contention (1 in N)", withRead), ("mean over N = \(Int(agentNth)) cycles (the agent's N)", meanAtNth)] {
+    let ratio = ms / floorFigure.mean
+    print(pad("  " + what, 46) + String(format: " %10.3f %9.2f  %@", ms, ratio, what.hasPrefix("bare") ? "" : yes(ratio <= 1.3)))
+  }
+  print(String(format: "every-Nth needed: %@ (reading every cycle is %.2fx the floor); N >= %@ keeps the mean within 1.30x, the agent's 65 gives %.2fx, a figure about once a minute at 1 s",
+               withRead / floorFigure.mean > 1.3 ? "yes" : "no", withRead / floorFigure.mean, nth.map { "\($0)" } ?? "(none)",
+               meanAtNth / floorFigure.mean))
+  result["contention_cycle_with_read_vs_floor_ratio"] = withRead / floorFigure.mean
+  result["contention_cycle_without_read_vs_floor_ratio"] = cycleFigure.mean / floorFigure.mean
+  result["contention_agent_every_nth_cycle"] = Int(agentNth)
+  result["contention_cycle_mean_at_agent_nth_vs_floor_ratio"] = meanAtNth / floorFigure.mean
+  result["contention_every_nth_needed"] = withRead / floorFigure.mean > 1.3
 }
 
 /// Before anything of the benchmark's own: the Swift runtime and Foundation.

@@ -37,6 +37,8 @@ func agentHelp(for command: String) -> String? {
       --counters SOURCE      netlink (default) or procNetDev.
       --pool-size POOL=N     VFs of a pool, where libvirt cannot say (repeatable).
       --cycles N             Stop after N cycles (for tests).
+      --contention-every N   Read each VM's CPU contention every Nth cycle (default 65; each
+                             figure is the share over those N cycles). Lower for tests.
 
     SIGNALS: SIGHUP reloads the policy (an invalid one is refused, the old one
     keeps running); SIGTERM/SIGINT finish the swap in progress and exit 0.
@@ -88,7 +90,7 @@ func agentCommand(_ command: String, _ argv: [String]) async throws -> ExitCode 
 func runAgent(_ command: String, _ argv: [String]) async throws -> ExitCode {
   let args = try Arguments(argv, command: command,
     valued: ["--policy", "--interval", "--connect", "--listen", "--textfile", "--status-file", "--socket", "--lock-file", "--record",
-             "--counters", "--pool-size", "--cycles", "--out"],
+             "--counters", "--pool-size", "--cycles", "--out", "--contention-every"],
     flags: ["--dry-run"])
   guard args.positionals.isEmpty else { throw UsageError(message: "unexpected argument '\(args.positionals[0])'", command: command) }
   guard let policyPath = try args.value("--policy") else { throw UsageError(message: "--policy is required", command: command) }
@@ -102,6 +104,10 @@ func runAgent(_ command: String, _ argv: [String]) async throws -> ExitCode {
   config.lockPath = try args.value("--lock-file") ?? config.lockPath
   config.controlPath = try args.value("--socket")
   config.maxCycles = try args.int("--cycles")
+  if let n = try args.int("--contention-every") {
+    guard n >= 1 else { throw UsageError(message: "--contention-every takes N >= 1 (cycles), got \(n)", command: command) }
+    config.contentionEveryNth = n
+  }
   if let listen = try args.value("--listen") { config.metricsListen = listen == "off" ? nil : listen }
   if let source = try args.value("--counters") {
     guard let s = CounterSource(rawValue: source) else {

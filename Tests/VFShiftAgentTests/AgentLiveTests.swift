@@ -27,7 +27,7 @@ struct AgentLiveTests {
     let policy = try loadPolicy(policyPath)
     let g = Dictionary(uniqueKeysWithValues: bed.guests.map { ($0.name, $0) })
     let unmanagedBefore = try virsh("dumpxml", "vfs-u1")
-    let pings = try bed.guests.map { try PingMonitor(guest: $0.name, ip: $0.ip, scratch: scratch, interval: "0.01") }
+    let pings = try bed.guests.map { try PingMonitor(guest: $0.name, ip: $0.ip, scratch: scratch, intervalSeconds: 0.01) }
     defer { pings.forEach { $0.stop() } }
     // One long-lived TCP connection to each managed guest, never reconnected.
     let managed = bed.guests.filter { $0.label != nil }

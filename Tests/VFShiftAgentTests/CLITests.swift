@@ -30,6 +30,15 @@ struct CLITests {
     #expect(unknown.status == 64 && unknown.stdout.isEmpty && unknown.stderr.contains("error: no help for unknown command 'frobnicate'"))
   }
 
+  @Test("run --contention-every N: in the help; 0 or not a number is a usage error (64) naming the flag")
+  func contentionEvery() throws {
+    #expect(try Exec.run([vfshiftBinary, "run", "--help"]).stdout.contains("--contention-every N"))
+    for bad in ["0", "x"] {
+      let r = try Exec.run([vfshiftBinary, "run", "--policy", "/nonexistent.json", "--contention-every", bad])
+      #expect(r.status == 64 && r.stderr.contains("--contention-every"), "\(bad): \(r.status) \(r.stderr)")
+    }
+  }
+
   static let missingFields = """
     {
       pools: [

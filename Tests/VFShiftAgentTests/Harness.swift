@@ -172,12 +172,12 @@ final class PingMonitor {
   let path: String
   let guest: String
 
-  init(guest: String, ip: String, scratch: Scratch, namespace: String = "vfs-src", interval: String = "0.1") throws {
+  init(guest: String, ip: String, scratch: Scratch, namespace: String = "vfs-src", intervalSeconds: Double = 0.1) throws {
     self.guest = guest
     path = scratch.file("ping-\(guest).log")
     FileManager.default.createFile(atPath: path, contents: nil)
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["ip", "netns", "exec", namespace, "ping", "-n", "-D", "-O", "-i", interval, "-W", "1", ip]
+    process.arguments = ["ip", "netns", "exec", namespace, "ping", "-n", "-D", "-O", "-i", "\(intervalSeconds)", "-W", "1", ip]
     process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
     process.standardError = FileHandle.nullDevice
     try process.run()
