@@ -693,9 +693,9 @@ final class NullLog: Sendable {
     let ratio = ms / floorFigure.mean
     print(pad("  " + what, 46) + String(format: " %10.3f %9.2f  %@", ms, ratio, what.hasPrefix("bare") ? "" : yes(ratio <= 1.3)))
   }
-  print(String(format: "every-Nth needed: %@ (reading every cycle is %.2fx the floor); N >= %@ keeps the mean within 1.30x, the agent's 65 gives %.2fx, a figure about once a minute at 1 s",
+  print(String(format: "every-Nth needed: %@ (reading every cycle is %.2fx the floor); N >= %@ keeps the mean within 1.30x, the agent's %d gives %.2fx",
                withRead / floorFigure.mean > 1.3 ? "yes" : "no", withRead / floorFigure.mean, nth.map { "\($0)" } ?? "(none)",
-               meanAtNth / floorFigure.mean))
+               Int(agentNth), meanAtNth / floorFigure.mean))
   result["contention_cycle_with_read_vs_floor_ratio"] = withRead / floorFigure.mean
   result["contention_cycle_without_read_vs_floor_ratio"] = cycleFigure.mean / floorFigure.mean
   result["contention_agent_every_nth_cycle"] = Int(agentNth)

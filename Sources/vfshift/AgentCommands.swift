@@ -37,7 +37,7 @@ func agentHelp(for command: String) -> String? {
       --counters SOURCE      netlink (default) or procNetDev.
       --pool-size POOL=N     VFs of a pool, where libvirt cannot say (repeatable).
       --cycles N             Stop after N cycles (for tests).
-      --contention-every N   Read each VM's CPU contention every Nth cycle (default 65; each
+      --contention-every N   Read each VM's CPU contention every Nth cycle (default 150; each
                              figure is the share over those N cycles). Lower for tests.
 
     SIGNALS: SIGHUP reloads the policy (an invalid one is refused, the old one
