@@ -103,7 +103,7 @@ struct ContentionLiveTests {
     let reason = promote["reason"] as? String ?? ""
     print("decision: promote \(promote["vm"] as? String ?? "?"): \(reason)")
     #expect(reason.contains("vfs-g3 ranked by contention"), "the reason names vfs-g3's contention: \(reason)")
-    var snapshots = [("vfs-g3 on the VF", try await statusRows(scratch))]
+    var snapshots = [("vfs-g3 on the VF", try await statusRows(scratch, onVF: "vfs-g3"))]
     let firstPromoteAt = Date()
 
     // The busy loop moves to vfs-g4's CPU: after vfs-g3's dwell the VF follows.
@@ -115,7 +115,7 @@ struct ContentionLiveTests {
     let moved = try #require(agent.events("decision").first { $0["decision"] as? String == "promote" && $0["vm"] as? String == "vfs-g4" })
     print("decision: promote vfs-g4: \(moved["reason"] as? String ?? "")")
     #expect(Date().timeIntervalSince(firstPromoteAt) >= 10 - 1, "not before vfs-g3's 10 s dwell")
-    snapshots.append(("vfs-g4 on the VF", try await statusRows(scratch)))
+    snapshots.append(("vfs-g4 on the VF", try await statusRows(scratch, onVF: "vfs-g4")))
     busy.stop()
     #expect(agent.stop() == 0, "SIGTERM is a clean exit")
 
@@ -149,15 +149,17 @@ struct ContentionLiveTests {
     print(String(format: "TCP whole run: vfs-g3 longest gap %.3f s, vfs-g4 %.3f s; no reset", r3.longestGap(), r4.longestGap()))
   }
 
-  /// `vfshift status --json` rows by VM, as an operator asks (the control socket).
-  func statusRows(_ scratch: Scratch) async throws -> [String: [String: Any]] {
+  /// `vfshift status --json` rows by VM, as an operator asks (the control socket),
+  /// once they show `onVF` on its VF: the swap's log line comes before the cycle
+  /// that writes the status.
+  func statusRows(_ scratch: Scratch, onVF: String) async throws -> [String: [String: Any]] {
     var rows: [String: [String: Any]] = [:]
     try await TestBed.waitUntil(deadlineSeconds: 10, poll: 0.25, "status over the control socket") {
       guard let r = try? TestBed.execute([vfshiftBinary, "status", "--json", "--status-file", scratch.file("status.json")]), r.status == 0,
             let s = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
             let vms = s["vms"] as? [[String: Any]] else { return false }
       rows = Dictionary(vms.compactMap { v in (v["vm"] as? String).map { ($0, v) } }, uniquingKeysWith: { a, _ in a })
-      return true
+      return (rows[onVF]?["placement"] as? String)?.hasPrefix("vf:") == true
     }
     return rows
   }
