@@ -11,15 +11,17 @@ import VFShiftTestSupport
        .enabled(if: TestBed.enabled))
 struct ContentionLiveTests {
   /// The contended guest moves less than the other: traffic alone would give the other the VF.
-  static let contendedRate = 2.0e6, otherRate = 2.4e6
+  static let contendedRate = 2.0e6, otherRate = 2.3e6
   /// Read every 2nd cycle (1 s): a figure within 2 s of the agent's start,
   /// before the 5 s promote sustain can end (the default 65 would take a minute).
   static let contentionEvery = 2
-  /// Spinning shells on the contended guest's CPU (2: other sessions' work
-  /// on the shared 2 CPUs already makes both guests wait).
-  static let busyLoops = 2
+  /// Spinning shells on the contended guest's CPU (from 2: other sessions' work
+  /// on the shared 2 CPUs already makes both guests wait). Under a heavier
+  /// host load one more is added, up to the last, until the lead is there
+  /// (12-02, lead's suite running: 0.47 vs 0.38 with 2, short of 1.1).
+  static let busyLoops = [2, 3, 4]
   /// The least lead over the other guest's rank the measured contention must
-  /// allow at any weight ((2.0 × c3) / (2.4 × c4)), or the scenario is not there.
+  /// allow at any weight ((2.0 × c3) / (2.3 × c4)), or the scenario is not there.
   static let leastLead = 1.1
   /// The bed's other guests, parked on the busy CPU: on a 2-CPU host they
   /// would otherwise run beside the uncontended guest and blur the difference
@@ -64,17 +66,22 @@ struct ContentionLiveTests {
     defer { tcp3.stop() }
     let tcp4 = try HeldConnection(to: g4.ip, bytesPerSecond: Self.otherRate, log: scratch.file("tcp-vfs-g4.log"))
     defer { tcp4.stop() }
-    var busy = try BusyLoop(cpu: 0, count: Self.busyLoops)
+    var busy = try BusyLoop(cpu: 0, count: Self.busyLoops[0])
     defer { busy.stop() }
 
     // The figures the weight is computed from, read as the agent reads them.
-    let measured = try await measureContention(["vfs-g3", "vfs-g4"], seconds: 6)
-    let c3 = try #require(measured["vfs-g3"]), c4 = try #require(measured["vfs-g4"])
-    print(String(format: "measured over 6 s, \(Self.busyLoops) busy loops on CPU 0 (vfs-g3): vfs-g3 %.3f at %.1f MB/s, vfs-g4 %.3f at %.1f MB/s",
-                 c3, Self.contendedRate / 1e6, c4, Self.otherRate / 1e6))
-    // rank = rate × (1 + w × c); as w grows the lead tends to (r3 × c3) / (r4 × c4).
-    let bestLead = Self.contendedRate * c3 / (Self.otherRate * c4)
-    print(String(format: "the most contention can lead by (w -> infinity): %.2f; needed >= %.2f", bestLead, Self.leastLead))
+    var c3 = 0.0, c4 = 1.0, bestLead = 0.0, loops = 0
+    for n in Self.busyLoops where bestLead < Self.leastLead {
+      if n != Self.busyLoops[0] { busy.stop(); busy = try BusyLoop(cpu: 0, count: n) }
+      loops = n
+      let measured = try await measureContention(["vfs-g3", "vfs-g4"], seconds: 6)
+      c3 = try #require(measured["vfs-g3"]); c4 = try #require(measured["vfs-g4"])
+      // rank = rate × (1 + w × c); as w grows the lead tends to (r3 × c3) / (r4 × c4).
+      bestLead = Self.contendedRate * c3 / (Self.otherRate * c4)
+      print(String(format: "measured over 6 s, %d busy loops on CPU 0 (vfs-g3): vfs-g3 %.3f at %.1f MB/s, vfs-g4 %.3f at %.1f MB/s;"
+                   + " the most contention can lead by (w -> infinity) %.2f, needed >= %.2f",
+                   n, c3, Self.contendedRate / 1e6, c4, Self.otherRate / 1e6, bestLead, Self.leastLead))
+    }
     try #require(bestLead >= Self.leastLead, "vfs-g3's contention \(c3) is not enough over vfs-g4's \(c4) for a weight to flip the order")
     // The weight for half the best lead: robust to noise in either figure, not unbounded.
     let lead = (1 + bestLead) / 2
@@ -96,19 +103,19 @@ struct ContentionLiveTests {
     let reason = promote["reason"] as? String ?? ""
     print("decision: promote \(promote["vm"] as? String ?? "?"): \(reason)")
     #expect(reason.contains("vfs-g3 ranked by contention"), "the reason names vfs-g3's contention: \(reason)")
-    var snapshots = [("vfs-g3 on the VF", try await statusRows(scratch))]
+    var snapshots = [("vfs-g3 on the VF", try await statusRows(scratch, onVF: "vfs-g3"))]
     let firstPromoteAt = Date()
 
     // The busy loop moves to vfs-g4's CPU: after vfs-g3's dwell the VF follows.
     busy.stop()
-    busy = try BusyLoop(cpu: 1, count: Self.busyLoops)
+    busy = try BusyLoop(cpu: 1, count: loops)
     for d in Self.bystanders { try pinVCPUs(d, cpu: 1) }
     try await agent.waitFor("vfs-g4 promoted", seconds: 90) { agent.swaps.contains { $0 == ("promote", "vfs-g4", "done") } }
     #expect(agent.swaps.contains { $0 == ("demote", "vfs-g3", "done") })
     let moved = try #require(agent.events("decision").first { $0["decision"] as? String == "promote" && $0["vm"] as? String == "vfs-g4" })
     print("decision: promote vfs-g4: \(moved["reason"] as? String ?? "")")
     #expect(Date().timeIntervalSince(firstPromoteAt) >= 10 - 1, "not before vfs-g3's 10 s dwell")
-    snapshots.append(("vfs-g4 on the VF", try await statusRows(scratch)))
+    snapshots.append(("vfs-g4 on the VF", try await statusRows(scratch, onVF: "vfs-g4")))
     busy.stop()
     #expect(agent.stop() == 0, "SIGTERM is a clean exit")
 
@@ -142,15 +149,17 @@ struct ContentionLiveTests {
     print(String(format: "TCP whole run: vfs-g3 longest gap %.3f s, vfs-g4 %.3f s; no reset", r3.longestGap(), r4.longestGap()))
   }
 
-  /// `vfshift status --json` rows by VM, as an operator asks (the control socket).
-  func statusRows(_ scratch: Scratch) async throws -> [String: [String: Any]] {
+  /// `vfshift status --json` rows by VM, as an operator asks (the control socket),
+  /// once they show `onVF` on its VF: the swap's log line comes before the cycle
+  /// that writes the status.
+  func statusRows(_ scratch: Scratch, onVF: String) async throws -> [String: [String: Any]] {
     var rows: [String: [String: Any]] = [:]
     try await TestBed.waitUntil(deadlineSeconds: 10, poll: 0.25, "status over the control socket") {
       guard let r = try? TestBed.execute([vfshiftBinary, "status", "--json", "--status-file", scratch.file("status.json")]), r.status == 0,
             let s = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
             let vms = s["vms"] as? [[String: Any]] else { return false }
       rows = Dictionary(vms.compactMap { v in (v["vm"] as? String).map { ($0, v) } }, uniquingKeysWith: { a, _ in a })
-      return true
+      return (rows[onVF]?["placement"] as? String)?.hasPrefix("vf:") == true
     }
     return rows
   }
