@@ -265,10 +265,8 @@ struct AgentLiveTests {
     let connections = net.range(of: "connections='(\\d+)'", options: .regularExpression).map { String(net[$0]) } ?? "connections='0'"
     #expect(connections == "connections='\(onPool)'", "no pool member held by a VM that does not use it")
     // A kill after the bridge was steered leaves no port of the bridge unlearning.
-    let ports = try TestBed.run(["bridge", "-d", "link", "show"])
-    for line in ports.split(separator: "\n") where line.contains("learning off") {
-      Issue.record("a bridge port still has learning off after the restart: \(line)")
-    }
+    let unlearning = try bridgePortsNotLearning()
+    #expect(unlearning.isEmpty, "bridge ports left with learning off: \(unlearning)")
     try resetAllGuests(bed)
   }
 }

@@ -255,3 +255,17 @@ func startedAgent(_ scratch: Scratch, policy: String, logName: String = "agent.l
 func resetAllGuests(_ bed: TestBedState) throws {
   for guest in bed.guests { try TestBed.resetGuest(guest.name) }
 }
+
+/// Bridge ports with learning off: the switch-over turns it off on the old
+/// port until the detach, so none may stay that way once a swap settled.
+func bridgePortsNotLearning() throws -> [String] {
+  var out: [String] = [], port = ""
+  for line in try TestBed.run(["bridge", "-d", "link", "show"]).split(separator: "\n") {
+    if let colon = line.firstIndex(of: ":"), line.first?.isNumber == true {
+      port = line[line.index(after: colon)...].split(separator: " ").first.map(String.init) ?? ""
+    } else if line.contains("learning off") {
+      out.append(port)
+    }
+  }
+  return out
+}

@@ -133,7 +133,7 @@ struct StockGuestLiveTests {
   @Test("fault: the agent SIGKILLed at each demotion step, restarted: one NIC, no journal, no leaked VF")
   func killAtEachDemotionStep() async throws {
     let f = try FaultBed("kill-demote")
-    let steps: [SwapStep] = [.journal, .attached, .guestUsesNew, .detachRequested]
+    let steps: [SwapStep] = [.journal, .attached, .guestUsesNew, .steered, .detachRequested]
     var t0 = ContinuousClock.now
     var killed: [String] = []
     for step in steps {
@@ -151,6 +151,8 @@ struct StockGuestLiveTests {
       let (inv, _) = try await f.settle(since: t0)
       _ = restart.stop()
       #expect(inv.clean, "after the kill at \(step.rawValue): \(inv)")
+      let unlearning = try bridgePortsNotLearning()
+      #expect(unlearning.isEmpty, "after the kill at \(step.rawValue): learning off on \(unlearning)")
     }
     let (inv, rec) = try await f.settle(since: t0)
     f.record("agent SIGKILL at each demotion step (\(killed.joined(separator: ", "))), restarted", inv, recovery: rec, agent: "restarted",
