@@ -60,10 +60,10 @@ final class LibvirtActuator: Actuator {
   var notTakenUntil: [String: Double] = [:]
   var notTakenCount: [String: Int] = [:]
   /// The level-triggered repairs due in these domains (`Agent.bothNICRepairs`).
-  let repairs: ([DomainInventory]) -> [(domain: DomainInventory, pool: VFPool, nics: ManagedNICs, keep: BothNICsRepair)]
+  let repairs: ([DomainInventory]) -> [RepairDue]
 
   init(swapper: Swapper, inventory: Inventory, log: EventLog,
-       repairs: @escaping ([DomainInventory]) -> [(domain: DomainInventory, pool: VFPool, nics: ManagedNICs, keep: BothNICsRepair)] = { _ in [] }) {
+       repairs: @escaping ([DomainInventory]) -> [RepairDue] = { _ in [] }) {
     self.swapper = swapper; self.inventory = inventory; self.log = log; self.repairs = repairs
   }
 

@@ -28,7 +28,7 @@ extension Agent {
 @discardableResult
 func reconcileAll(_ domains: [DomainInventory], _ inventory: Inventory, _ swapper: Swapper, log: EventLog,
                   waitingOnGuests: Bool = true,
-                  repairs: [(domain: DomainInventory, pool: VFPool, nics: ManagedNICs, keep: BothNICsRepair)] = []) async -> Bool {
+                  repairs: [RepairDue] = []) async -> Bool {
   var acted = false
   for domain in domains where domain.journal != nil {
     if !waitingOnGuests, let j = domain.journal, j.step == .detachPending, domain.nic(alias: j.oldAlias) != nil { continue }
@@ -52,14 +52,15 @@ func reconcileAll(_ domains: [DomainInventory], _ inventory: Inventory, _ swappe
 extension Agent {
   /// The VMs found with both their VF and their data virtio NIC and no
   /// journal, each with what the engine would keep now (`repairOfBothNICs`).
-  func bothNICRepairs(_ domains: [DomainInventory]) -> [(domain: DomainInventory, pool: VFPool, nics: ManagedNICs, keep: BothNICsRepair)] {
+  func bothNICRepairs(_ domains: [DomainInventory]) -> [RepairDue] {
     let policy = self.policy
     let found = vmsWithBothNICs(domains, policy: policy)
     guard !found.isEmpty else { return [] }
     return engine.read { state in
       found.compactMap { f in
         let vm = VMIdentity(uuid: f.domain.uuid, name: f.domain.name, label: f.domain.qosLabel)
-        return state.repairOfBothNICs(vm: vm, pool: f.pool.name, policy: policy).map { (f.domain, f.pool, f.nics, $0) }
+        return state.repairOfBothNICs(vm: vm, pool: f.pool.name, policy: policy)
+          .map { RepairDue(domain: f.domain, pool: f.pool, nics: f.nics, keep: $0) }
       }
     }
   }

@@ -37,15 +37,35 @@ extension Swapper {
   }
 }
 
+/// A VM found with both NICs and no journal, and what the engine keeps.
+struct RepairDue {
+  let domain: DomainInventory
+  let pool: VFPool
+  let nics: ManagedNICs
+  let keep: BothNICsRepair
+}
+
 /// The managed VMs `reconcileAll` repairs: both NICs, no journal, not a
-/// settled failover pair, and a class that manages the VM. Pure.
+/// settled failover pair, and a class that manages the VM. Pure. It runs
+/// before every cycle: a VM without a NIC of a pool (nearly all of them
+/// on a host with few VFs) is passed over on a glance at its NICs' kinds.
 func vmsWithBothNICs(_ domains: [DomainInventory], policy: Policy) -> [(domain: DomainInventory, pool: VFPool, nics: ManagedNICs)] {
   var out: [(DomainInventory, VFPool, ManagedNICs)] = []
-  for d in domains where d.journal == nil {
+  for d in domains where d.journal == nil && d.nics.contains(where: { $0.kind.isPoolNIC }) {
     let at = managedNICPositions(d, policy: policy)
     guard let p = at.pool, at.virtio != nil, at.vf != nil, !isFailoverPair(d, at) else { continue }
     guard case .managed = policy.resolveClass(of: VMIdentity(uuid: d.uuid, name: d.name, label: d.qosLabel)) else { continue }
     out.append((d, policy.pools[p], managedNICs(d, policy: policy)))
   }
   return out
+}
+
+extension NICKind {
+  /// A NIC from a pool network: a pool member or a VF of a hostdev network.
+  var isPoolNIC: Bool {
+    switch self {
+    case .poolMember, .hostdevVF(_, _?): true
+    default: false
+    }
+  }
 }
