@@ -85,11 +85,7 @@ public func bridgePort(of device: String, sysfs: String = "/sys/class/net") -> S
   return names.first { readInt("\(sysfs)/\($0)/ifindex") == peer && resolves("\(sysfs)/\($0)/master") }
 }
 
-func readInt(_ path: String) -> Int? {
-  var buffer: [UInt8] = []
-  guard let n = try? readWholeFile(path, into: &buffer) else { return nil }
-  return Int(String(decoding: buffer[0..<n].prefix { $0 != 0x0A }, as: UTF8.self))
-}
+func readInt(_ path: String) -> Int? { attributeText(path).flatMap { Int($0) } }
 
 /// A netdev's ifindex, for the requests that take one.
 public func interfaceIndex(_ device: String) throws(NetlinkError) -> Int32 {

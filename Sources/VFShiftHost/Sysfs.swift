@@ -313,7 +313,7 @@ public func representor(of vf: VFLocation, sysfs: SysfsRoot = SysfsRoot()) -> Re
 
 /// A sysfs text attribute without its newline, nil when it is missing or
 /// cannot be read (EOPNOTSUPP for the switch attributes of a legacy driver).
-private func attributeText(_ path: String) -> String? {
+func attributeText(_ path: String) -> String? {
   var buffer: [UInt8] = []
   guard let n = try? readWholeFile(path, into: &buffer) else { return nil }
   var text = String(decoding: buffer[0..<n], as: UTF8.self)
