@@ -262,7 +262,7 @@ func bridgePortsNotLearning() throws -> [String] {
   var out: [String] = [], port = ""
   for line in try TestBed.run(["bridge", "-d", "link", "show"]).split(separator: "\n") {
     if let colon = line.firstIndex(of: ":"), line.first?.isNumber == true {
-      port = line[line.index(after: colon)...].split(separator: " ").first.map(String.init) ?? ""
+      port = line[line.index(after: colon)...].split(whereSeparator: { " @:".contains($0) }).first.map(String.init) ?? ""
     } else if line.contains("learning off") {
       out.append(port)
     }
