@@ -198,8 +198,36 @@ final class PingMonitor {
     return (inWindow.count, inWindow.subtracting(answered).count)
   }
 
+  /// When each request never answered between two Unix times was sent: `-O`
+  /// reports it as the next request goes out, one interval later.
+  func lostSendTimes(from: Double, to: Double, intervalSeconds: Double = 0.01) -> [Double] {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+    var answered = Set<Int>(), reported: [Int: Double] = [:]
+    for line in text.split(separator: "\n") where line.hasPrefix("[") {
+      guard let close = line.firstIndex(of: "]"), let t = Double(line[line.index(after: line.startIndex)..<close]),
+            let seqRange = line.range(of: "icmp_seq=") else { continue }
+      let seq = Int(line[seqRange.upperBound...].prefix { $0.isNumber }) ?? -1
+      if line.contains("bytes from") { answered.insert(seq) } else if reported[seq] == nil { reported[seq] = t - intervalSeconds }
+    }
+    return reported.filter { !answered.contains($0.key) && $0.value >= from && $0.value <= to }.map(\.value).sorted()
+  }
+
   func stop() { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
   deinit { stop() }
+}
+
+/// One swap taken apart: when each of its steps was logged and when each ping
+/// it lost was sent, in milliseconds from the swap's start (its journal).
+func swapTimeline(_ agent: AgentProcess, vm: String, end: Double, seconds: Double, pings: PingMonitor?) -> String {
+  let start = end - seconds
+  let steps = agent.events("swap-step").compactMap { e -> (Double, String)? in
+    guard e["vm"] as? String == vm, let t = unixTime(e["ts"]), t >= start - 0.05, t <= end + 0.05,
+          let name = e["step"] as? String else { return nil }
+    return (t, name)
+  }
+  let stepText = steps.map { "\($0.1) \(Int((($0.0 - start) * 1000).rounded()))" }.joined(separator: ", ")
+  let lost = pings?.lostSendTimes(from: start - 0.5, to: end + 1).map { "\(Int((($0 - start) * 1000).rounded()))" } ?? []
+  return "    steps (ms from the journal): \(stepText)\n    pings lost, sent at (ms): \(lost.isEmpty ? "none" : lost.joined(separator: ", "))"
 }
 
 func virsh(_ args: String...) throws -> String { try TestBed.run(["virsh", "-c", "qemu:///system"] + args) }
