@@ -85,8 +85,9 @@ public struct Swapper: Sendable {
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
     }
+    let quieted = quietOldPort(domain, .promote, old: virtio, newMAC: nic.mac)
     guard await guestTakes(domain, .promote, nic: nic, before: guestBefore, pool: pool) else {
-      return await rollBack(domain, .promote, newAlias: Swapper.vfAlias)
+      return await rollBack(domain, .promote, newAlias: Swapper.vfAlias, quieted: quieted)
     }
     return await finishPromotion(domain, journal: &journal)
   }
@@ -147,8 +148,9 @@ public struct Swapper: Sendable {
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
     }
+    let quieted = quietOldPort(domain, .demote, old: vf, newMAC: nic.mac)
     guard await guestTakes(domain, .demote, nic: nic, before: guestBefore, pool: pool) else {
-      return await rollBack(domain, .demote, newAlias: journal.newAlias)
+      return await rollBack(domain, .demote, newAlias: journal.newAlias, quieted: quieted)
     }
     return await finishDemotion(domain, journal: &journal)
   }
@@ -183,10 +185,11 @@ public struct Swapper: Sendable {
   /// Make before break, undone: the new NIC out again, the old one never
   /// touched, the journal cleared once the new one is gone (until then a
   /// restarted agent finds it and finishes forward, which is safe: both NICs work).
-  func rollBack(_ domain: DomainInventory, _ verb: Verb, newAlias: String) async -> SwapOutcome {
+  func rollBack(_ domain: DomainInventory, _ verb: Verb, newAlias: String, quieted: String?) async -> SwapOutcome {
     let report = await connection.detachInterface(uuid: domain.uuid, alias: newAlias, deadline: .now + detachDeadline)
     switch report.outcome {
     case .removed, .alreadyAbsent:
+      if let quieted { relearn(domain, verb, port: quieted) }
       if let member = report.releasedPoolMember {
         do { try setLinkUp(member) } catch { step(domain, verb, .memberUpFailed, ["error": .string("\(error)")]) }
       }
@@ -241,7 +244,11 @@ public struct Swapper: Sendable {
     step(domain, verb, .reconcile, ["journalStep": .string(journal.step.rawValue), "newNICPresent": .bool(newPresent)])
     guard newPresent else {
       // The new NIC never arrived: roll back. The old one is still there
-      // unless someone else removed it, which the next cycle will see.
+      // unless someone else removed it, which the next cycle will see; its
+      // port may have been left not learning (quietOldPort).
+      if let old = domain.nic(alias: journal.oldAlias), let port = Swapper.bridgeSide(of: old) {
+        relearn(domain, verb, port: port)
+      }
       do { try connection.clearJournal(uuid: domain.uuid) } catch { return .journalFailed }
       step(domain, verb, .rolledBack)
       return .attachFailed

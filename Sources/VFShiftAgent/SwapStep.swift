@@ -16,6 +16,8 @@ public enum SwapStep: String, Sendable, CaseIterable {
   case detachPending = "detach-pending"
   case done
   case reconcile
+  /// From the attach on, the old NIC's bridge port no longer learns the guest's MAC (SwitchOver.swift).
+  case learningOff = "learning-off"
   /// The bridge forwards the guest's MAC to the new NIC's port, the old port no longer learns it.
   case steered
   case steerSkipped = "steer-skipped"

@@ -47,13 +47,34 @@ extension Swapper {
     return Steering(oldPort: oldPort, newPort: newPort)
   }
 
+  /// From the attach on, the old NIC's port stops learning the guest's MAC.
+  /// Measured (docs/swap-timeline.md): the guest answers through its older
+  /// NIC, its first route, until that NIC is gone, and each such frame pulled
+  /// the bridge's entry back to the old port; the DHCP server's offer to the
+  /// new NIC, sent to that MAC, then went to the NIC that had not asked, and
+  /// the guest's client asked again a second later. The entry the new NIC's
+  /// first frame teaches the bridge now stays.
+  func quietOldPort(_ domain: DomainInventory, _ verb: Verb, old: NIC, newMAC: String) -> String? {
+    guard steerBridge, old.mac == newMAC, let port = Swapper.bridgeSide(of: old) else { return nil }
+    do { try setBridgePortLearning(port, false) } catch {
+      step(domain, verb, .steerFailed, ["error": .string("\(error)"), "port": .string(port)])
+      return nil
+    }
+    step(domain, verb, .learningOff, ["port": .string(port)])
+    return port
+  }
+
   /// The old port learns again: a pool member's port outlives the swap, and
   /// a detach still pending leaves the guest on both NICs.
   func restoreLearning(_ domain: DomainInventory, _ verb: Verb, _ steering: Steering?) {
     guard let steering else { return }
-    guard (try? interfaceIndex(steering.oldPort)) != nil else { return }  // the tap went with its NIC
-    do { try setBridgePortLearning(steering.oldPort, true); step(domain, verb, .learningRestored, ["port": .string(steering.oldPort)]) }
-    catch { step(domain, verb, .steerFailed, ["error": .string("\(error)"), "port": .string(steering.oldPort)]) }
+    relearn(domain, verb, port: steering.oldPort)
+  }
+
+  func relearn(_ domain: DomainInventory, _ verb: Verb, port: String) {
+    guard (try? interfaceIndex(port)) != nil else { return }  // the tap went with its NIC
+    do { try setBridgePortLearning(port, true); step(domain, verb, .learningRestored, ["port": .string(port)]) }
+    catch { step(domain, verb, .steerFailed, ["error": .string("\(error)"), "port": .string(port)]) }
   }
 
   /// The bridge port a NIC's frames enter the bridge by: a tap is one; a

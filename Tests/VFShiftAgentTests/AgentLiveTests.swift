@@ -132,7 +132,15 @@ struct AgentLiveTests {
     }
     if switchOver == "steered" {
       #expect(agent.events("swap-step").contains { $0["step"] as? String == "steered" }, "the switch-over steered the bridge")
+      // From the attach on the old port does not learn (SwitchOver.swift), so the new
+      // NIC's DHCP offer goes to the new NIC: every swap takes it off before its confirmation.
+      for vm in ["vfs-g3", "vfs-g4"] {
+        let steps = agent.events("swap-step").filter { $0["vm"] as? String == vm }.compactMap { $0["step"] as? String }
+        let offs = steps.indices.filter { steps[$0] == "learning-off" }, confirms = steps.indices.filter { steps[$0] == "guest-uses-new" }
+        #expect(offs.count == confirms.count && zip(offs, confirms).allSatisfy { $0 < $1 }, "\(vm): learning off before each confirmation: \(steps)")
+      }
     }
+    #expect(try bridgePortsNotLearning().isEmpty, "no bridge port left not learning")
     let both = AgentLiveTests.switchOverRows.withLock { all in all[switchOver] = rows; return all }
     if let plain = both["plain"], let steered = both["steered"] {
       print("switch-over, the same scenario: plain (before the cut)                                     | steered (after)")
@@ -141,8 +149,9 @@ struct AgentLiveTests {
 
     // Record → replay: the same engine on the recorded samples makes the same decisions.
     let trace = try loadTrace(tracePath)
-    let replayed = replay(trace, policy: policy).swaps.map { "\($0.verb) \($0.vm) at \($0.at.seconds)" }
-    let live = agent.decisions.map { "\($0.verb) \($0.vm) at \(Instant(seconds: $0.t).seconds)" }
+    // At the microsecond: the two clocks' sums may differ in the last bits of a double.
+    let replayed = replay(trace, policy: policy).swaps.map { "\($0.verb) \($0.vm) at \(String(format: "%.6f", $0.at.seconds))" }
+    let live = agent.decisions.map { "\($0.verb) \($0.vm) at \(String(format: "%.6f", Instant(seconds: $0.t).seconds))" }
     #expect(!live.isEmpty)
     #expect(replayed == live, "whatif on the recorded trace decides as the live agent did")
 
@@ -229,7 +238,7 @@ struct AgentLiveTests {
   }
 
   @Test("crash safety: SIGKILL at each swap step, then a restart reconciles: one NIC each, no leaked member, no journal",
-        arguments: [SwapStep.journal, .attached, .steered, .detachRequested])
+        arguments: [SwapStep.journal, .attached, .learningOff, .steered, .detachRequested])
   func crashAtStep(_ step: SwapStep) async throws {
     let bed = try TestBed.require()
     let lease = TestBedLease()

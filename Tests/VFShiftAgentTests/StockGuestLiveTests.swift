@@ -133,7 +133,7 @@ struct StockGuestLiveTests {
   @Test("fault: the agent SIGKILLed at each demotion step, restarted: one NIC, no journal, no leaked VF")
   func killAtEachDemotionStep() async throws {
     let f = try FaultBed("kill-demote")
-    let steps: [SwapStep] = [.journal, .attached, .guestUsesNew, .steered, .detachRequested]
+    let steps: [SwapStep] = [.journal, .attached, .learningOff, .guestUsesNew, .steered, .detachRequested]
     var t0 = ContinuousClock.now
     var killed: [String] = []
     for step in steps {
@@ -175,6 +175,10 @@ struct StockGuestLiveTests {
     let vm = agent.swaps.first { $0.outcome == "not-taken" }!.vm
     let steps = agent.events("swap-step").filter { $0["vm"] as? String == vm }.compactMap { $0["step"] as? String }
     #expect(!steps.contains("detach-requested"), "the virtio NIC was never asked to go: \(steps)")
+    // The old port stopped learning at the attach and learns again after the rollback.
+    #expect(steps.contains("learning-off") && steps.last { $0.hasPrefix("learning-") } == "learning-restored",
+            "the old port's learning taken off and given back: \(steps)")
+    #expect(try bridgePortsNotLearning().isEmpty, "no bridge port left not learning after the rollback")
     #expect(try liveInventory(vm).nics == before[vm], "\(vm) has exactly its virtio NIC again")
     let (inv, rec) = try await f.settle(since: t0)
     _ = agent.stop()
