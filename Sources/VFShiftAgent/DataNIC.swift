@@ -20,8 +20,9 @@ extension DataNICSelector {
 /// (failover's persistent half or no teaming) that the pool's `dataNIC`
 /// names (with no `dataNIC`, the first virtio NIC); beside a VF of a
 /// `mac: same` pool only one with the VF's MAC: a VM on a VF keeps its other
-/// NICs, and they must not read as a swap half done. Every other NIC is
-/// never touched, counted or parked.
+/// NICs, and they must not read as a swap half done. Of several such NICs
+/// the one the last swap recorded as the data NIC (its alias) wins over the
+/// order. Every other NIC is never touched, counted or parked.
 func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNICPositions {
   var out = ManagedNICPositions()
   let nics = domain.nics
@@ -36,6 +37,7 @@ func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNI
       break
     }
   }
+  var candidates: [Int] = []
   for i in nics.indices {
     switch nics[i].kind {
     case .virtioBridge, .virtioNetwork: break
@@ -52,8 +54,9 @@ func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNI
     } else {
       isData = policy.pools.isEmpty || policy.pools.contains { $0.dataNIC.map { s in s.matches(nics[i]) } ?? true }
     }
-    if isData { out.virtio = i; break }
+    if isData { candidates.append(i) }
   }
+  out.virtio = candidates.first { nics[$0].alias != nil && nics[$0].alias == domain.dataNICAlias } ?? candidates.first
   return out
 }
 

@@ -66,7 +66,10 @@ public struct Swapper: Sendable {
     var journal = SwapJournal(operation: .promote, pool: pool.network, oldAlias: oldAlias, newAlias: Swapper.vfAlias,
                               step: .attaching, startedAtUnixMilliseconds: Swapper.nowMilliseconds(),
                               savedInterfaceXML: saved)
-    do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
+    do {
+      try connection.writeJournal(uuid: domain.uuid, journal)
+      try connection.recordDataNIC(uuid: domain.uuid, alias: oldAlias)
+    } catch {
       step(domain, .promote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }
@@ -132,7 +135,12 @@ public struct Swapper: Sendable {
     var journal = SwapJournal(operation: .demote, pool: pool.network, oldAlias: vfAlias,
                               newAlias: restore.alias, step: .attaching,
                               startedAtUnixMilliseconds: Swapper.nowMilliseconds(), savedInterfaceXML: restore.xml)
-    do { try connection.writeJournal(uuid: domain.uuid, journal) } catch {
+    do {
+      try connection.writeJournal(uuid: domain.uuid, journal)
+      // The restored NIC comes back last in libvirt's list: its alias, not
+      // its place, says it is the data NIC from now on.
+      try connection.recordDataNIC(uuid: domain.uuid, alias: restore.alias)
+    } catch {
       step(domain, .demote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }

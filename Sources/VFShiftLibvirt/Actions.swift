@@ -254,6 +254,12 @@ extension LibvirtConnection {
     do throws(DomainXMLError) { return try SwapJournal(xml: xml) } catch { throw .xml(error) }
   }
 
+  /// Records which virtio NIC is the domain's data NIC (VFShiftNamespace.dataNIC).
+  public func recordDataNIC(uuid: String, alias: String) throws(LibvirtError) {
+    try setMetadata(uuid: uuid, namespaceURI: VFShiftNamespace.dataNIC, prefix: VFShiftNamespace.dataNICPrefix,
+                    xml: "<data-nic alias=\"\(xmlEscape(alias))\"/>")
+  }
+
   /// Labels (or, with nil, unlabels) a domain's QoS class in its live metadata.
   public func setQoSLabel(uuid: String, className: String?) throws(LibvirtError) {
     try setMetadata(uuid: uuid, namespaceURI: VFShiftNamespace.qos, prefix: VFShiftNamespace.qosPrefix,

@@ -12,6 +12,12 @@ public enum VFShiftNamespace {
   /// The swap journal (see `SwapJournal`).
   public static let journal = "https://vfshift.dev/ns/journal/1"
   public static let journalPrefix = "vfshift-journal"
+  /// `<data-nic alias='ua-net0'/>`: which virtio NIC is the data NIC, written
+  /// by the swapper before each swap's attach. A demotion re-attaches the data
+  /// NIC last, so beside a second virtio NIC on the same bridge the order no
+  /// longer tells which one vfshift swapped.
+  public static let dataNIC = "https://vfshift.dev/ns/data-nic/1"
+  public static let dataNICPrefix = "vfshift-data-nic"
 }
 
 /// Where in a domain's XML something could not be read, and why.
@@ -91,9 +97,12 @@ public struct DomainInventory: Sendable, Equatable, Hashable {
   /// A swap in progress (or interrupted), if any.
   public var journal: SwapJournal?
   public var nics: [NIC]
+  /// The alias of the NIC the last swap took as the data NIC (VFShiftNamespace.dataNIC).
+  public var dataNICAlias: String?
 
-  public init(uuid: String, name: String, qosLabel: String?, journal: SwapJournal?, nics: [NIC]) {
+  public init(uuid: String, name: String, qosLabel: String?, journal: SwapJournal?, nics: [NIC], dataNICAlias: String? = nil) {
     self.uuid = uuid; self.name = name; self.qosLabel = qosLabel; self.journal = journal; self.nics = nics
+    self.dataNICAlias = dataNICAlias
   }
 
   public func nic(alias: String) -> NIC? { nics.first { $0.alias == alias } }
@@ -111,6 +120,7 @@ public func parseDomainXML(_ xml: String) throws(DomainXMLError) -> DomainInvent
 
   var qosLabel: String?
   var journal: SwapJournal?
+  var dataNICAlias: String?
   if let metadata = root.elements(forName: "metadata").first {
     for e in metadata.childElements {
       switch (e.uri, e.localName) {
@@ -125,6 +135,11 @@ public func parseDomainXML(_ xml: String) throws(DomainXMLError) -> DomainInvent
         } catch {
           throw DomainXMLError(path: "domain/metadata/\(error.path)", problem: error.problem)
         }
+      case (VFShiftNamespace.dataNIC, "data-nic"):
+        guard let a = e.attribute(forName: "alias"), !a.isEmpty else {
+          throw DomainXMLError(path: "domain/metadata/data-nic@alias", problem: "data NIC record without an alias attribute")
+        }
+        dataNICAlias = a
       default:
         continue
       }
@@ -136,7 +151,7 @@ public func parseDomainXML(_ xml: String) throws(DomainXMLError) -> DomainInvent
   for (i, element) in interfaces.enumerated() {
     nics.append(try parseInterface(element, path: "domain/devices/interface[\(i + 1)]"))
   }
-  return DomainInventory(uuid: uuid, name: name, qosLabel: qosLabel, journal: journal, nics: nics)
+  return DomainInventory(uuid: uuid, name: name, qosLabel: qosLabel, journal: journal, nics: nics, dataNICAlias: dataNICAlias)
 }
 
 /// Reads one `<interface>` element given on its own.

@@ -55,6 +55,27 @@ func dataNICDefault() throws {
   #expect(placement(try vm(["vf", "mgmt"]), new) == .transitioning(pool: "x"), "mac: new: no MAC tells the NICs apart")
 }
 
+@Test("two virtio NICs on the data bridge: the one the last swap recorded is the data NIC, wherever libvirt lists it")
+func dataNICRecordedAlias() throws {
+  // A human's NIC on the data bridge listed first, as after a demotion re-attached the data NIC last.
+  let human = "<interface type='bridge'><mac address='52:54:00:00:00:08'/><source bridge='br0'/><target dev='vnet5'/><model type='virtio'/><alias name='ua-human'/></interface>"
+  let data = "<interface type='bridge'><mac address='52:54:00:00:00:07'/><source bridge='br0'/><target dev='vnet3'/><model type='virtio'/><alias name='ua-net0'/></interface>"
+  func domain(recorded: String?) throws -> DomainInventory {
+    try parseDomainXML("""
+      <domain type='qemu'><name>vm7</name><uuid>00000000-0000-4000-8000-000000000007</uuid>
+      <metadata><vfshift:qos xmlns:vfshift="https://vfshift.dev/ns/qos/1" class="high"/>\(recorded.map {
+        "<d:data-nic xmlns:d='https://vfshift.dev/ns/data-nic/1' alias='\($0)'/>" } ?? "")</metadata>
+      <devices>\(human)\(data)</devices></domain>
+      """)
+  }
+  for p in [try policy(""), try policy(", dataNIC: { bridge: \"br0\" }")] {
+    #expect(managedNICs(try domain(recorded: "ua-net0"), policy: p).virtio?.alias == "ua-net0", "the recorded alias over the order")
+    #expect(managedNICs(try domain(recorded: nil), policy: p).virtio?.alias == "ua-human", "never recorded: the first, as documented")
+    #expect(managedNICs(try domain(recorded: "ua-gone"), policy: p).virtio?.alias == "ua-human", "a recorded NIC that is gone: the first")
+  }
+  #expect(try domain(recorded: "ua-net0").dataNICAlias == "ua-net0")
+}
+
 @Test("dataNIC: exactly one of bridge, network, alias; errors name the field")
 func dataNICDecoding() throws {
   #expect(try policy(", dataNIC: { network: \"n\" }").pools[0].dataNIC == .network("n"))

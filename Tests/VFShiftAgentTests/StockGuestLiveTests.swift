@@ -130,6 +130,41 @@ struct StockGuestLiveTests {
              note: "10 s with it: 0 swap steps, not parked, not removed, VF kept, \(answered)/3 pings; then removed by the human")
   }
 
+  @Test("fault: a human's NIC on the data bridge, listed first after a demotion: the next promotion swaps the data NIC, never the human's")
+  func humanNICOnDataBridgeThroughSwaps() async throws {
+    let f = try FaultBed("second-nic-swaps")
+    let (vm, up) = try await swapOnce(f, faultPolicy(name: "h-up"), direction: "promote", log: "h-up")
+    _ = up.stop()
+    let xml = f.scratch.file("human.xml")
+    try "<interface type='bridge'><mac address='52:54:00:aa:12:02'/><source bridge='\(f.bed.bridge)'/><model type='virtio'/><alias name='ua-human-data'/></interface>"
+      .write(toFile: xml, atomically: true, encoding: .utf8)
+    _ = try virsh("attach-device", vm, xml, "--live")
+    let humanBefore = try #require(interfaceElement(try virsh("dumpxml", vm), alias: "ua-human-data"))
+    let (down, agentDown) = try await swapOnce(f, faultPolicy(high: "never", name: "h-down"), direction: "demote", log: "h-down")
+    _ = agentDown.stop()
+    #expect(down == vm)
+    // libvirt lists the restored data NIC after the human's: only the recorded alias tells them apart.
+    let aliases = try liveInventory(vm).nics.compactMap(\.alias)
+    #expect(aliases == ["ua-human-data", "ua-net0"], "the human's NIC first, the data NIC re-attached last: \(aliases)")
+    let (again, agentAgain) = try await swapOnce(f, faultPolicy(name: "h-again"), direction: "promote", log: "h-again")
+    _ = agentAgain.stop()
+    try #require(again == vm, "the same VM promoted again")
+    let inv = try liveInventory(vm)
+    #expect(inv.nics.contains { $0.poolNetwork != nil }, "on its VF")
+    #expect(inv.nic(alias: "ua-net0") == nil, "the data NIC was the one swapped out")
+    #expect(interfaceElement(try virsh("dumpxml", vm), alias: "ua-human-data") == humanBefore, "the human's NIC byte-identical")
+    let vfMAC = inv.nics.first { $0.poolNetwork != nil }?.mac
+    #expect(vfMAC == f.bed.guest(named: vm)?.mac, "the VF has the data NIC's MAC, not the human's")
+    _ = try virsh("detach-device-alias", vm, "ua-human-data", "--live")
+    try await TestBed.waitUntil(deadlineSeconds: 20, "human NIC gone") { (try? liveInventory(vm).nic(alias: "ua-human-data")) == nil }
+    let t0 = ContinuousClock.now
+    let (_, back) = try await swapOnce(f, faultPolicy(high: "never", name: "h-back"), direction: "demote", log: "h-back")
+    _ = back.stop()
+    let (after, rec) = try await f.settle(since: t0)
+    f.record("a human's NIC on the data bridge through a demotion and a promotion", after, recovery: rec, agent: "restarted",
+             note: "listed before the re-attached data NIC; the next promotion swapped ua-net0 (recorded alias), the human's NIC byte-identical")
+  }
+
   @Test("fault: the agent SIGKILLed at each demotion step, restarted: one NIC, no journal, no leaked VF")
   func killAtEachDemotionStep() async throws {
     let f = try FaultBed("kill-demote")
