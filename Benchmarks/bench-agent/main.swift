@@ -37,7 +37,7 @@
 //
 //   swift build --scratch-path .build-benchagent -c release --product vfshift
 //   swift run --scratch-path .build-benchagent -c release bench-agent \
-//     [--vms N] [--interfaces N] [--cycles N] [--steady-seconds N] [--hot N] [--agent-seconds N] [--policy FILE]
+//     [--vms N] [--interfaces N] [--cycles N] [--steady-seconds N] [--hot N] [--agent-seconds N] [--contention-rounds N] [--policy FILE]
 //
 // The last line of output is one JSON object with every figure; ratios end in
 // `_ratio` and say what over what.
@@ -70,6 +70,8 @@ var poolVMCount = 4
 var naiveRounds = 5
 /// Seconds of `vfshift run` measured from outside (after its start-up); 0 skips it.
 var agentSeconds = 20
+/// Rounds of the CPU-contention read; 0 skips that part.
+var contentionRounds = 20
 var policyPath: String? = nil
 /// An existing namespace with the veths already made (for valgrind, which cannot spawn `ip`).
 var givenNamespace: String? = nil
@@ -77,7 +79,7 @@ if CommandLine.arguments.count == 3, CommandLine.arguments[1] == "--vcpu-threads
   vcpuThreadsChild(n)
 }
 do {
-  let usage = "usage: bench-agent [--vms N] [--interfaces N] [--cycles N] [--steady-seconds N] [--hot N] [--naive-rounds N] [--agent-seconds N] [--policy FILE] [--netns NAME]"
+  let usage = "usage: bench-agent [--vms N] [--interfaces N] [--cycles N] [--steady-seconds N] [--hot N] [--naive-rounds N] [--agent-seconds N] [--contention-rounds N] [--policy FILE] [--netns NAME]"
   var args = CommandLine.arguments.dropFirst()
   while let flag = args.popFirst() {
     guard let raw = args.popFirst() else { FileHandle.standardError.write("error: \(flag) needs a value\n\(usage)\n".data(using: .utf8)!); exit(64) }
@@ -95,6 +97,7 @@ do {
     case "--hot": hotCount = value
     case "--naive-rounds": naiveRounds = value
     case "--agent-seconds": agentSeconds = value
+    case "--contention-rounds": contentionRounds = value
     default:
       FileHandle.standardError.write("error: unknown option \(flag)\n\(usage)\n".data(using: .utf8)!)
       exit(64)
@@ -635,72 +638,75 @@ final class NullLog: Sendable {
   let steadyWorst = max(fromCycle, steadyPercent ?? 0, agentProcess?.cpuPercent ?? 0)
   result["targets_met"] = cycleVsFloor <= 1.3 && steadyWorst <= 0.3 && rss <= 32
 
-  let vcpus = 4 * vmCount
-  let contention = try measureContentionRead(threads: vcpus, rounds: 20)
-  let nth = everyNthCycle(read: contention.read.mean, cycle: cycleFigure.mean, floor: floorFigure.mean, target: 1.3)
-  result["contention_vcpu_threads"] = vcpus
-  result["contention_discover_cpu_ms"] = contention.discover.mean
-  result["contention_read_cpu_ms"] = contention.read.mean
-  result["contention_read_vs_floor_ratio"] = contention.read.mean / floorFigure.mean
-  result["contention_cycle_every_cycle_vs_floor_ratio"] = (cycleFigure.mean + contention.read.mean) / floorFigure.mean
-  result["contention_read_every_nth_cycle"] = nth ?? -1
+  // Off under callgrind (Benchmarks/hot-functions/update): its child process cannot be spawned there.
+  if contentionRounds > 0 {
+    let vcpus = 4 * vmCount
+    let contention = try measureContentionRead(threads: vcpus, rounds: contentionRounds)
+    let nth = everyNthCycle(read: contention.read.mean, cycle: cycleFigure.mean, floor: floorFigure.mean, target: 1.3)
+    result["contention_vcpu_threads"] = vcpus
+    result["contention_discover_cpu_ms"] = contention.discover.mean
+    result["contention_read_cpu_ms"] = contention.read.mean
+    result["contention_read_vs_floor_ratio"] = contention.read.mean / floorFigure.mean
+    result["contention_cycle_every_cycle_vs_floor_ratio"] = (cycleFigure.mean + contention.read.mean) / floorFigure.mean
+    result["contention_read_every_nth_cycle"] = nth ?? -1
 
-  func yes(_ ok: Bool) -> String { ok ? "met" : "MISSED" }
-  print("")
-  print("one agent cycle, \(vmCount) VMs / \(first.count) interfaces, policy \(policy.name), CPU time user + system (release build)")
-  print("(getrusage: user + system summed over all N and divided; clock: CLOCK_THREAD_CPUTIME_ID per call)")
-  print(pad("what", 46) + " getrusage  clock mean  clock median")
-  func row(_ what: String, _ f: Figure, usage: Double? = nil, _ tail: String = "") {
-    print(pad(what, 46) + (usage.map { String(format: "%7.3f ms", $0) } ?? "          ")
-          + String(format: " %8.3f ms %10.3f ms", f.mean, f.median) + (tail.isEmpty ? "" : "  " + tail))
+    func yes(_ ok: Bool) -> String { ok ? "met" : "MISSED" }
+    print("")
+    print("one agent cycle, \(vmCount) VMs / \(first.count) interfaces, policy \(policy.name), CPU time user + system (release build)")
+    print("(getrusage: user + system summed over all N and divided; clock: CLOCK_THREAD_CPUTIME_ID per call)")
+    print(pad("what", 46) + " getrusage  clock mean  clock median")
+    func row(_ what: String, _ f: Figure, usage: Double? = nil, _ tail: String = "") {
+      print(pad(what, 46) + (usage.map { String(format: "%7.3f ms", $0) } ?? "          ")
+            + String(format: " %8.3f ms %10.3f ms", f.mean, f.median) + (tail.isEmpty ? "" : "  " + tail))
+    }
+    row("bare RTM_GETSTATS dump (kernel floor)", floorFigure, usage: floorUsage)
+    row("agent cycle", cycleFigure, usage: cycleUsage,
+        String(format: "%.2fx the floor (median %.2fx; target <= 1.30x: %@)", cycleVsFloor, cycleVsFloorMedian, yes(cycleVsFloor <= 1.3)))
+    row("  read (HostCounterReader, netlink)", readFigure)
+    row("  observe", observeFigure)
+    row("  decide", decideFigure)
+    print(pad("  log + metrics + status file", 46) + "          " + String(format: " %8.3f ms", restMean))
+    row("naive: per-VM /proc/net/dev lookup x \(vmCount)", naive, String(format: "%.0fx the agent cycle", naive.mean / cycleUsage))
+    print(String(format: "steady CPU at a %.0f s interval: %.3f %% of a core from the cycle, %.3f %% measured over %.1f s; the bare dump alone %.3f %% back to back, %.3f %% once a tick after a pause (target <= 0.3 %%: %@)",
+                 policy.intervalSeconds, fromCycle, steadyPercent ?? .nan, steadyWall, floorPercent,
+                 floorAfterPausePercent, yes(steadyWorst <= 0.3)))
+    if let a = agentProcess {
+      print(String(format: "vfshift run (%@): %.3f %% of a core over %.1f s, %d threads (target <= 0.3 %%: %@)",
+                   a.what, a.cpuPercent, a.seconds, a.threads, yes(a.cpuPercent <= 0.3)))
+      print(String(format: "vfshift run RSS %.1f MB (peak %.1f MB; anonymous %.1f MB, files %.1f MB; %.1f MB when start-up was over) (target <= 32 MB: %@)",
+                   a.rss, a.peak, a.anon, a.file, a.rssAtStart, yes(a.rss <= 32)))
+    }
+    print(String(format: "bench-agent process RSS %.1f MB (peak %.1f MB; %.1f MB at start, before the namespace and inventory)%@",
+                 mem.rss, mem.peak, startMemory.rss,
+                 agentProcess == nil ? String(format: " (target <= 32 MB: %@)", yes(mem.rss <= 32)) : ""))
+    print("planned swaps: \(actions) (none carried out); log lines: \(log.lines.withLock { $0 })")
+    print("")
+    print("CPU contention read, \(vcpus) vCPU threads (\(vmCount) VMs x 4) in one process, CLOCK_THREAD_CPUTIME_ID, \(contentionRounds) rounds")
+    row("  find vCPU threads by name (per inventory change)", contention.discover)
+    row("  read their schedstat (per contention sample)", contention.read,
+        String(format: "%.2fx the floor", contention.read.mean / floorFigure.mean))
+    print(String(format: "cycle + contention read every cycle: %.2fx the floor; every %@ cycle(s) keeps the cycle <= 1.30x",
+                 (cycleFigure.mean + contention.read.mean) / floorFigure.mean, nth.map { "\($0)" } ?? "(no N: the cycle alone is over)"))
+    // Side by side: the cycle that reads contention, the ones that do not, and
+    // their mean at the agent's N (AgentConfig.contentionEveryNth).
+    let agentNth = Double(AgentConfig(policyPath: "").contentionEveryNth)
+    let withRead = cycleFigure.mean + contention.read.mean
+    let meanAtNth = cycleFigure.mean + contention.read.mean / agentNth
+    print(pad("cycle at \(vmCount) VMs x 4 vCPUs, clock mean", 46) + "         ms   x floor  target <= 1.30x")
+    for (what, ms) in [("bare RTM_GETSTATS dump (floor)", floorFigure.mean), ("cycle that does not read contention", cycleFigure.mean),
+                       ("cycle that reads contention (1 in N)", withRead), ("mean over N = \(Int(agentNth)) cycles (the agent's N)", meanAtNth)] {
+      let ratio = ms / floorFigure.mean
+      print(pad("  " + what, 46) + String(format: " %10.3f %9.2f  %@", ms, ratio, what.hasPrefix("bare") ? "" : yes(ratio <= 1.3)))
+    }
+    print(String(format: "every-Nth needed: %@ (reading every cycle is %.2fx the floor); N >= %@ keeps the mean within 1.30x, the agent's %d gives %.2fx",
+                 withRead / floorFigure.mean > 1.3 ? "yes" : "no", withRead / floorFigure.mean, nth.map { "\($0)" } ?? "(none)",
+                 Int(agentNth), meanAtNth / floorFigure.mean))
+    result["contention_cycle_with_read_vs_floor_ratio"] = withRead / floorFigure.mean
+    result["contention_cycle_without_read_vs_floor_ratio"] = cycleFigure.mean / floorFigure.mean
+    result["contention_agent_every_nth_cycle"] = Int(agentNth)
+    result["contention_cycle_mean_at_agent_nth_vs_floor_ratio"] = meanAtNth / floorFigure.mean
+    result["contention_every_nth_needed"] = withRead / floorFigure.mean > 1.3
   }
-  row("bare RTM_GETSTATS dump (kernel floor)", floorFigure, usage: floorUsage)
-  row("agent cycle", cycleFigure, usage: cycleUsage,
-      String(format: "%.2fx the floor (median %.2fx; target <= 1.30x: %@)", cycleVsFloor, cycleVsFloorMedian, yes(cycleVsFloor <= 1.3)))
-  row("  read (HostCounterReader, netlink)", readFigure)
-  row("  observe", observeFigure)
-  row("  decide", decideFigure)
-  print(pad("  log + metrics + status file", 46) + "          " + String(format: " %8.3f ms", restMean))
-  row("naive: per-VM /proc/net/dev lookup x \(vmCount)", naive, String(format: "%.0fx the agent cycle", naive.mean / cycleUsage))
-  print(String(format: "steady CPU at a %.0f s interval: %.3f %% of a core from the cycle, %.3f %% measured over %.1f s; the bare dump alone %.3f %% back to back, %.3f %% once a tick after a pause (target <= 0.3 %%: %@)",
-               policy.intervalSeconds, fromCycle, steadyPercent ?? .nan, steadyWall, floorPercent,
-               floorAfterPausePercent, yes(steadyWorst <= 0.3)))
-  if let a = agentProcess {
-    print(String(format: "vfshift run (%@): %.3f %% of a core over %.1f s, %d threads (target <= 0.3 %%: %@)",
-                 a.what, a.cpuPercent, a.seconds, a.threads, yes(a.cpuPercent <= 0.3)))
-    print(String(format: "vfshift run RSS %.1f MB (peak %.1f MB; anonymous %.1f MB, files %.1f MB; %.1f MB when start-up was over) (target <= 32 MB: %@)",
-                 a.rss, a.peak, a.anon, a.file, a.rssAtStart, yes(a.rss <= 32)))
-  }
-  print(String(format: "bench-agent process RSS %.1f MB (peak %.1f MB; %.1f MB at start, before the namespace and inventory)%@",
-               mem.rss, mem.peak, startMemory.rss,
-               agentProcess == nil ? String(format: " (target <= 32 MB: %@)", yes(mem.rss <= 32)) : ""))
-  print("planned swaps: \(actions) (none carried out); log lines: \(log.lines.withLock { $0 })")
-  print("")
-  print("CPU contention read, \(vcpus) vCPU threads (\(vmCount) VMs x 4) in one process, CLOCK_THREAD_CPUTIME_ID, 20 rounds")
-  row("  find vCPU threads by name (per inventory change)", contention.discover)
-  row("  read their schedstat (per contention sample)", contention.read,
-      String(format: "%.2fx the floor", contention.read.mean / floorFigure.mean))
-  print(String(format: "cycle + contention read every cycle: %.2fx the floor; every %@ cycle(s) keeps the cycle <= 1.30x",
-               (cycleFigure.mean + contention.read.mean) / floorFigure.mean, nth.map { "\($0)" } ?? "(no N: the cycle alone is over)"))
-  // Side by side: the cycle that reads contention, the ones that do not, and
-  // their mean at the agent's N (AgentConfig.contentionEveryNth).
-  let agentNth = Double(AgentConfig(policyPath: "").contentionEveryNth)
-  let withRead = cycleFigure.mean + contention.read.mean
-  let meanAtNth = cycleFigure.mean + contention.read.mean / agentNth
-  print(pad("cycle at \(vmCount) VMs x 4 vCPUs, clock mean", 46) + "         ms   x floor  target <= 1.30x")
-  for (what, ms) in [("bare RTM_GETSTATS dump (floor)", floorFigure.mean), ("cycle that does not read contention", cycleFigure.mean),
-                     ("cycle that reads contention (1 in N)", withRead), ("mean over N = \(Int(agentNth)) cycles (the agent's N)", meanAtNth)] {
-    let ratio = ms / floorFigure.mean
-    print(pad("  " + what, 46) + String(format: " %10.3f %9.2f  %@", ms, ratio, what.hasPrefix("bare") ? "" : yes(ratio <= 1.3)))
-  }
-  print(String(format: "every-Nth needed: %@ (reading every cycle is %.2fx the floor); N >= %@ keeps the mean within 1.30x, the agent's %d gives %.2fx",
-               withRead / floorFigure.mean > 1.3 ? "yes" : "no", withRead / floorFigure.mean, nth.map { "\($0)" } ?? "(none)",
-               Int(agentNth), meanAtNth / floorFigure.mean))
-  result["contention_cycle_with_read_vs_floor_ratio"] = withRead / floorFigure.mean
-  result["contention_cycle_without_read_vs_floor_ratio"] = cycleFigure.mean / floorFigure.mean
-  result["contention_agent_every_nth_cycle"] = Int(agentNth)
-  result["contention_cycle_mean_at_agent_nth_vs_floor_ratio"] = meanAtNth / floorFigure.mean
-  result["contention_every_nth_needed"] = withRead / floorFigure.mean > 1.3
 }
 
 /// Before anything of the benchmark's own: the Swift runtime and Foundation.
