@@ -22,7 +22,9 @@ struct ContentionLiveTests {
   static let busyLoops = [2, 3, 4]
   /// The least lead over the other guest's rank the measured contention must
   /// allow at any weight ((2.0 × c3) / (2.3 × c4)), or the scenario is not there.
-  static let leastLead = 1.1
+  /// The weight is set for half of it: at 1.1 (1.12–1.15 measured with 2 loops,
+  /// 12-02 evening) the agent's own reads put the other guest first twice in a row.
+  static let leastLead = 1.2
   /// The bed's other guests, parked on the busy CPU: on a 2-CPU host they
   /// would otherwise run beside the uncontended guest and blur the difference
   /// (measured by hand: 0.52 vs 0.32 with them free, 0.51 vs 0.25 parked).
