@@ -37,7 +37,7 @@ func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNI
       break
     }
   }
-  var candidates: [Int] = []
+  var first: Int?
   for i in nics.indices {
     switch nics[i].kind {
     case .virtioBridge, .virtioNetwork: break
@@ -54,9 +54,13 @@ func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNI
     } else {
       isData = policy.pools.isEmpty || policy.pools.contains { $0.dataNIC.map { s in s.matches(nics[i]) } ?? true }
     }
-    if isData { candidates.append(i) }
+    guard isData else { continue }
+    first = first ?? i
+    // Without a record the first is the data NIC; with one, the recorded wins.
+    guard let recorded = domain.dataNICAlias else { break }
+    if nics[i].alias == recorded { out.virtio = i; return out }
   }
-  out.virtio = candidates.first { nics[$0].alias != nil && nics[$0].alias == domain.dataNICAlias } ?? candidates.first
+  out.virtio = first
   return out
 }
 

@@ -23,9 +23,12 @@ struct ManagedNICPositions {
 /// of the policy's pool networks), as `managedNICPositions` (DataNIC.swift)
 /// finds them. Other NICs (user, a management bridge) are seen and left alone.
 public func managedNICs(_ domain: DomainInventory, policy: Policy) -> ManagedNICs {
-  let at = managedNICPositions(domain, policy: policy)
-  return ManagedNICs(virtio: at.virtio.map { domain.nics[$0] }, vf: at.vf.map { domain.nics[$0] },
-                     pool: at.pool.map { policy.pools[$0].name })
+  managedNICs(domain, at: managedNICPositions(domain, policy: policy), policy: policy)
+}
+
+func managedNICs(_ domain: DomainInventory, at: ManagedNICPositions, policy: Policy) -> ManagedNICs {
+  ManagedNICs(virtio: at.virtio.map { domain.nics[$0] }, vf: at.vf.map { domain.nics[$0] },
+              pool: at.pool.map { policy.pools[$0].name })
 }
 
 /// Builds the engine's view of the world from libvirt's inventory and one

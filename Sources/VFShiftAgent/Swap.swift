@@ -67,8 +67,9 @@ public struct Swapper: Sendable {
                               step: .attaching, startedAtUnixMilliseconds: Swapper.nowMilliseconds(),
                               savedInterfaceXML: saved)
     do {
-      try connection.writeJournal(uuid: domain.uuid, journal)
+      // The record first: written alone it only names the data NIC there is.
       try connection.recordDataNIC(uuid: domain.uuid, alias: oldAlias)
+      try connection.writeJournal(uuid: domain.uuid, journal)
     } catch {
       step(domain, .promote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
@@ -108,10 +109,10 @@ public struct Swapper: Sendable {
       step(domain, .promote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }
-    let steering = steerBeforeDetach(currentInventory(domain), .promote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
+    let unlearning = steerBeforeDetach(currentInventory(domain), .promote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
     step(domain, .promote, .detachRequested, ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
-    restoreLearning(domain, .promote, steering)
+    if let unlearning { relearn(domain, .promote, port: unlearning) }
     return settle(domain, .promote, report.outcome, journal: &journal, releasedMember: nil)
   }
 
@@ -136,10 +137,11 @@ public struct Swapper: Sendable {
                               newAlias: restore.alias, step: .attaching,
                               startedAtUnixMilliseconds: Swapper.nowMilliseconds(), savedInterfaceXML: restore.xml)
     do {
-      try connection.writeJournal(uuid: domain.uuid, journal)
       // The restored NIC comes back last in libvirt's list: its alias, not
-      // its place, says it is the data NIC from now on.
+      // its place, says it is the data NIC from now on (a record of a NIC not
+      // yet there, should the journal fail, falls back to the first).
       try connection.recordDataNIC(uuid: domain.uuid, alias: restore.alias)
+      try connection.writeJournal(uuid: domain.uuid, journal)
     } catch {
       step(domain, .demote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
@@ -170,10 +172,10 @@ public struct Swapper: Sendable {
       return .journalFailed
     }
     let current = currentInventory(domain)
-    let steering = steerBeforeDetach(current, .demote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
+    let unlearning = steerBeforeDetach(current, .demote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
     step(domain, .demote, .detachRequested, ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
-    restoreLearning(domain, .demote, steering)
+    if let unlearning { relearn(domain, .demote, port: unlearning) }
     let outcome = settle(domain, .demote, report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
     if outcome == .done { clearVFMACOnPF(domain, vf: current.nic(alias: journal.oldAlias), pool: journal.pool) }
     return outcome

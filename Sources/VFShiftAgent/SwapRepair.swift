@@ -55,7 +55,7 @@ func vmsWithBothNICs(_ domains: [DomainInventory], policy: Policy) -> [(domain: 
     let at = managedNICPositions(d, policy: policy)
     guard let p = at.pool, at.virtio != nil, at.vf != nil, !isFailoverPair(d, at) else { continue }
     guard case .managed = policy.resolveClass(of: VMIdentity(uuid: d.uuid, name: d.name, label: d.qosLabel)) else { continue }
-    out.append((d, policy.pools[p], managedNICs(d, policy: policy)))
+    out.append((d, policy.pools[p], managedNICs(d, at: at, policy: policy)))
   }
   return out
 }

@@ -10,13 +10,9 @@ import VFShiftLibvirt
 /// pointed at the new NIC's bridge port and the old port stops learning (the
 /// guest still answers through the old NIC until it is gone, which would pull
 /// the entry back).
-struct Steering: Sendable, Equatable {
-  let oldPort: String
-  let newPort: String
-}
-
 extension Swapper {
-  func steerBeforeDetach(_ domain: DomainInventory, _ verb: Verb, oldAlias: String, newAlias: String) -> Steering? {
+  /// The old NIC's port, when it was set not to learn (learning goes back on after the detach).
+  func steerBeforeDetach(_ domain: DomainInventory, _ verb: Verb, oldAlias: String, newAlias: String) -> String? {
     guard steerBridge else {
       step(domain, verb, .steerSkipped, ["reason": "VFSHIFT_SWITCHOVER=plain"])
       return nil
@@ -44,7 +40,7 @@ extension Swapper {
       return nil
     }
     step(domain, verb, .steered, ["oldPort": .string(oldPort), "newPort": .string(newPort), "mac": .string(new.mac)])
-    return Steering(oldPort: oldPort, newPort: newPort)
+    return oldPort
   }
 
   /// From the attach on, the old NIC's port stops learning the guest's MAC.
@@ -66,11 +62,6 @@ extension Swapper {
 
   /// The old port learns again: a pool member's port outlives the swap, and
   /// a detach still pending leaves the guest on both NICs.
-  func restoreLearning(_ domain: DomainInventory, _ verb: Verb, _ steering: Steering?) {
-    guard let steering else { return }
-    relearn(domain, verb, port: steering.oldPort)
-  }
-
   func relearn(_ domain: DomainInventory, _ verb: Verb, port: String) {
     guard (try? interfaceIndex(port)) != nil else { return }  // the tap went with its NIC
     do { try setBridgePortLearning(port, true); step(domain, verb, .learningRestored, ["port": .string(port)]) }
