@@ -106,7 +106,6 @@ struct ContentionLiveTests {
     print("decision: promote \(promote["vm"] as? String ?? "?"): \(reason)")
     #expect(reason.contains("vfs-g3 ranked by contention"), "the reason names vfs-g3's contention: \(reason)")
     var snapshots = [("vfs-g3 on the VF", try await statusRows(scratch, onVF: "vfs-g3"))]
-    let firstPromoteAt = Date()
 
     // The busy loop moves to vfs-g4's CPU: after vfs-g3's dwell the VF follows.
     busy.stop()
@@ -116,7 +115,9 @@ struct ContentionLiveTests {
     #expect(agent.swaps.contains { $0 == ("demote", "vfs-g3", "done") })
     let moved = try #require(agent.events("decision").first { $0["decision"] as? String == "promote" && $0["vm"] as? String == "vfs-g4" })
     print("decision: promote vfs-g4: \(moved["reason"] as? String ?? "")")
-    #expect(Date().timeIntervalSince(firstPromoteAt) >= 10 - 1, "not before vfs-g3's 10 s dwell")
+    // The dwell runs from the decision (the engine's clock), not from the swap's end the test saw.
+    let dwellSeen = (unixTime(moved["ts"]) ?? 0) - (unixTime(promote["ts"]) ?? .infinity)
+    #expect(dwellSeen >= 10 - 1, "vfs-g4's promotion \(dwellSeen) s after vfs-g3's: not before vfs-g3's 10 s dwell")
     snapshots.append(("vfs-g4 on the VF", try await statusRows(scratch, onVF: "vfs-g4")))
     busy.stop()
     #expect(agent.stop() == 0, "SIGTERM is a clean exit")

@@ -59,7 +59,11 @@ import VFShiftTestSupport
         }
         #expect(d.nics.map(\.alias) == aliases, "\(g.name): aliases")
         // Direction: the host counters turned by hostDeviceKind equal libvirt's
-        // guest-side counters. Traffic first so there is something to count.
+        // guest-side counters. Traffic first so there is something to count:
+        // with the neighbour forgotten the ping starts with an ARP broadcast,
+        // which every port on the data bridge receives, the pool member too
+        // (its random MAC has no address to ping, and its DHCP offer may be late).
+        _ = try sh("ip netns exec \(bed.namespace) ip neigh flush all")
         _ = try sh("ip netns exec \(bed.namespace) ping -n -q -c 3 -i 0.2 -W 1 \(g.ip)")
         for nic in d.nics {
           let device = try #require(nic.hostDevice)

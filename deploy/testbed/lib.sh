@@ -35,9 +35,14 @@ TB_DHCP_HOST_END=vfsdhcp-br      # on TB_BRIDGE; its peer vfsdhcp0 holds TB_DHCP
 TB_DHCP_MGMT_HOST_END=vfsdhcp-mg # on TB_MGMT_BRIDGE; its peer vfsdhcp1 holds TB_DHCP_MGMT_IP
 TB_DHCP_IP=198.18.0.2
 TB_DHCP_MGMT_IP=198.18.1.1
-# MACs without a reservation (a pool with mac: new) lease from .220-.250, above the guests' plan.
-TB_DHCP_DYNAMIC_FIRST=220
+# MACs without a reservation (a pool with mac: new, a test's NIC with a random MAC) lease from
+# .100-.250, above the guests' plan, for dnsmasq's shortest lease: a suite attaches dozens of such
+# NICs and detaches them seconds later, and a 12 h lease held the whole range after one suite
+# (then the next NIC got "no address available").
+TB_DHCP_DYNAMIC_FIRST=100
 TB_DHCP_DYNAMIC_LAST=250
+TB_DHCP_DYNAMIC_LEASE=2m
+TB_DHCP_RESERVED_LEASE=12h
 TB_DHCP_CONF="$TB_RUN/dnsmasq.conf"
 TB_DHCP_PID="$TB_RUN/dnsmasq.pid"
 TB_POOL=vfs-pool
