@@ -228,6 +228,21 @@ func swapTimeline(_ agent: AgentProcess, vm: String, end: Double, seconds: Doubl
   let stepText = steps.map { "\($0.1) \(Int((($0.0 - start) * 1000).rounded()))" }.joined(separator: ", ")
   let lost = pings?.lostSendTimes(from: start - 0.5, to: end + 1).map { "\(Int((($0 - start) * 1000).rounded()))" } ?? []
   return "    steps (ms from the journal): \(stepText)\n    pings lost, sent at (ms): \(lost.isEmpty ? "none" : lost.joined(separator: ", "))"
+    + (guestShare(steps).map { "\n    \($0)" } ?? "")
+}
+
+/// Where a swap's time went: the guest's own parts (taking the new NIC and its
+/// lease; letting the old one go) against the rest (libvirt's attach, the
+/// agent's steps). Under TCG the guest's parts are most of it; with KVM and
+/// real VFs they are what only real hardware can show.
+func guestShare(_ steps: [(Double, String)]) -> String? {
+  func at(_ name: String) -> Double? { steps.first { $0.1 == name }?.0 }
+  guard let first = steps.first?.0, let attached = at("attached"), let uses = at("guest-uses-new"),
+        let detach = at("detach-requested"), let done = at("done") else { return nil }
+  let ms = { (s: Double) in Int((s * 1000).rounded()) }
+  let taking = uses - attached, letting = done - detach, all = done - first
+  return "guest's own: \(ms(taking + letting)) of \(ms(all)) ms (new NIC to its lease and the agent seeing it \(ms(taking)),"
+    + " old NIC's unplug \(ms(letting))); libvirt's attach and the agent's steps \(ms(all - taking - letting)) ms"
 }
 
 func virsh(_ args: String...) throws -> String { try TestBed.run(["virsh", "-c", "qemu:///system"] + args) }
