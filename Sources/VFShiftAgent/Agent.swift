@@ -32,6 +32,8 @@ public final class Agent: @unchecked Sendable {
   /// inventory's generation stands (its generation keys observe's cache).
   var attributed: (generation: UInt64, domains: [DomainInventory])?
   var cycle = 0
+  /// Each VM's placement as the status file last gave it, in observation order.
+  var statusPlacements: [Placement] = []
   /// The last cycle's view, for the control socket.
   let lastCycle = Mutex<LastCycle?>(nil)
   let startedAt = ContinuousClock.now

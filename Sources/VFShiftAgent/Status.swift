@@ -7,10 +7,12 @@ import VFShiftLibvirt
 extension Agent {
   func publish(_ observation: Observation, plan: Plan, poolTotals: [String: Int], now: Instant, news: Bool) {
     // Status for `vfshift status`: in the cycle something new is logged (an
-    // action, a hold whose rule changed — not a hold that lasts), else every
-    // tenth, so a host of 1,000 VMs does not rewrite it each second; its rows
-    // are built only for the cycles that write it.
-    let writeStatus = news || cycle % 10 == 0
+    // action, a hold whose rule changed — not a hold that lasts) or a VM's
+    // placement differs from what the file says (a swap that finished after
+    // the cycle that decided it, a human's change), else every tenth, so a
+    // host of 1,000 VMs does not rewrite it each second; its rows are built
+    // only for the cycles that write it.
+    let writeStatus = news || cycle % 10 == 0 || placementsChanged(observation)
     var used: [String: Int] = [:]
     for i in observation.vms.indices {
       if case .vf(let p) = observation.vms[i].placement { used[p, default: 0] += 1 }
@@ -37,7 +39,16 @@ extension Agent {
     if writeStatus {
       let rows = engine.read { statusRows(observation, plan: plan, policy: policy, state: $0, source: counterSource) }
       writeAtomically(status(last, rows: rows).json, to: config.statusPath)
+      statusPlacements.removeAll(keepingCapacity: true)
+      for vm in observation.vms { statusPlacements.append(vm.placement) }
     }
+  }
+
+  /// Compared in place: no array per cycle on a host of 1,000 VMs.
+  private func placementsChanged(_ observation: Observation) -> Bool {
+    guard observation.vms.count == statusPlacements.count else { return true }
+    for i in observation.vms.indices where observation.vms[i].placement != statusPlacements[i] { return true }
+    return false
   }
 }
 

@@ -383,3 +383,31 @@ func stepsAndDryRun() async throws {
   #expect(logged.first?.contains("\"direction\":\"demote\"") == true)
   #expect(logged.first?.contains("\"vm\":\"vm7\"") == true)
 }
+
+@Test("status: a VM whose placement changed is shown in that cycle's file, not at the tenth; a cycle that changes nothing leaves the file")
+func statusFollowsPlacement() throws {
+  let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vfshift-status-\(UUID().uuidString)")
+  try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+  defer { try? FileManager.default.removeItem(at: dir) }
+  var config = AgentConfig(policyPath: "\(TestBed.packageRoot.path)/policies/paper-multinetwork.json")
+  config.statusPath = dir.appendingPathComponent("status.json").path
+  let agent = try Agent(config: config, log: EventLog(write: { _ in }))
+  let vm = VMIdentity(uuid: "u7", name: "vm7")
+  func publish(_ placement: Placement, cycle: Int) throws -> (cycle: Int, placement: String) {
+    agent.cycle = cycle
+    let reading = CounterReading.known(source: "vnet0", counters: VMCounters(rxBytes: 0, txBytes: 0, rxPackets: nil, txPackets: nil),
+                                       at: Instant(seconds: Double(cycle)))
+    let observation = Observation(vms: [VMObservation(identity: vm, placement: placement, reading: reading)],
+                                  pools: ["x540": PoolCapacity(total: 2)])
+    agent.publish(observation, plan: Plan(), poolTotals: ["x540": 2], now: Instant(seconds: Double(cycle)), news: false)
+    let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: config.statusPath)))
+      as? [String: Any])
+    let row = try #require((json["vms"] as? [[String: Any]])?.first)
+    return (json["cycle"] as? Int ?? -1, row["placement"] as? String ?? "")
+  }
+  #expect(try publish(.virtio, cycle: 0) == (0, "virtio"))
+  #expect(try publish(.virtio, cycle: 1) == (0, "virtio"), "nothing changed: the file stays")
+  // The swap the cycle before decided has finished: the file says so now.
+  #expect(try publish(.vf(pool: "x540"), cycle: 2) == (2, "vf:x540"))
+  #expect(try publish(.vf(pool: "x540"), cycle: 3) == (2, "vf:x540"))
+}
