@@ -62,8 +62,10 @@ extension Swapper {
 
   /// The old port learns again: a pool member's port outlives the swap, and
   /// a detach still pending leaves the guest on both NICs.
+  /// Only a port found not learning is touched and logged: reconcile's
+  /// rollback cannot know whether the killed process got as far as quieting it.
   func relearn(_ domain: DomainInventory, _ verb: Verb, port: String) {
-    guard (try? interfaceIndex(port)) != nil else { return }  // the tap went with its NIC
+    guard bridgePortLearns(port) == false else { return }  // learning, or the tap went with its NIC
     do { try setBridgePortLearning(port, true); step(domain, verb, .learningRestored, ["port": .string(port)]) }
     catch { step(domain, verb, .steerFailed, ["error": .string("\(error)"), "port": .string(port)]) }
   }

@@ -95,6 +95,13 @@ public func interfaceIndex(_ device: String) throws(NetlinkError) -> Int32 {
   return index
 }
 
+/// A bridge port's learning flag as the kernel exports it
+/// (/sys/class/net/PORT/brport/learning, br_sysfs_if.c); nil when PORT is
+/// not a bridge port (or is gone).
+public func bridgePortLearns(_ port: String, sysfs: String = "/sys/class/net") -> Bool? {
+  readInt("\(sysfs)/\(port)/brport/learning").map { $0 != 0 }
+}
+
 /// Sets a bridge port's learning flag (IFLA_BRPORT_LEARNING).
 public func setBridgePortLearning(_ port: String, _ learning: Bool) throws(NetlinkError) {
   try exchange(Netlink.portLearningMessage(portIndex: try interfaceIndex(port), learning: learning),

@@ -69,5 +69,30 @@ import Testing
     #expect(bridgePort(of: "vfsvf0", sysfs: root) == "vfsvfb0")
     #expect(bridgePort(of: "enp1s0f0v3", sysfs: root) == nil, "a VF in legacy mode has no bridge port")
     #expect(bridgePort(of: "missing", sysfs: root) == nil)
+    // brport/learning: what br_sysfs_if.c exports for a port, nothing for a non-port.
+    try fm.createDirectory(atPath: "\(root)/vnet4/brport", withIntermediateDirectories: true)
+    try "0\n".write(toFile: "\(root)/vnet4/brport/learning", atomically: true, encoding: .utf8)
+    #expect(bridgePortLearns("vnet4", sysfs: root) == false)
+    try "1\n".write(toFile: "\(root)/vnet4/brport/learning", atomically: true, encoding: .utf8)
+    #expect(bridgePortLearns("vnet4", sysfs: root) == true)
+    #expect(bridgePortLearns("enp1s0f0v3", sysfs: root) == nil)
+  }
+
+  /// The real kernel: the flag the request sets is the flag sysfs reads back
+  /// (a bridge and a veth port this test makes in the host's namespace, as
+  /// the agent's steering runs there; removed also when the test fails).
+  @Test func learningSetAndReadOnARealBridge() throws {
+    guard Requirement.met("learningSetAndReadOnARealBridge") else { return }
+    let br = "vfst-br\(getpid() % 10000)", port = "vfst-p\(getpid() % 10000)"
+    defer { _ = try? sh("ip link del \(port); ip link del \(br)", check: false) }
+    try sh("ip link add \(br) type bridge && ip link add \(port) type veth peer name \(port)x")
+    #expect(bridgePortLearns(port) == nil, "not enslaved: not a bridge port")
+    try sh("ip link set \(port) master \(br)")
+    #expect(bridgePortLearns(port) == true, "a new port learns")
+    try setBridgePortLearning(port, false)
+    #expect(bridgePortLearns(port) == false)
+    #expect(try sh("bridge -d link show dev \(port)").output.contains("learning off"))
+    try setBridgePortLearning(port, true)
+    #expect(bridgePortLearns(port) == true)
   }
 }
