@@ -638,6 +638,37 @@ final class NullLog: Sendable {
   let steadyWorst = max(fromCycle, steadyPercent ?? 0, agentProcess?.cpuPercent ?? 0)
   result["targets_met"] = cycleVsFloor <= 1.3 && steadyWorst <= 0.3 && rss <= 32
 
+  func yes(_ ok: Bool) -> String { ok ? "met" : "MISSED" }
+  print("")
+  print("one agent cycle, \(vmCount) VMs / \(first.count) interfaces, policy \(policy.name), CPU time user + system (release build)")
+  print("(getrusage: user + system summed over all N and divided; clock: CLOCK_THREAD_CPUTIME_ID per call)")
+  print(pad("what", 46) + " getrusage  clock mean  clock median")
+  func row(_ what: String, _ f: Figure, usage: Double? = nil, _ tail: String = "") {
+    print(pad(what, 46) + (usage.map { String(format: "%7.3f ms", $0) } ?? "          ")
+          + String(format: " %8.3f ms %10.3f ms", f.mean, f.median) + (tail.isEmpty ? "" : "  " + tail))
+  }
+  row("bare RTM_GETSTATS dump (kernel floor)", floorFigure, usage: floorUsage)
+  row("agent cycle", cycleFigure, usage: cycleUsage,
+      String(format: "%.2fx the floor (median %.2fx; target <= 1.30x: %@)", cycleVsFloor, cycleVsFloorMedian, yes(cycleVsFloor <= 1.3)))
+  row("  read (HostCounterReader, netlink)", readFigure)
+  row("  observe", observeFigure)
+  row("  decide", decideFigure)
+  print(pad("  log + metrics + status file", 46) + "          " + String(format: " %8.3f ms", restMean))
+  row("naive: per-VM /proc/net/dev lookup x \(vmCount)", naive, String(format: "%.0fx the agent cycle", naive.mean / cycleUsage))
+  print(String(format: "steady CPU at a %.0f s interval: %.3f %% of a core from the cycle, %.3f %% measured over %.1f s; the bare dump alone %.3f %% back to back, %.3f %% once a tick after a pause (target <= 0.3 %%: %@)",
+               policy.intervalSeconds, fromCycle, steadyPercent ?? .nan, steadyWall, floorPercent,
+               floorAfterPausePercent, yes(steadyWorst <= 0.3)))
+  if let a = agentProcess {
+    print(String(format: "vfshift run (%@): %.3f %% of a core over %.1f s, %d threads (target <= 0.3 %%: %@)",
+                 a.what, a.cpuPercent, a.seconds, a.threads, yes(a.cpuPercent <= 0.3)))
+    print(String(format: "vfshift run RSS %.1f MB (peak %.1f MB; anonymous %.1f MB, files %.1f MB; %.1f MB when start-up was over) (target <= 32 MB: %@)",
+                 a.rss, a.peak, a.anon, a.file, a.rssAtStart, yes(a.rss <= 32)))
+  }
+  print(String(format: "bench-agent process RSS %.1f MB (peak %.1f MB; %.1f MB at start, before the namespace and inventory)%@",
+               mem.rss, mem.peak, startMemory.rss,
+               agentProcess == nil ? String(format: " (target <= 32 MB: %@)", yes(mem.rss <= 32)) : ""))
+  print("planned swaps: \(actions) (none carried out); log lines: \(log.lines.withLock { $0 })")
+
   // Off under callgrind (Benchmarks/hot-functions/update): its child process cannot be spawned there.
   if contentionRounds > 0 {
     let vcpus = 4 * vmCount
@@ -650,36 +681,6 @@ final class NullLog: Sendable {
     result["contention_cycle_every_cycle_vs_floor_ratio"] = (cycleFigure.mean + contention.read.mean) / floorFigure.mean
     result["contention_read_every_nth_cycle"] = nth ?? -1
 
-    func yes(_ ok: Bool) -> String { ok ? "met" : "MISSED" }
-    print("")
-    print("one agent cycle, \(vmCount) VMs / \(first.count) interfaces, policy \(policy.name), CPU time user + system (release build)")
-    print("(getrusage: user + system summed over all N and divided; clock: CLOCK_THREAD_CPUTIME_ID per call)")
-    print(pad("what", 46) + " getrusage  clock mean  clock median")
-    func row(_ what: String, _ f: Figure, usage: Double? = nil, _ tail: String = "") {
-      print(pad(what, 46) + (usage.map { String(format: "%7.3f ms", $0) } ?? "          ")
-            + String(format: " %8.3f ms %10.3f ms", f.mean, f.median) + (tail.isEmpty ? "" : "  " + tail))
-    }
-    row("bare RTM_GETSTATS dump (kernel floor)", floorFigure, usage: floorUsage)
-    row("agent cycle", cycleFigure, usage: cycleUsage,
-        String(format: "%.2fx the floor (median %.2fx; target <= 1.30x: %@)", cycleVsFloor, cycleVsFloorMedian, yes(cycleVsFloor <= 1.3)))
-    row("  read (HostCounterReader, netlink)", readFigure)
-    row("  observe", observeFigure)
-    row("  decide", decideFigure)
-    print(pad("  log + metrics + status file", 46) + "          " + String(format: " %8.3f ms", restMean))
-    row("naive: per-VM /proc/net/dev lookup x \(vmCount)", naive, String(format: "%.0fx the agent cycle", naive.mean / cycleUsage))
-    print(String(format: "steady CPU at a %.0f s interval: %.3f %% of a core from the cycle, %.3f %% measured over %.1f s; the bare dump alone %.3f %% back to back, %.3f %% once a tick after a pause (target <= 0.3 %%: %@)",
-                 policy.intervalSeconds, fromCycle, steadyPercent ?? .nan, steadyWall, floorPercent,
-                 floorAfterPausePercent, yes(steadyWorst <= 0.3)))
-    if let a = agentProcess {
-      print(String(format: "vfshift run (%@): %.3f %% of a core over %.1f s, %d threads (target <= 0.3 %%: %@)",
-                   a.what, a.cpuPercent, a.seconds, a.threads, yes(a.cpuPercent <= 0.3)))
-      print(String(format: "vfshift run RSS %.1f MB (peak %.1f MB; anonymous %.1f MB, files %.1f MB; %.1f MB when start-up was over) (target <= 32 MB: %@)",
-                   a.rss, a.peak, a.anon, a.file, a.rssAtStart, yes(a.rss <= 32)))
-    }
-    print(String(format: "bench-agent process RSS %.1f MB (peak %.1f MB; %.1f MB at start, before the namespace and inventory)%@",
-                 mem.rss, mem.peak, startMemory.rss,
-                 agentProcess == nil ? String(format: " (target <= 32 MB: %@)", yes(mem.rss <= 32)) : ""))
-    print("planned swaps: \(actions) (none carried out); log lines: \(log.lines.withLock { $0 })")
     print("")
     print("CPU contention read, \(vcpus) vCPU threads (\(vmCount) VMs x 4) in one process, CLOCK_THREAD_CPUTIME_ID, \(contentionRounds) rounds")
     row("  find vCPU threads by name (per inventory change)", contention.discover)
