@@ -18,7 +18,7 @@ protocol Actuator: AnyObject {
   /// anything, so the cycle takes the inventory again. `waitingOnGuests`:
   /// see `Agent.reconcileAll`.
   func reconcile(_ domains: [DomainInventory], waitingOnGuests: Bool) async -> Bool
-  /// Carries out one step; nil when nothing was tried (a dry run, a cooldown).
+  /// Carries out one step; nil when nothing was tried (a dry run).
   func apply(_ step: Step, now: Instant) async -> SwapOutcome?
 }
 
@@ -50,15 +50,12 @@ final class DryRunActuator: Actuator {
   }
 }
 
-/// The swap protocol on libvirt (`Swapper`), with the cooldown for guests
-/// that did not take a NIC they were given.
+/// The swap protocol on libvirt (`Swapper`). A guest that did not take the
+/// NIC it was given is held off by the engine (`EngineState.guestRefused`).
 final class LibvirtActuator: Actuator {
   let swapper: Swapper
   let inventory: Inventory
   let log: EventLog
-  /// VMs whose guest did not use the NIC a swap gave it: not tried again until then (agent seconds).
-  var notTakenUntil: [String: Double] = [:]
-  var notTakenCount: [String: Int] = [:]
   /// The level-triggered repairs due in these domains (`Agent.bothNICRepairs`).
   let repairs: ([DomainInventory]) -> [RepairDue]
 
@@ -82,25 +79,9 @@ final class LibvirtActuator: Actuator {
 
   func apply(_ step: Step, now: Instant) async -> SwapOutcome? {
     let action = step.action, domain = step.domain
-    if let until = notTakenUntil[domain.uuid], until > now.seconds {
-      log.emit("held", ["vm": .string(action.vm.name), "direction": .string(action.verb.rawValue),
-                        "reason": .string(String(format: "the guest did not use its new NIC last time; cooldown %.0f s left", until - now.seconds))])
-      return nil
-    }
     let outcome = switch action {
     case .promote: await swapper.promote(domain, to: step.pool, nics: step.nics)
     case .demote: await swapper.demote(domain, from: step.pool, nics: step.nics)
-    }
-    // A guest that did not take its new NIC is left alone, 30 s and doubling
-    // up to 10 min while it keeps refusing: each try holds the loop up to
-    // confirmSeconds and would most likely fail the same way.
-    if outcome == .notTaken {
-      let n = notTakenCount[domain.uuid, default: 0]
-      notTakenCount[domain.uuid] = n + 1
-      notTakenUntil[domain.uuid] = now.seconds + min(600, 30 * Double(1 << min(n, 5)))
-    } else if outcome == .done {
-      notTakenCount[domain.uuid] = nil
-      notTakenUntil[domain.uuid] = nil
     }
     try? inventory.refresh(uuid: domain.uuid)
     return outcome

@@ -215,7 +215,10 @@ public final class Agent: @unchecked Sendable {
       // Tells the engine, so a forced move that keeps failing backs off. A
       // guest still holding its old NIC is mid-swap, not a failure.
       let succeeded = outcome == .done || outcome == .detachPending
-      engine.update { $0.swapFinished(uuid: action.vm.uuid, succeeded: succeeded, now: now) }
+      engine.update {
+        $0.swapFinished(uuid: action.vm.uuid, succeeded: succeeded, now: now)
+        if outcome == .notTaken { $0.guestRefused(uuid: action.vm.uuid, now: now) }
+      }
       log.emit("swap", ["vm": .string(action.vm.name), "direction": .string(action.verb.rawValue), "pool": .string(action.pool),
                         "outcome": .string(outcome.rawValue), "seconds": .number(seconds)])
       // SIGTERM lets the swap in progress finish, then stops.

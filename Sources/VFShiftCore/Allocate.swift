@@ -142,6 +142,7 @@ private func promotionReason(_ track: VMTrack, _ policy: Policy) -> Reason {
 
 /// Dwell, cooldown and the hourly budget: the anti-flap rules, in one place.
 private func antiFlapBlock(_ track: VMTrack, _ flap: AntiFlap, now: Instant, needsDwell: Bool) -> Reason? {
+  if let refused = refusalBlock(track, now: now) { return refused }
   if needsDwell, let since = track.vfSince, now - since < flap.minDwellSeconds {
     return .dwellNotOver(remainingSeconds: flap.minDwellSeconds - (now - since))
   }
@@ -149,6 +150,12 @@ private func antiFlapBlock(_ track: VMTrack, _ flap: AntiFlap, now: Instant, nee
     return .cooldown(remainingSeconds: flap.cooldownSeconds - (now - last))
   }
   return hourlyBlock(track, flap, now: now)
+}
+
+/// A guest that did not take the NIC it was given is not asked again yet (`GuestRefusal`).
+private func refusalBlock(_ track: VMTrack, now: Instant) -> Reason? {
+  guard let until = track.refusedUntil, now < until else { return nil }
+  return .guestRefused(times: track.refusals, remainingSeconds: until - now)
 }
 
 private func hourlyBlock(_ track: VMTrack, _ flap: AntiFlap, now: Instant) -> Reason? {
@@ -162,6 +169,7 @@ private func hourlyBlock(_ track: VMTrack, _ flap: AntiFlap, now: Instant) -> Re
 /// Forced moves skip dwell and cooldown, but not failure: after one they
 /// back off, and after a few in a row they keep to the hourly budget too.
 private func forcedBlock(_ track: VMTrack, _ flap: AntiFlap, now: Instant) -> Reason? {
+  if let refused = refusalBlock(track, now: now) { return refused }
   guard track.failures > 0 else { return nil }
   if let retry = track.retryAt, now < retry {
     return .backingOff(failures: track.failures, remainingSeconds: retry - now)

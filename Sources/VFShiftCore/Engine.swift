@@ -30,6 +30,8 @@ public struct EngineState: Sendable {
     if succeeded {
       tracks[i].failures = 0
       tracks[i].retryAt = nil
+      tracks[i].refusals = 0
+      tracks[i].refusedUntil = nil
     } else {
       tracks[i].failures += 1
       tracks[i].retryAt = now + ForcedBackoff.delay(afterFailures: tracks[i].failures)
@@ -133,6 +135,10 @@ struct VMTrack: Sendable, Equatable {
   /// move may be tried again.
   var failures = 0
   var retryAt: Instant?
+  /// Swaps in a row whose guest did not use the NIC it was given, and until
+  /// when the VM is left alone for it (`GuestRefusal`).
+  var refusals = 0
+  var refusedUntil: Instant?
   /// The smoothing weight for the last interval length and half-life.
   var smoothing: SmoothingWeight?
 
@@ -140,6 +146,29 @@ struct VMTrack: Sendable, Equatable {
 
   /// A rate over the last interval: the only evidence a move is made on.
   var measured: Bool { intervalBytes != nil || intervalPackets != nil }
+}
+
+/// The agent's report that a swap was rolled back because the guest never
+/// used the new NIC (no driver, no DHCP on it): every move of the VM, forced
+/// or not, waits `GuestRefusal.holdSeconds`, since each try holds the loop up
+/// to the confirmation deadline and would most likely fail the same way.
+extension EngineState {
+  public mutating func guestRefused(uuid: String, now: Instant) {
+    guard let i = index[uuid] else { return }
+    tracks[i].refusals += 1
+    tracks[i].refusedUntil = now + GuestRefusal.holdSeconds(afterRefusals: tracks[i].refusals)
+  }
+}
+
+/// 30 s after the first refusal, doubling while the guest keeps refusing, at most 10 min.
+public enum GuestRefusal {
+  public static let baseSeconds = 30.0
+  public static let capSeconds = 600.0
+
+  public static func holdSeconds(afterRefusals n: Int) -> Double {
+    guard n > 0 else { return 0 }
+    return min(capSeconds, baseSeconds * exp2(Double(min(n - 1, 30))))
+  }
 }
 
 /// How long a forced move (class `never`, wrong pool, over the cap) waits

@@ -16,6 +16,8 @@ public enum Reason: Sendable, Equatable, CustomStringConvertible {
   case cycleBudgetSpent(limit: Int)
   case notMeasured(NoRate)
   case backingOff(failures: Int, remainingSeconds: Double)
+  /// The guest did not use the NIC its last swap(s) gave it: left alone a while.
+  case guestRefused(times: Int, remainingSeconds: Double)
   /// The decision the CPU contention of `vm` turned: on traffic alone it
   /// would have gone the other way. Boxed, so only such a reason allocates.
   indirect case byContention(Reason, vm: String, contention: Double, weight: Double)
@@ -49,6 +51,8 @@ public enum Reason: Sendable, Equatable, CustomStringConvertible {
     case let .notMeasured(why): "not measured yet: \(why.description)"
     case let .backingOff(n, s):
       "backing off after \(n) failed swap\(n == 1 ? "" : "s") in a row (\(fmt(s.rounded(.up))) s left)"
+    case let .guestRefused(n, s):
+      "the guest did not use the NIC \(n == 1 ? "its last swap" : "its last \(n) swaps") gave it (\(fmt(s.rounded(.up))) s left)"
     }
   }
 
@@ -73,6 +77,7 @@ public enum Reason: Sendable, Equatable, CustomStringConvertible {
     case .cycleBudgetSpent: "cycle-budget"
     case .notMeasured: "not-measured"
     case .backingOff: "backoff"
+    case .guestRefused: "guest-refused"
     }
   }
 }

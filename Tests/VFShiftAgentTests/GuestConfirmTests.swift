@@ -83,10 +83,12 @@ struct GuestConfirmTests {
     let after = try liveInventory("vfs-g3")
     #expect(after.nics == before.nics, "the VM has exactly its virtio NIC again")
     #expect(after.journal == nil)
-    // Held off, not retried every cycle.
+    // Held off by the engine, with the reason, not retried every cycle.
     do {
-      try await agent.waitFor("a held line for vfs-g3", seconds: 20) {
-        agent.events("held").contains { $0["vm"] as? String == "vfs-g3" }
+      try await agent.waitFor("vfs-g3 held: the guest did not take its NIC", seconds: 20) {
+        agent.events("decision").contains {
+          $0["vm"] as? String == "vfs-g3" && $0["decision"] as? String == "hold" && $0["rule"] as? String == "guest-refused"
+        }
       }
     } catch {
       Issue.record("\(error)\nagent log:\n\(agent.tail(12))")

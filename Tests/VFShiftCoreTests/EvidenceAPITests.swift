@@ -156,3 +156,25 @@ func replayUnknownOnVF() {
 }
 
 private func fmtS(_ d: Double) -> String { String(Int(d)) }
+
+@Test("a guest that does not take its new NIC: every move of the VM is held 30 s, doubling to 10 min, with the reason; a swap that works clears it")
+func guestRefusalHoldOff() {
+  // Pinned, so nothing but the refusal (no cooldown, no dwell) decides when it is tried again.
+  var sim = Simulation(policy: .fixture(perHour: 1000), vms: [("a", "pinned")], poolSizes: ["p": 1])
+  sim.failing = ["a"]
+  sim.report = { state, action, succeeded, now in
+    state.swapFinished(uuid: action.vm.uuid, succeeded: succeeded, now: now)
+    if !succeeded { state.guestRefused(uuid: action.vm.uuid, now: now) }
+  }
+  var reasons: [Reason] = []
+  for _ in 0..<1300 { reasons += sim.step().holds.map(\.reason) }
+  // 30 s, 60, 120, 240, 480, then 600 s between tries.
+  #expect(sim.log.map(\.at) == [1, 31, 91, 211, 451, 931])
+  #expect(Set(reasons.map(\.rule)) == ["guest-refused"], "not the forced move's backoff: the refusal says why")
+  #expect(reasons.first == .guestRefused(times: 1, remainingSeconds: 29))
+  #expect(reasons.first?.description == "the guest did not use the NIC its last swap gave it (29 s left)")
+  #expect(reasons.last?.description.hasPrefix("the guest did not use the NIC its last 6 swaps gave it") == true)
+  sim.failing = []
+  sim.run(700)
+  #expect(sim.log.map(\.at).last == 1531 && sim.onVF == ["a"], "tried after the 600 s hold, and it worked")
+}
