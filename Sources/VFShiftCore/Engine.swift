@@ -165,10 +165,7 @@ public enum GuestRefusal {
   public static let baseSeconds = 30.0
   public static let capSeconds = 600.0
 
-  public static func holdSeconds(afterRefusals n: Int) -> Double {
-    guard n > 0 else { return 0 }
-    return min(capSeconds, baseSeconds * exp2(Double(min(n - 1, 30))))
-  }
+  public static func holdSeconds(afterRefusals n: Int) -> Double { doubling(after: n, base: baseSeconds, cap: capSeconds) }
 }
 
 /// How long a forced move (class `never`, wrong pool, over the cap) waits
@@ -179,10 +176,13 @@ public enum ForcedBackoff {
   public static let capSeconds = 600.0
   public static let hourlyAfter = 3
 
-  public static func delay(afterFailures n: Int) -> Double {
-    guard n > 0 else { return 0 }
-    return min(capSeconds, baseSeconds * exp2(Double(min(n - 1, 30))))
-  }
+  public static func delay(afterFailures n: Int) -> Double { doubling(after: n, base: baseSeconds, cap: capSeconds) }
+}
+
+/// `base` after the first of `n` in a row, doubling with each, at most `cap`; 0 before any.
+private func doubling(after n: Int, base: Double, cap: Double) -> Double {
+  guard n > 0 else { return 0 }
+  return min(cap, base * exp2(Double(min(n - 1, 30))))
 }
 
 /// One cycle of the engine: estimate (Estimate.swift), classify (Classify.swift),
