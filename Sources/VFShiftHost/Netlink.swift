@@ -112,6 +112,8 @@ public enum NetlinkError: Error, Sendable, Equatable, CustomStringConvertible {
   case malformed(offset: Int, reason: String)
   /// A dump was interrupted by concurrent changes (NLM_F_DUMP_INTR) every try.
   case inconsistentDump(request: String, tries: Int)
+  /// The device is in a state the request must not change (what it found, why).
+  case refused(device: String, reason: String)
 
   public var description: String {
     switch self {
@@ -121,6 +123,7 @@ public enum NetlinkError: Error, Sendable, Equatable, CustomStringConvertible {
         + " (\(errno))"
     case .malformed(let offset, let reason): "netlink message malformed at byte \(offset): \(reason)"
     case .inconsistentDump(let request, let tries): "netlink \(request): dump interrupted by changes \(tries) times in a row"
+    case .refused(let device, let reason): "\(device): \(reason)"
     }
   }
 }

@@ -37,6 +37,7 @@ public struct SystemCallError: Error, Sendable, Equatable, CustomStringConvertib
     case EAGAIN: "EAGAIN"
     case EOPNOTSUPP: "EOPNOTSUPP"
     case EPROTONOSUPPORT: "EPROTONOSUPPORT"
+    case EEXIST: "EEXIST"
     default: "errno \(errno)"
     }
   }
@@ -45,6 +46,14 @@ public struct SystemCallError: Error, Sendable, Equatable, CustomStringConvertib
     let reason = strerror(errno).map { String(cString: $0) } ?? "unknown error"
     return "\(call)(\(subject)) failed: \(errnoName): \(reason)"
   }
+}
+
+/// The errnos the kernel's traffic-control answers are told apart by
+/// (DHCPRedirect.swift), without Glibc outside this file.
+enum KernelErrno {
+  static let exists = EEXIST
+  static let invalid = EINVAL
+  static let notFound = ENOENT
 }
 
 /// Runs `body` until it stops failing with EINTR; -1 becomes a typed error.
