@@ -1,4 +1,4 @@
-// libFuzzer target: netlink datagrams through both pure parsers: `parseLinkDump` (RTM_GETSTATS / RTM_GETLINK dumps) and `parseVFStatistics` (RTM_GETLINK with RTEXT_FILTER_VF).
+// libFuzzer target: netlink datagrams through every pure parser: `parseLinkDump` (RTM_GETSTATS / RTM_GETLINK dumps), `parseVFStatistics` (RTM_GETLINK with RTEXT_FILTER_VF), `parseFilterDump` and `parseQdiscDump` (the DHCP redirect's traffic-control dumps).
 // Built two ways (see Benchmarks/fuzz/run):
 // - with `-Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING` it is a libFuzzer binary;
 // - in the ordinary build (which builds every target) it replays the files
@@ -14,6 +14,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   let bytes = Array(UnsafeBufferPointer(start: data, count: size))
   _ = try? parseLinkDump(bytes)
   _ = try? parseVFStatistics(bytes)
+  _ = try? parseFilterDump(bytes)
+  _ = try? parseQdiscDump(bytes)
   return 0
 }
 

@@ -104,7 +104,7 @@ public final class Agent: @unchecked Sendable {
     var swapper = Swapper(connection: connection, log: log, attachDeadline: config.attachDeadline,
                           detachDeadline: config.detachDeadline,
                           stepHook: config.stepHook ?? { _ in })
-    swapper.steerBridge = !plainSwitchOverFromEnvironment()
+    swapper.switchOver = switchOverFromEnvironment()
     // Dry run and record-only observe and decide like a live run; only the actuator differs.
     let actuator: Actuator = config.dryRun || config.recordOnly
       ? DryRunActuator(log: log)

@@ -34,8 +34,8 @@ public struct Swapper: Sendable {
   /// Test hook: called after each step, so a test can kill or stop the
   /// process exactly there.
   public let stepHook: @Sendable (SwapStep) -> Void
-  /// Whether the switch-over points the bridge at the new NIC (SwitchOver.swift).
-  public var steerBridge = true
+  /// How the switch-over works the bridge (SwitchOver.swift).
+  public var switchOver = SwitchOverMode.redirect
 
   public init(connection: LibvirtConnection, log: EventLog, attachDeadline: Duration = .seconds(15),
               detachDeadline: Duration = .seconds(10), stepHook: @escaping @Sendable (SwapStep) -> Void = { _ in }) {
@@ -89,7 +89,7 @@ public struct Swapper: Sendable {
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
     }
-    let quieted = quietOldPort(domain, .promote, old: virtio, newMAC: nic.mac)
+    let quieted = holdOldPort(domain, .promote, old: virtio, new: nic)
     guard await guestTakes(domain, .promote, nic: nic, before: guestBefore, pool: pool) else {
       return await rollBack(domain, .promote, newAlias: Swapper.vfAlias, quieted: quieted)
     }
@@ -109,10 +109,12 @@ public struct Swapper: Sendable {
       step(domain, .promote, .journalFailed, ["error": .string("\(error)")])
       return .journalFailed
     }
-    let unlearning = steerBeforeDetach(currentInventory(domain), .promote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
+    let current = currentInventory(domain)
+    let oldPort = steerBeforeDetach(current, .promote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
+      ?? current.nic(alias: journal.oldAlias).flatMap(Swapper.bridgeSide)
     step(domain, .promote, .detachRequested, ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
-    if let unlearning { relearn(domain, .promote, port: unlearning) }
+    if let oldPort { restoreOldPort(domain, .promote, port: oldPort) }
     return settle(domain, .promote, report.outcome, journal: &journal, releasedMember: nil)
   }
 
@@ -158,7 +160,7 @@ public struct Swapper: Sendable {
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
     }
-    let quieted = quietOldPort(domain, .demote, old: vf, newMAC: nic.mac)
+    let quieted = holdOldPort(domain, .demote, old: vf, new: nic)
     guard await guestTakes(domain, .demote, nic: nic, before: guestBefore, pool: pool) else {
       return await rollBack(domain, .demote, newAlias: journal.newAlias, quieted: quieted)
     }
@@ -172,10 +174,13 @@ public struct Swapper: Sendable {
       return .journalFailed
     }
     let current = currentInventory(domain)
-    let unlearning = steerBeforeDetach(current, .demote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
+    // Found again after the detach whether or not it was steered: a killed
+    // process may have left it redirecting (holdOldPort).
+    let oldPort = steerBeforeDetach(current, .demote, oldAlias: journal.oldAlias, newAlias: journal.newAlias)
+      ?? current.nic(alias: journal.oldAlias).flatMap(Swapper.bridgeSide)
     step(domain, .demote, .detachRequested, ["alias": .string(journal.oldAlias)])
     let report = await connection.detachInterface(uuid: domain.uuid, alias: journal.oldAlias, deadline: .now + detachDeadline)
-    if let unlearning { relearn(domain, .demote, port: unlearning) }
+    if let oldPort { restoreOldPort(domain, .demote, port: oldPort) }
     let outcome = settle(domain, .demote, report.outcome, journal: &journal, releasedMember: report.releasedPoolMember)
     if outcome == .done { clearVFMACOnPF(domain, vf: current.nic(alias: journal.oldAlias), pool: journal.pool) }
     return outcome
@@ -199,7 +204,7 @@ public struct Swapper: Sendable {
     let report = await connection.detachInterface(uuid: domain.uuid, alias: newAlias, deadline: .now + detachDeadline)
     switch report.outcome {
     case .removed, .alreadyAbsent:
-      if let quieted { relearn(domain, verb, port: quieted) }
+      if let quieted { restoreOldPort(domain, verb, port: quieted) }
       if let member = report.releasedPoolMember {
         do { try setLinkUp(member) } catch { step(domain, verb, .memberUpFailed, ["error": .string("\(error)")]) }
       }
@@ -255,9 +260,9 @@ public struct Swapper: Sendable {
     guard newPresent else {
       // The new NIC never arrived: roll back. The old one is still there
       // unless someone else removed it, which the next cycle will see; its
-      // port may have been left not learning (quietOldPort).
+      // port may have been left redirecting or not learning (holdOldPort).
       if let old = domain.nic(alias: journal.oldAlias), let port = Swapper.bridgeSide(of: old) {
-        relearn(domain, verb, port: port)
+        restoreOldPort(domain, verb, port: port)
       }
       do { try connection.clearJournal(uuid: domain.uuid) } catch { return .journalFailed }
       step(domain, verb, .rolledBack)

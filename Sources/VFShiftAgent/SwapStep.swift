@@ -16,13 +16,18 @@ public enum SwapStep: String, Sendable, CaseIterable {
   case detachPending = "detach-pending"
   case done
   case reconcile
-  /// From the attach on, the old NIC's bridge port no longer learns the guest's MAC (SwitchOver.swift).
+  /// From the attach on, the DHCP server's replies that would leave by the
+  /// old NIC's bridge port go to the new NIC's port (SwitchOver.swift).
+  case dhcpRedirected = "dhcp-redirected"
+  /// The old port does not learn the guest's MAC: at the steering, and from
+  /// the attach on when the redirect cannot be had (or VFSHIFT_SWITCHOVER=quiet).
   case learningOff = "learning-off"
   /// The bridge forwards the guest's MAC to the new NIC's port, the old port no longer learns it.
   case steered
   case steerSkipped = "steer-skipped"
   case steerFailed = "steer-failed"
   case learningRestored = "learning-restored"
+  case dhcpRedirectRemoved = "dhcp-redirect-removed"
   /// A real VF's MAC cleared on its PF after the demotion (net_failover.rst).
   case pfMACCleared = "pf-mac-cleared"
   case pfMACSkipped = "pf-mac-skipped"

@@ -2,6 +2,16 @@ import VFShiftCore
 import VFShiftHost
 import VFShiftLibvirt
 
+/// How a swap works the bridge between the guest's two NICs.
+public enum SwitchOverMode: String, Sendable {
+  /// Not at all: the switch-over before #12's cut, for side-by-side runs.
+  case plain
+  /// The old port stops learning from the attach (the cut before the redirect).
+  case quiet
+  /// The DHCP replies redirected from the attach, the bridge steered at the confirmation.
+  case redirect
+}
+
 /// The host side of the switch-over (docs/swap-timeline.md). Measured on the
 /// bed: the pings a swap lost were sent between the detach request and the
 /// host removing the old NIC's device, while the bridge still forwarded the
@@ -13,7 +23,7 @@ import VFShiftLibvirt
 extension Swapper {
   /// The old NIC's port, when it was set not to learn (learning goes back on after the detach).
   func steerBeforeDetach(_ domain: DomainInventory, _ verb: Verb, oldAlias: String, newAlias: String) -> String? {
-    guard steerBridge else {
+    guard switchOver != .plain else {
       step(domain, verb, .steerSkipped, ["reason": "VFSHIFT_SWITCHOVER=plain"])
       return nil
     }
@@ -40,18 +50,38 @@ extension Swapper {
       return nil
     }
     step(domain, verb, .steered, ["oldPort": .string(oldPort), "newPort": .string(newPort), "mac": .string(new.mac)])
+    // The entry now points at the new port and stays: the redirect has done its part.
+    unredirect(domain, verb, port: oldPort)
     return oldPort
   }
 
-  /// From the attach on, the old NIC's port stops learning the guest's MAC.
-  /// Measured (docs/swap-timeline.md): the guest answers through its older
-  /// NIC, its first route, until that NIC is gone, and each such frame pulled
-  /// the bridge's entry back to the old port; the DHCP server's offer to the
+  /// From the attach on, the DHCP server's replies to the guest reach its
+  /// new NIC. Measured (docs/swap-timeline.md): the guest answers through its
+  /// older NIC, its first route, until that NIC is gone, and each such frame
+  /// pulls the bridge's entry back to the old port; the server's offer to the
   /// new NIC, sent to that MAC, then went to the NIC that had not asked, and
-  /// the guest's client asked again a second later. The entry the new NIC's
-  /// first frame teaches the bridge now stays.
-  func quietOldPort(_ domain: DomainInventory, _ verb: Verb, old: NIC, newMAC: String) -> String? {
-    guard steerBridge, old.mac == newMAC, let port = Swapper.bridgeSide(of: old) else { return nil }
+  /// the guest's client asked again a second later. Redirecting only those
+  /// replies leaves the rest of the guest's traffic where the guest has it;
+  /// the old port's learning off (the fallback, and `quiet`) instead moves
+  /// all of it onto the new NIC at its first frame, while the guest's DHCP
+  /// client may still read every frame of that NIC.
+  /// Returns the old port when it was changed.
+  func holdOldPort(_ domain: DomainInventory, _ verb: Verb, old: NIC, new: NIC) -> String? {
+    guard switchOver != .plain, old.mac == new.mac, let port = Swapper.bridgeSide(of: old) else { return nil }
+    if switchOver == .redirect {
+      if let newPort = Swapper.bridgeSide(of: new) {
+        do {
+          let how = try redirectDHCPReplies(from: port, to: newPort)
+          step(domain, verb, .dhcpRedirected, ["port": .string(port), "to": .string(newPort),
+                                               "qdisc": .string(how == .onOwnQdisc ? "added" : "existing clsact")])
+          return port
+        } catch {
+          step(domain, verb, .steerFailed, ["error": .string("\(error)"), "port": .string(port), "fallback": "learning-off"])
+        }
+      } else {
+        step(domain, verb, .steerFailed, ["reason": "no bridge port for the new NIC", "port": .string(port), "fallback": "learning-off"])
+      }
+    }
     do { try setBridgePortLearning(port, false) } catch {
       step(domain, verb, .steerFailed, ["error": .string("\(error)"), "port": .string(port)])
       return nil
@@ -60,13 +90,20 @@ extension Swapper {
     return port
   }
 
-  /// The old port learns again: a pool member's port outlives the swap, and
-  /// a detach still pending leaves the guest on both NICs.
-  /// Only a port found not learning is touched and logged: reconcile's
-  /// rollback cannot know whether the killed process got as far as quieting it.
-  func relearn(_ domain: DomainInventory, _ verb: Verb, port: String) {
-    guard bridgePortLearns(port) == false else { return }  // learning, or the tap went with its NIC
+  /// The old port as it was: a pool member's port outlives the swap, and a
+  /// detach still pending leaves the guest on both NICs. Only what is found
+  /// changed is touched and logged: reconcile's rollback cannot know how far
+  /// the killed process got, and a tap goes with its NIC.
+  func restoreOldPort(_ domain: DomainInventory, _ verb: Verb, port: String) {
+    unredirect(domain, verb, port: port)
+    guard bridgePortLearns(port) == false else { return }
     do { try setBridgePortLearning(port, true); step(domain, verb, .learningRestored, ["port": .string(port)]) }
+    catch { step(domain, verb, .steerFailed, ["error": .string("\(error)"), "port": .string(port)]) }
+  }
+
+  func unredirect(_ domain: DomainInventory, _ verb: Verb, port: String) {
+    guard hasDHCPRedirect(port) == true else { return }
+    do { try removeDHCPRedirect(port); step(domain, verb, .dhcpRedirectRemoved, ["port": .string(port)]) }
     catch { step(domain, verb, .steerFailed, ["error": .string("\(error)"), "port": .string(port)]) }
   }
 

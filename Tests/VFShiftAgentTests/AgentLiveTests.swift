@@ -11,11 +11,13 @@ import VFShiftTestSupport
 /// real traffic, a passthrough pool of 2 stand-in VFs capped at 1 by the policy.
 @Suite("vfshift run on the real test bed", .serialized, .enabled(if: TestBed.enabled))
 struct AgentLiveTests {
-  /// Per-swap rows of each run, so the second prints both side by side.
+  /// Per-swap rows of each run, so the last prints them all side by side.
   static let switchOverRows = Mutex<[String: [String]]>([:])
+  /// VFSHIFT_SWITCHOVER's values (Internals/Process.swift); "steered" is the product's.
+  static let switchOvers = ["plain", "quiet", "steered"]
 
   @Test("the paper's scenario live: promote on onset, the VF follows the traffic, demote when it stops; low never",
-        arguments: ["plain", "steered"])
+        arguments: AgentLiveTests.switchOvers)
   func paperScenario(switchOver: String) async throws {
     let bed = try TestBed.require()
     let lease = TestBedLease()
@@ -130,21 +132,26 @@ struct AgentLiveTests {
       print(swapTimeline(agent, vm: vm, end: end, seconds: seconds, pings: monitor))
       rows.append(row)
     }
-    if switchOver == "steered" {
+    if switchOver != "plain" {
       #expect(agent.events("swap-step").contains { $0["step"] as? String == "steered" }, "the switch-over steered the bridge")
-      // From the attach on the old port does not learn (SwitchOver.swift), so the new
-      // NIC's DHCP offer goes to the new NIC: every swap takes it off before its confirmation.
+      // From the attach on, the old port sends the DHCP server's replies on to the
+      // new NIC (quiet: does not learn) (SwitchOver.swift): every swap before its confirmation.
+      let hold = switchOver == "quiet" ? "learning-off" : "dhcp-redirected"
       for vm in ["vfs-g3", "vfs-g4"] {
         let steps = agent.events("swap-step").filter { $0["vm"] as? String == vm }.compactMap { $0["step"] as? String }
-        let offs = steps.indices.filter { steps[$0] == "learning-off" }, confirms = steps.indices.filter { steps[$0] == "guest-uses-new" }
-        #expect(offs.count == confirms.count && zip(offs, confirms).allSatisfy { $0 < $1 }, "\(vm): learning off before each confirmation: \(steps)")
+        let holds = steps.indices.filter { steps[$0] == hold }, confirms = steps.indices.filter { steps[$0] == "guest-uses-new" }
+        #expect(holds.count == confirms.count && zip(holds, confirms).allSatisfy { $0 < $1 }, "\(vm): \(hold) before each confirmation: \(steps)")
       }
     }
-    #expect(try bridgePortsNotLearning().isEmpty, "no bridge port left not learning")
-    let both = AgentLiveTests.switchOverRows.withLock { all in all[switchOver] = rows; return all }
-    if let plain = both["plain"], let steered = both["steered"] {
-      print("switch-over, the same scenario: plain (before the cut)                                     | steered (after)")
-      for (a, b) in zip(plain, steered) { print(a.padding(toLength: 90, withPad: " ", startingAt: 0) + " | " + b) }
+    #expect(try bridgePortsLeftChanged().isEmpty, "no bridge port left changed")
+    let all = AgentLiveTests.switchOverRows.withLock { all in all[switchOver] = rows; return all }
+    let modes = AgentLiveTests.switchOvers
+    if modes.allSatisfy({ all[$0] != nil }) {
+      print("switch-over, the same scenario swap by swap: plain (before the cut), quiet (the old port not learning"
+            + " from the attach), steered (the product: the DHCP replies redirected from the attach)")
+      for i in 0..<(modes.map { all[$0]!.count }.max() ?? 0) {
+        for mode in modes { print((mode + ":").padding(toLength: 9, withPad: " ", startingAt: 0) + (i < all[mode]!.count ? all[mode]![i] : "-")) }
+      }
     }
 
     // Record → replay: the same engine on the recorded samples makes the same decisions.
@@ -238,7 +245,7 @@ struct AgentLiveTests {
   }
 
   @Test("crash safety: SIGKILL at each swap step, then a restart reconciles: one NIC each, no leaked member, no journal",
-        arguments: [SwapStep.journal, .attached, .learningOff, .steered, .detachRequested])
+        arguments: [SwapStep.journal, .attached, .dhcpRedirected, .steered, .detachRequested])
   func crashAtStep(_ step: SwapStep) async throws {
     let bed = try TestBed.require()
     let lease = TestBedLease()
@@ -275,12 +282,12 @@ struct AgentLiveTests {
     let connections = net.range(of: "connections='(\\d+)'", options: .regularExpression).map { String(net[$0]) } ?? "connections='0'"
     #expect(connections == "connections='\(onPool)'", "no pool member held by a VM that does not use it")
     // A kill after the bridge was steered leaves no port of the bridge unlearning.
-    let unlearning = try bridgePortsNotLearning()
-    #expect(unlearning.isEmpty, "bridge ports left with learning off: \(unlearning)")
+    let unlearning = try bridgePortsLeftChanged()
+    #expect(unlearning.isEmpty, "bridge ports left changed: \(unlearning)")
     if step == .journal {
       // Killed before the old port was quieted: the rollback has nothing to give back, and says nothing.
-      let restored = restarted.events("swap-step").filter { $0["step"] as? String == "learning-restored" }
-      #expect(restored.isEmpty, "learning restored on a port that never stopped: \(restored)")
+      let restored = restarted.events("swap-step").filter { ["learning-restored", "dhcp-redirect-removed"].contains($0["step"] as? String) }
+      #expect(restored.isEmpty, "a port restored that was never changed: \(restored)")
     }
     try resetAllGuests(bed)
   }

@@ -76,8 +76,8 @@ struct GuestConfirmTests {
       return
     }
     let steps = agent.events("swap-step").filter { $0["vm"] as? String == "vfs-g3" }.compactMap { $0["step"] as? String }
-    // The virtio NIC's port stops learning from the attach and learns again before the rollback ends.
-    #expect(Array(steps.prefix(6)) == ["journal", "attached", "learning-off", "guest-not-using-new", "learning-restored", "rolled-back"],
+    // The virtio NIC's port redirects the DHCP replies from the attach, and stops before the rollback ends.
+    #expect(Array(steps.prefix(6)) == ["journal", "attached", "dhcp-redirected", "guest-not-using-new", "dhcp-redirect-removed", "rolled-back"],
             "\(steps)")
     #expect(!steps.contains("detach-requested"), "the virtio NIC was never asked to go: \(steps)")
     let after = try liveInventory("vfs-g3")

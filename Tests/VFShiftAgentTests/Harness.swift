@@ -299,16 +299,20 @@ func resetAllGuests(_ bed: TestBedState) throws {
   for guest in bed.guests { try TestBed.resetGuest(guest.name) }
 }
 
-/// Bridge ports with learning off: the switch-over turns it off on the old
-/// port until the detach, so none may stay that way once a swap settled.
-func bridgePortsNotLearning() throws -> [String] {
-  var out: [String] = [], port = ""
+/// Bridge ports the switch-over left changed: learning off (it turns it off
+/// on the old port until the detach) or vfshift's DHCP redirect on the
+/// port's egress (`tc` shows it at pref 245) — none may stay so once a swap settled.
+func bridgePortsLeftChanged() throws -> [String] {
+  var out: [String] = [], ports: [String] = []
   for line in try TestBed.run(["bridge", "-d", "link", "show"]).split(separator: "\n") {
     if let colon = line.firstIndex(of: ":"), line.first?.isNumber == true {
-      port = line[line.index(after: colon)...].split(whereSeparator: { " @:".contains($0) }).first.map(String.init) ?? ""
-    } else if line.contains("learning off") {
-      out.append(port)
+      ports.append(line[line.index(after: colon)...].split(whereSeparator: { " @:".contains($0) }).first.map(String.init) ?? "")
+    } else if line.contains("learning off"), let port = ports.last {
+      out.append("\(port) (learning off)")
     }
+  }
+  for port in ports where (try? TestBed.run(["tc", "filter", "show", "dev", port, "egress"]))?.contains("pref 245 ") == true {
+    out.append("\(port) (DHCP redirect)")
   }
   return out
 }

@@ -168,7 +168,7 @@ struct StockGuestLiveTests {
   @Test("fault: the agent SIGKILLed at each demotion step, restarted: one NIC, no journal, no leaked VF")
   func killAtEachDemotionStep() async throws {
     let f = try FaultBed("kill-demote")
-    let steps: [SwapStep] = [.journal, .attached, .learningOff, .guestUsesNew, .steered, .detachRequested]
+    let steps: [SwapStep] = [.journal, .attached, .dhcpRedirected, .guestUsesNew, .steered, .detachRequested]
     var t0 = ContinuousClock.now
     var killed: [String] = []
     for step in steps {
@@ -186,8 +186,8 @@ struct StockGuestLiveTests {
       let (inv, _) = try await f.settle(since: t0)
       _ = restart.stop()
       #expect(inv.clean, "after the kill at \(step.rawValue): \(inv)")
-      let unlearning = try bridgePortsNotLearning()
-      #expect(unlearning.isEmpty, "after the kill at \(step.rawValue): learning off on \(unlearning)")
+      let unlearning = try bridgePortsLeftChanged()
+      #expect(unlearning.isEmpty, "after the kill at \(step.rawValue): left changed: \(unlearning)")
     }
     let (inv, rec) = try await f.settle(since: t0)
     f.record("agent SIGKILL at each demotion step (\(killed.joined(separator: ", "))), restarted", inv, recovery: rec, agent: "restarted",
@@ -210,10 +210,10 @@ struct StockGuestLiveTests {
     let vm = agent.swaps.first { $0.outcome == "not-taken" }!.vm
     let steps = agent.events("swap-step").filter { $0["vm"] as? String == vm }.compactMap { $0["step"] as? String }
     #expect(!steps.contains("detach-requested"), "the virtio NIC was never asked to go: \(steps)")
-    // The old port stopped learning at the attach and learns again after the rollback.
-    #expect(steps.contains("learning-off") && steps.last { $0.hasPrefix("learning-") } == "learning-restored",
-            "the old port's learning taken off and given back: \(steps)")
-    #expect(try bridgePortsNotLearning().isEmpty, "no bridge port left not learning after the rollback")
+    // The old port redirected the DHCP replies from the attach and stopped after the rollback.
+    #expect(steps.contains("dhcp-redirected") && steps.last { $0.hasPrefix("dhcp-redirect") } == "dhcp-redirect-removed",
+            "the old port's redirect put on and taken off: \(steps)")
+    #expect(try bridgePortsLeftChanged().isEmpty, "no bridge port left changed after the rollback")
     #expect(try liveInventory(vm).nics == before[vm], "\(vm) has exactly its virtio NIC again")
     let (inv, rec) = try await f.settle(since: t0)
     _ = agent.stop()

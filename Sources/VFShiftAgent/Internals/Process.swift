@@ -52,10 +52,16 @@ public func faultInjectionFromEnvironment() -> (@Sendable (SwapStep) -> Void)? {
   }
 }
 
-/// The benchmarks' and live tests' seam for measuring the switch-over before
-/// its cut: VFSHIFT_SWITCHOVER=plain swaps without steering the bridge.
-func plainSwitchOverFromEnvironment() -> Bool {
-  getenv("VFSHIFT_SWITCHOVER").map { String(cString: $0) == "plain" } ?? false
+/// The benchmarks' and live tests' seam for measuring the switch-over
+/// against what it replaced: VFSHIFT_SWITCHOVER=plain swaps without touching
+/// the bridge, =quiet stops the old port learning from the attach instead of
+/// redirecting the DHCP replies; anything else is the product's.
+func switchOverFromEnvironment() -> SwitchOverMode {
+  switch getenv("VFSHIFT_SWITCHOVER").map({ String(cString: $0) }) {
+  case "plain": .plain
+  case "quiet": .quiet
+  default: .redirect
+  }
 }
 
 /// Write-then-rename, so a reader never sees half a file.
