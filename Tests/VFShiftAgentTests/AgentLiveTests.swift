@@ -13,8 +13,12 @@ import VFShiftTestSupport
 struct AgentLiveTests {
   /// Per-swap rows of each run, so the last prints them all side by side.
   static let switchOverRows = Mutex<[String: [String]]>([:])
-  /// VFSHIFT_SWITCHOVER's values (Internals/Process.swift); "steered" is the product's.
-  static let switchOvers = ["plain", "quiet", "steered"]
+  /// VFSHIFT_SWITCHOVER's values (Internals/Process.swift) the scenario runs
+  /// with: "steered" is the product's, "plain" the switch-over before the cut;
+  /// Benchmarks/switch-over adds "quiet" (the old port not learning from the
+  /// attach), which is not the product's and may roll a swap back.
+  static let switchOvers = ProcessInfo.processInfo.environment["VFSHIFT_PAPER_SWITCHOVERS"]
+    .map { $0.split(separator: ",").map(String.init) } ?? ["plain", "steered"]
 
   @Test("the paper's scenario live: promote on onset, the VF follows the traffic, demote when it stops; low never",
         arguments: AgentLiveTests.switchOvers)
@@ -147,8 +151,8 @@ struct AgentLiveTests {
     let all = AgentLiveTests.switchOverRows.withLock { all in all[switchOver] = rows; return all }
     let modes = AgentLiveTests.switchOvers
     if modes.allSatisfy({ all[$0] != nil }) {
-      print("switch-over, the same scenario swap by swap: plain (before the cut), quiet (the old port not learning"
-            + " from the attach), steered (the product: the DHCP replies redirected from the attach)")
+      print("switch-over, the same scenario swap by swap (\(modes.joined(separator: ", "))): plain = before the cut,"
+            + " quiet = the old port not learning from the attach, steered = the product (the DHCP replies redirected from the attach)")
       for i in 0..<(modes.map { all[$0]!.count }.max() ?? 0) {
         for mode in modes { print((mode + ":").padding(toLength: 9, withPad: " ", startingAt: 0) + (i < all[mode]!.count ? all[mode]![i] : "-")) }
       }
