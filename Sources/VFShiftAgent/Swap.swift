@@ -89,9 +89,9 @@ public struct Swapper: Sendable {
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
     }
-    let quieted = holdOldPort(domain, .promote, old: virtio, new: nic)
+    let held = holdOldPort(domain, .promote, old: virtio, new: nic)
     guard await guestTakes(domain, .promote, nic: nic, before: guestBefore, pool: pool) else {
-      return await rollBack(domain, .promote, newAlias: Swapper.vfAlias, quieted: quieted)
+      return await rollBack(domain, .promote, newAlias: Swapper.vfAlias, held: held)
     }
     return await finishPromotion(domain, journal: &journal)
   }
@@ -160,9 +160,9 @@ public struct Swapper: Sendable {
       try? connection.clearJournal(uuid: domain.uuid)
       return .attachFailed
     }
-    let quieted = holdOldPort(domain, .demote, old: vf, new: nic)
+    let held = holdOldPort(domain, .demote, old: vf, new: nic)
     guard await guestTakes(domain, .demote, nic: nic, before: guestBefore, pool: pool) else {
-      return await rollBack(domain, .demote, newAlias: journal.newAlias, quieted: quieted)
+      return await rollBack(domain, .demote, newAlias: journal.newAlias, held: held)
     }
     return await finishDemotion(domain, journal: &journal)
   }
@@ -200,11 +200,11 @@ public struct Swapper: Sendable {
   /// Make before break, undone: the new NIC out again, the old one never
   /// touched, the journal cleared once the new one is gone (until then a
   /// restarted agent finds it and finishes forward, which is safe: both NICs work).
-  func rollBack(_ domain: DomainInventory, _ verb: Verb, newAlias: String, quieted: String?) async -> SwapOutcome {
+  func rollBack(_ domain: DomainInventory, _ verb: Verb, newAlias: String, held: String?) async -> SwapOutcome {
     let report = await connection.detachInterface(uuid: domain.uuid, alias: newAlias, deadline: .now + detachDeadline)
     switch report.outcome {
     case .removed, .alreadyAbsent:
-      if let quieted { restoreOldPort(domain, verb, port: quieted) }
+      if let held { restoreOldPort(domain, verb, port: held) }
       if let member = report.releasedPoolMember {
         do { try setLinkUp(member) } catch { step(domain, verb, .memberUpFailed, ["error": .string("\(error)")]) }
       }

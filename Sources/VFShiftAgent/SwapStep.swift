@@ -19,8 +19,9 @@ public enum SwapStep: String, Sendable, CaseIterable {
   /// From the attach on, the DHCP server's replies that would leave by the
   /// old NIC's bridge port go to the new NIC's port (SwitchOver.swift).
   case dhcpRedirected = "dhcp-redirected"
-  /// The old port does not learn the guest's MAC: at the steering, and from
-  /// the attach on when the redirect cannot be had (or VFSHIFT_SWITCHOVER=quiet).
+  /// From the attach on, the old port does not learn the guest's MAC: where
+  /// the redirect cannot be had, or VFSHIFT_SWITCHOVER=quiet (`steered`
+  /// includes the same at the confirmation).
   case learningOff = "learning-off"
   /// The bridge forwards the guest's MAC to the new NIC's port, the old port no longer learns it.
   case steered
