@@ -126,21 +126,34 @@ public func setVFMAC(pf: String, vf: Int, mac: String = "00:00:00:00:00:00") thr
 
 /// One request, its ACK (or the kernel's errno, named by `what`).
 func exchange(_ request: [UInt8], what: String) throws(NetlinkError) {
-  let socket: NetlinkSocket
-  do { socket = try NetlinkSocket(receiveBufferBytes: 1 << 16) } catch { throw .system(error) }
-  do { try socket.send(request) } catch { throw .system(error) }
-  var buffer = receiveBuffer(count: 1 << 16)
-  while true {
-    let received: NetlinkSocket.Received
-    do { received = try socket.receive(into: &buffer) } catch { throw .system(error) }
-    guard case .bytes(let n) = received else { continue }
+  try exchangeDatagrams(request, what: what) { datagram throws(NetlinkError) in
     var acked = false
-    try withByteView(Array(buffer[0..<n])) { view throws(NetlinkError) in
+    try withByteView(datagram) { view throws(NetlinkError) in
       try forEachMessage(view) { m throws(NetlinkError) in
         if try checkError(view, m, request: what) { acked = true; return false }
         return true
       }
     }
-    if acked { return }
+    return acked
+  }
+}
+
+/// Sends one request on a socket of its own; `each` gets every datagram the
+/// kernel answers with and says whether it was the last.
+func exchangeDatagrams(_ request: [UInt8], what: String, bufferBytes: Int = 1 << 16,
+                       _ each: ([UInt8]) throws(NetlinkError) -> Bool) throws(NetlinkError) {
+  let socket: NetlinkSocket
+  do { socket = try NetlinkSocket(receiveBufferBytes: Int32(clamping: max(bufferBytes, 1 << 16))) } catch { throw .system(error) }
+  do { try socket.send(request) } catch { throw .system(error) }
+  var buffer = receiveBuffer(count: bufferBytes)
+  while true {
+    let received: NetlinkSocket.Received
+    do { received = try socket.receive(into: &buffer) } catch { throw .system(error) }
+    switch received {
+    case .nothing: continue
+    case .truncated(let needed):
+      throw .malformed(offset: 0, reason: "\(what): a datagram of \(needed) bytes exceeded the \(bufferBytes)-byte receive buffer")
+    case .bytes(let n): if try each(Array(buffer[0..<n])) { return }
+    }
   }
 }

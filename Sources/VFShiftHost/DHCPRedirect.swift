@@ -241,7 +241,7 @@ public func removeDHCPRedirect(_ port: String) throws(NetlinkError) -> Bool {
 /// The kind of the qdisc on a port's ingress hook (clsact, ingress), nil for none.
 func ingressQdiscKind(_ index: Int32) throws(NetlinkError) -> String? {
   var kind: String?
-  try dump(Netlink.qdiscDumpMessage(portIndex: index), name: "RTM_GETQDISC") { bytes throws(NetlinkError) in
+  try exchangeDatagrams(Netlink.qdiscDumpMessage(portIndex: index), what: "RTM_GETQDISC", bufferBytes: 1 << 20) { bytes throws(NetlinkError) in
     let part = try parseQdiscDump(bytes)
     if let q = part.qdiscs.first(where: { $0.index == index && $0.parent == Netlink.TC_H_CLSACT }) { kind = q.kind }
     return part.done
@@ -254,7 +254,7 @@ func ingressQdiscKind(_ index: Int32) throws(NetlinkError) -> String? {
 func filterPriorities(_ index: Int32, parent: UInt32) throws(NetlinkError) -> [UInt16] {
   var all: [UInt16] = []
   do {
-    try dump(Netlink.filterDumpMessage(portIndex: index, parent: parent), name: "RTM_GETTFILTER") { bytes throws(NetlinkError) in
+    try exchangeDatagrams(Netlink.filterDumpMessage(portIndex: index, parent: parent), what: "RTM_GETTFILTER") { bytes throws(NetlinkError) in
       let part = try parseFilterDump(bytes)
       all += part.priorities
       return part.done
@@ -264,22 +264,4 @@ func filterPriorities(_ index: Int32, parent: UInt32) throws(NetlinkError) -> [U
     throw error
   }
   return all
-}
-
-/// Sends one dump request on a socket of its own; `part` gets each datagram
-/// and says whether it was the last.
-func dump(_ request: [UInt8], name: String, _ part: ([UInt8]) throws(NetlinkError) -> Bool) throws(NetlinkError) {
-  let socket: NetlinkSocket
-  do { socket = try NetlinkSocket(receiveBufferBytes: 1 << 20) } catch { throw .system(error) }
-  do { try socket.send(request) } catch { throw .system(error) }
-  var buffer = receiveBuffer(count: 1 << 16)
-  while true {
-    let received: NetlinkSocket.Received
-    do { received = try socket.receive(into: &buffer) } catch { throw .system(error) }
-    switch received {
-    case .nothing: continue
-    case .truncated(let needed): throw .malformed(offset: 0, reason: "\(name): datagram of \(needed) bytes exceeded the receive buffer")
-    case .bytes(let n): if try part(Array(buffer[0..<n])) { return }
-    }
-  }
 }

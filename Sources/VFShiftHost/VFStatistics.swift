@@ -14,29 +14,19 @@ import VFShiftCore
 /// A device without VFs (a veth, a PF with SR-IOV off) gives an empty map.
 /// Uses the network namespace of the calling thread.
 public func vfStatistics(pf: String) throws(NetlinkError) -> [Int: InterfaceCounters] {
-  let socket: NetlinkSocket
-  do { socket = try NetlinkSocket() } catch { throw .system(error) }
   let request = Netlink.request(
     type: Netlink.RTM_GETLINK, flags: Netlink.NLM_F_REQUEST, sequence: 1, family: Netlink.ifinfomsg(),
     attributes: [(Netlink.IFLA_IFNAME, Netlink.cString(pf)),
                  (Netlink.IFLA_EXT_MASK, Netlink.u32(Netlink.RTEXT_FILTER_VF))])
-  do { try socket.send(request) } catch { throw .system(error) }
-  var buffer = receiveBuffer(count: 1 << 20)
-  while true {
-    let received: NetlinkSocket.Received
-    do { received = try socket.receive(into: &buffer) } catch { throw .system(error) }
-    switch received {
-    case .nothing: continue
-    case .truncated(let needed):
-      throw .malformed(offset: 0, reason: "RTM_GETLINK \(pf): reply of \(needed) bytes exceeded the 1 MiB buffer")
-    case .bytes(let n):
-      do {
-        return try parseVFStatistics(Array(buffer[0..<n]), pf: pf)
-      } catch .kernel(_, let errno) {
-        throw .kernel(request: "RTM_GETLINK \(pf) with RTEXT_FILTER_VF", errno: errno)
-      }
+  var statistics: [Int: InterfaceCounters] = [:]
+  try exchangeDatagrams(request, what: "RTM_GETLINK \(pf)", bufferBytes: 1 << 20) { datagram throws(NetlinkError) in
+    do throws(NetlinkError) { statistics = try parseVFStatistics(datagram, pf: pf) } catch {
+      if case .kernel(_, let errno) = error { throw .kernel(request: "RTM_GETLINK \(pf) with RTEXT_FILTER_VF", errno: errno) }
+      throw error
     }
+    return true
   }
+  return statistics
 }
 
 /// Parses the reply to RTM_GETLINK with RTEXT_FILTER_VF (one RTM_NEWLINK, or
