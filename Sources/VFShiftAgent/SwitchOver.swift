@@ -102,8 +102,7 @@ extension Swapper {
   }
 
   func unredirect(_ domain: DomainInventory, _ verb: Verb, port: String) {
-    guard hasDHCPRedirect(port) == true else { return }
-    do { try removeDHCPRedirect(port); step(domain, verb, .dhcpRedirectRemoved, ["port": .string(port)]) }
+    do { if try removeDHCPRedirect(port) { step(domain, verb, .dhcpRedirectRemoved, ["port": .string(port)]) } }
     catch { step(domain, verb, .steerFailed, ["error": .string("\(error)"), "port": .string(port)]) }
   }
 

@@ -225,10 +225,11 @@ public func hasDHCPRedirect(_ port: String) -> Bool? {
 
 /// Takes vfshift's redirect off `port`, and the clsact qdisc with it when no
 /// other filter is left on it: after a crash nothing says whether the qdisc
-/// was vfshift's, and an empty one does nothing. False when there was none.
+/// was vfshift's, and an empty one does nothing. False when there was none
+/// (or no such port: a tap goes with its NIC).
 @discardableResult
 public func removeDHCPRedirect(_ port: String) throws(NetlinkError) -> Bool {
-  let index = try interfaceIndex(port)
+  guard let index = try? interfaceIndex(port) else { return false }
   guard try filterPriorities(index, parent: Netlink.clsactEgress).contains(Netlink.dhcpRedirectPriority) else { return false }
   try exchange(Netlink.dhcpRedirectDeleteMessage(portIndex: index), what: "RTM_DELTFILTER \(port) egress prio \(Netlink.dhcpRedirectPriority)")
   if try filterPriorities(index, parent: Netlink.clsactEgress).isEmpty,
