@@ -20,6 +20,9 @@ protocol Actuator: AnyObject {
   func reconcile(_ domains: [DomainInventory], waitingOnGuests: Bool) async -> Bool
   /// Carries out one step; nil when nothing was tried (a dry run).
   func apply(_ step: Step, now: Instant) async -> SwapOutcome?
+  /// Keeps the guest's refusals in the domain (nil: clears them), so a
+  /// restarted agent holds the VM as this one does.
+  func keepRefusal(_ domain: DomainInventory, _ record: RefusalRecord?)
 }
 
 extension Agent {
@@ -48,6 +51,8 @@ final class DryRunActuator: Actuator {
                             "pool": .string(step.pool.name), "t": .number(now.seconds)])
     return nil
   }
+
+  func keepRefusal(_ domain: DomainInventory, _ record: RefusalRecord?) {}
 }
 
 /// The swap protocol on libvirt (`Swapper`). A guest that did not take the
@@ -85,5 +90,16 @@ final class LibvirtActuator: Actuator {
     }
     try? inventory.refresh(uuid: domain.uuid)
     return outcome
+  }
+
+  func keepRefusal(_ domain: DomainInventory, _ record: RefusalRecord?) {
+    do {
+      try swapper.connection.setMetadata(uuid: domain.uuid, namespaceURI: VFShiftNamespace.refusal,
+                                         prefix: VFShiftNamespace.refusalPrefix, xml: record?.xmlElement())
+    } catch {
+      // The engine holds the VM all the same; only a restart would forget it.
+      log.emit("error", ["kind": "refusal-record", "vm": .string(domain.name), "error": .string("\(error)")])
+    }
+    try? inventory.refresh(uuid: domain.uuid)
   }
 }

@@ -194,6 +194,8 @@ public final class Agent: @unchecked Sendable {
       return
     }
     let vfSince = parkedSince(domains, swapper: swapper, now: now)
+    let wallAtNow = Swapper.nowMilliseconds()
+    if cycle == 0 { restoreRefusals(domains, now: now, wallAtNow: wallAtNow) }
     let policy = self.policy
     contention.sample(domains, cycle: cycle, generation: inventory.generation) {
       if case .managed = policy.resolveClass(of: VMIdentity(uuid: $0.uuid, name: $0.name, label: $0.qosLabel)) { true } else { false }
@@ -215,9 +217,16 @@ public final class Agent: @unchecked Sendable {
       // Tells the engine, so a forced move that keeps failing backs off. A
       // guest still holding its old NIC is mid-swap, not a failure.
       let succeeded = outcome == .done || outcome == .detachPending
-      engine.update {
-        $0.swapFinished(uuid: action.vm.uuid, succeeded: succeeded, now: now)
-        if outcome == .notTaken { $0.guestRefused(uuid: action.vm.uuid, now: now) }
+      let refusal = engine.update { state -> (times: Int, until: Instant)? in
+        state.swapFinished(uuid: action.vm.uuid, succeeded: succeeded, now: now)
+        if outcome == .notTaken { state.guestRefused(uuid: action.vm.uuid, now: now) }
+        return state.refusal(of: action.vm.uuid)
+      }
+      if outcome == .notTaken, let refusal {
+        actuator.keepRefusal(step.domain, RefusalRecord(times: refusal.times,
+                                                        untilUnixMilliseconds: wallAtNow + Int64((refusal.until - now) * 1000)))
+      } else if succeeded, step.domain.refusal != nil {
+        actuator.keepRefusal(step.domain, nil)
       }
       log.emit("swap", ["vm": .string(action.vm.name), "direction": .string(action.verb.rawValue), "pool": .string(action.pool),
                         "outcome": .string(outcome.rawValue), "seconds": .number(seconds)])
@@ -276,6 +285,18 @@ public final class Agent: @unchecked Sendable {
 
   /// When each VM got its VF, from the parked NIC's timestamp — read only for
   /// VMs the engine does not know yet, so a restart keeps the dwell.
+  /// A restarted agent's first cycle: the refusals the domains keep
+  /// (`RefusalRecord`) go to the engine before it decides anything.
+  func restoreRefusals(_ domains: [DomainInventory], now: Instant, wallAtNow: Int64) {
+    let found = domains.compactMap { d in d.refusal.map { (d.uuid, $0) } }
+    guard !found.isEmpty else { return }
+    engine.update { state in
+      for (uuid, r) in found {
+        state.restoreRefusal(uuid: uuid, times: r.times, until: now + Double(r.untilUnixMilliseconds - wallAtNow) / 1000)
+      }
+    }
+  }
+
   func parkedSince(_ domains: [DomainInventory], swapper: Swapper, now: Instant) -> [String: Instant] {
     guard cycle == 0 else { return [:] }
     var out: [String: Instant] = [:]

@@ -12,6 +12,9 @@ public struct EngineState: Sendable {
   /// Per pool (the policy's order): managed VMs on one of its VFs with no
   /// measured rate in the last cycle.
   var unmeasured: [Int] = []
+  /// Refusals a restarted agent read from the domains (`restoreRefusal`),
+  /// for VMs it has no track of yet.
+  var restoredRefusals: [String: (times: Int, until: Instant)] = [:]
 
   public init() {}
 
@@ -158,6 +161,23 @@ extension EngineState {
     tracks[i].refusals += 1
     tracks[i].refusedUntil = now + GuestRefusal.holdSeconds(afterRefusals: tracks[i].refusals)
   }
+
+  /// The refusals in a row and the end of the hold, for the agent to keep
+  /// where a restart finds them; nil when the guest has not refused.
+  public func refusal(of uuid: String) -> (times: Int, until: Instant)? {
+    guard let i = index[uuid], tracks[i].refusals > 0, let until = tracks[i].refusedUntil else { return nil }
+    return (tracks[i].refusals, until)
+  }
+
+  /// What an earlier process recorded of a guest's refusals: held as it
+  /// held them, from the VM's first cycle on (before its track exists).
+  public mutating func restoreRefusal(uuid: String, times: Int, until: Instant) {
+    if let i = index[uuid] {
+      tracks[i].refusals = times; tracks[i].refusedUntil = until
+    } else {
+      restoredRefusals[uuid] = (times, until)
+    }
+  }
 }
 
 /// 30 s after the first refusal, doubling while the guest keeps refusing, at most 10 min.
@@ -286,6 +306,9 @@ private func trackSlot(_ state: inout EngineState, for id: VMIdentity, at positi
   }
   var track = VMTrack(identity: id)
   track.resolution = policy.resolveClass(of: id)
+  if !state.restoredRefusals.isEmpty, let r = state.restoredRefusals.removeValue(forKey: id.uuid) {
+    track.refusals = r.times; track.refusedUntil = r.until
+  }
   state.tracks.append(track)
   state.index[id.uuid] = state.tracks.count - 1
   return state.tracks.count - 1

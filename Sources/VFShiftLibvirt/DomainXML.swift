@@ -18,6 +18,9 @@ public enum VFShiftNamespace {
   /// longer tells which one vfshift swapped.
   public static let dataNIC = "https://vfshift.dev/ns/data-nic/1"
   public static let dataNICPrefix = "vfshift-data-nic"
+  /// The guest's refusals (see `RefusalRecord`).
+  public static let refusal = "https://vfshift.dev/ns/refused/1"
+  public static let refusalPrefix = "vfshift-refused"
 }
 
 /// Where in a domain's XML something could not be read, and why.
@@ -99,10 +102,13 @@ public struct DomainInventory: Sendable, Equatable, Hashable {
   public var nics: [NIC]
   /// The alias of the NIC the last swap took as the data NIC (VFShiftNamespace.dataNIC).
   public var dataNICAlias: String?
+  /// The guest's last refusals of a NIC and the hold they earned (VFShiftNamespace.refusal).
+  public var refusal: RefusalRecord?
 
-  public init(uuid: String, name: String, qosLabel: String?, journal: SwapJournal?, nics: [NIC], dataNICAlias: String? = nil) {
+  public init(uuid: String, name: String, qosLabel: String?, journal: SwapJournal?, nics: [NIC], dataNICAlias: String? = nil,
+              refusal: RefusalRecord? = nil) {
     self.uuid = uuid; self.name = name; self.qosLabel = qosLabel; self.journal = journal; self.nics = nics
-    self.dataNICAlias = dataNICAlias
+    self.dataNICAlias = dataNICAlias; self.refusal = refusal
   }
 
   public func nic(alias: String) -> NIC? { nics.first { $0.alias == alias } }
@@ -121,6 +127,7 @@ public func parseDomainXML(_ xml: String) throws(DomainXMLError) -> DomainInvent
   var qosLabel: String?
   var journal: SwapJournal?
   var dataNICAlias: String?
+  var refusal: RefusalRecord?
   if let metadata = root.elements(forName: "metadata").first {
     for e in metadata.childElements {
       switch (e.uri, e.localName) {
@@ -140,6 +147,12 @@ public func parseDomainXML(_ xml: String) throws(DomainXMLError) -> DomainInvent
           throw DomainXMLError(path: "domain/metadata/data-nic@alias", problem: "data NIC record without an alias attribute")
         }
         dataNICAlias = a
+      case (VFShiftNamespace.refusal, "refused"):
+        do throws(DomainXMLError) {
+          refusal = try RefusalRecord(element: e)
+        } catch {
+          throw DomainXMLError(path: "domain/metadata/\(error.path)", problem: error.problem)
+        }
       default:
         continue
       }
@@ -151,7 +164,8 @@ public func parseDomainXML(_ xml: String) throws(DomainXMLError) -> DomainInvent
   for (i, element) in interfaces.enumerated() {
     nics.append(try parseInterface(element, path: "domain/devices/interface[\(i + 1)]"))
   }
-  return DomainInventory(uuid: uuid, name: name, qosLabel: qosLabel, journal: journal, nics: nics, dataNICAlias: dataNICAlias)
+  return DomainInventory(uuid: uuid, name: name, qosLabel: qosLabel, journal: journal, nics: nics, dataNICAlias: dataNICAlias,
+                         refusal: refusal)
 }
 
 /// Reads one `<interface>` element given on its own.

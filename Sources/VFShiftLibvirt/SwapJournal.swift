@@ -148,3 +148,32 @@ public struct ParkedNIC: Sendable, Equatable {
     self.init(pool: pool, sinceUnixMilliseconds: since, savedInterfaceXML: saved)
   }
 }
+
+/// How often in a row the guest did not use the NIC a swap gave it, and
+/// until when vfshift leaves the VM alone for it (the engine's
+/// `GuestRefusal`), in the domain's metadata: a restarted agent holds the VM
+/// as the one before it did, instead of trying again at once and holding
+/// the loop up to the confirmation deadline for a guest that will refuse.
+///
+///     <vfshift-refused:refused xmlns:vfshift-refused="https://vfshift.dev/ns/refused/1"
+///         times="2" untilMs="1718000060000"/>
+public struct RefusalRecord: Sendable, Equatable, Hashable {
+  public var times: Int
+  public var untilUnixMilliseconds: Int64
+
+  public init(times: Int, untilUnixMilliseconds: Int64) {
+    self.times = times; self.untilUnixMilliseconds = untilUnixMilliseconds
+  }
+
+  public func xmlElement() -> String { "<refused times=\"\(times)\" untilMs=\"\(untilUnixMilliseconds)\"/>" }
+
+  init(element e: XMLTreeElement) throws(DomainXMLError) {
+    guard let times = e.attribute(forName: "times").flatMap({ Int($0) }), times > 0 else {
+      throw DomainXMLError(path: "refused@times", problem: "missing or not a whole number above 0")
+    }
+    guard let until = e.attribute(forName: "untilMs").flatMap({ Int64($0) }) else {
+      throw DomainXMLError(path: "refused@untilMs", problem: "missing or not a whole number of milliseconds")
+    }
+    self.init(times: times, untilUnixMilliseconds: until)
+  }
+}

@@ -62,8 +62,8 @@ struct GuestConfirmTests {
     let scratch = Scratch("rollback")
     let ping = try PingMonitor(guest: g3.name, ip: g3.ip, scratch: scratch)
     defer { ping.stop() }
-    let agent = try await startedAgent(scratch, policy: bedPolicy().replacingOccurrences(of: "maxInUse: 1 }",
-                                                                                  with: "maxInUse: 1, confirmSeconds: 3 }"))
+    let policy = bedPolicy().replacingOccurrences(of: "maxInUse: 1 }", with: "maxInUse: 1, confirmSeconds: 3 }")
+    let agent = try await startedAgent(scratch, policy: policy)
     defer { _ = agent.stop() }
     let traffic = try TrafficSource(to: g3.ip, bytesPerSecond: 5e6)
     defer { traffic.stop() }
@@ -95,6 +95,26 @@ struct GuestConfirmTests {
       return
     }
     #expect(agent.swaps.filter { $0.1 == "vfs-g3" }.count == 1)
+    // The refusal is kept in the domain: a restarted agent holds the VM too,
+    // rather than trying again once the traffic has been measured.
+    let kept = try #require(try liveInventory("vfs-g3").refusal, "the refusal is in the domain's metadata")
+    let wallNow = Int64(Date().timeIntervalSince1970 * 1000)
+    #expect(kept.times == 1)
+    #expect(kept.untilUnixMilliseconds > wallNow && kept.untilUnixMilliseconds <= wallNow + 30_000, "\(kept), now \(wallNow)")
+    #expect(agent.stop() == 0)
+    let restarted = try await startedAgent(Scratch("rollback-restarted"), policy: policy)
+    defer { _ = restarted.stop() }
+    do {
+      try await restarted.waitFor("the restarted agent holds vfs-g3 for the guest's refusal", seconds: 20) {
+        restarted.events("decision").contains {
+          $0["vm"] as? String == "vfs-g3" && $0["decision"] as? String == "hold" && $0["rule"] as? String == "guest-refused"
+        }
+      }
+    } catch {
+      Issue.record("\(error)\nrestarted agent's log:\n\(restarted.tail(12))")
+      return
+    }
+    #expect(!restarted.swaps.contains { $0.1 == "vfs-g3" }, "the restarted agent did not try vfs-g3 again")
     let r = TestBed.ping(g3.ip, from: bed.namespace, count: 3, intervalSeconds: 0.2)
     #expect(r.received == r.sent, "the guest answers on its address")
   }

@@ -178,3 +178,26 @@ func guestRefusalHoldOff() {
   sim.run(700)
   #expect(sim.log.map(\.at).last == 1531 && sim.onVF == ["a"], "tried after the 600 s hold, and it worked")
 }
+
+@Test("a refusal a restarted agent restores holds the VM from its first cycle, as the old process would have, and a later one doubles on it")
+func restoredGuestRefusal() {
+  // Pinned: it would be promoted on the first cycle, no evidence needed.
+  var sim = Simulation(policy: .fixture(perHour: 1000), vms: [("a", "pinned")], poolSizes: ["p": 1])
+  sim.report = { state, action, succeeded, now in
+    state.swapFinished(uuid: action.vm.uuid, succeeded: succeeded, now: now)
+    if !succeeded { state.guestRefused(uuid: action.vm.uuid, now: now) }
+  }
+  let uuid = sim.vms[0].uuid
+  // Two refusals by the process before; its hold ends 20 s into this one.
+  sim.state.restoreRefusal(uuid: uuid, times: 2, until: Instant(seconds: 20))
+  let first = sim.step()
+  #expect(first.actions.isEmpty)
+  #expect(first.holds.map(\.reason) == [.guestRefused(times: 2, remainingSeconds: 19)])
+  #expect(sim.state.refusal(of: uuid)?.times == 2)
+  sim.failing = ["a"]
+  sim.run(30)
+  // Tried when the restored hold ended; the third refusal holds 120 s, not 30.
+  #expect(sim.log.map(\.at) == [20])
+  let after = sim.state.refusal(of: uuid)
+  #expect(after?.times == 3 && after?.until == Instant(seconds: 140), "\(String(describing: after))")
+}

@@ -41,6 +41,12 @@ let badDomainXML: [BadXML] = [
   BadXML(what: "data NIC record without an alias",
          xml: domain("", metadata: "<d:data-nic xmlns:d='https://vfshift.dev/ns/data-nic/1'/>"),
          error: "domain/metadata/data-nic@alias: data NIC record without an alias attribute"),
+  BadXML(what: "refusal record with no times",
+         xml: domain("", metadata: "<r:refused xmlns:r='https://vfshift.dev/ns/refused/1' untilMs='1'/>"),
+         error: "domain/metadata/refused@times: missing or not a whole number above 0"),
+  BadXML(what: "refusal record with its end not a number",
+         xml: domain("", metadata: "<r:refused xmlns:r='https://vfshift.dev/ns/refused/1' times='2' untilMs='later'/>"),
+         error: "domain/metadata/refused@untilMs: missing or not a whole number of milliseconds"),
   BadXML(what: "journal with an unknown operation",
          xml: domain("", metadata: "<j:journal \(journalNS) op='swap' pool='p' oldAlias='a' newAlias='b' step='attaching' startedAtMs='1'/>"),
          error: "domain/metadata/journal@op: 'swap' is not one of [\"promote\", \"demote\"]"),
@@ -100,4 +106,15 @@ func domainXMLBadInputTable() {
   }
   try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
   _ = FileManager.default.createFile(atPath: "\(dir)/domainxml.md", contents: Data(out.utf8))
+}
+
+@Test("a refusal record reads back as written, inside the namespace libvirt stores it under")
+func refusalRecordRoundTrip() throws {
+  let record = RefusalRecord(times: 3, untilUnixMilliseconds: 1_780_000_123_456)
+  let element = record.xmlElement().replacingOccurrences(of: "<refused ",
+                                                         with: "<r:refused xmlns:r='https://vfshift.dev/ns/refused/1' ")
+  #expect(try parseDomainXML(domain("", metadata: element)).refusal == record)
+  #expect(try parseDomainXML(domain("")).refusal == nil)
+  // The same element name in another namespace is not ours.
+  #expect(try parseDomainXML(domain("", metadata: "<r:refused xmlns:r='https://example.org/x' times='x'/>")).refusal == nil)
 }
