@@ -22,7 +22,10 @@ extension DataNICSelector {
 /// `mac: same` pool only one with the VF's MAC: a VM on a VF keeps its other
 /// NICs, and they must not read as a swap half done. Of several such NICs
 /// the one the last swap recorded as the data NIC (its alias) wins over the
-/// order. Every other NIC is never touched, counted or parked.
+/// order. On virtio, with several pools, the pool of the VM's class names
+/// it: a VM with NICs on two pools' bridges is promoted in place of the NIC
+/// its class's pool replaces, not the first some pool would. Every other NIC
+/// is never touched, counted or parked.
 func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNICPositions {
   var out = ManagedNICPositions()
   let nics = domain.nics
@@ -37,6 +40,10 @@ func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNI
       break
     }
   }
+  // Class matching only where it can change the answer (it is per VM, per cycle).
+  let classPool: VFPool? = if out.pool == nil, policy.pools.count > 1, nics.count > 1,
+    let c = policy.resolveClass(of: VMIdentity(uuid: domain.uuid, name: domain.name, label: domain.qosLabel)).classIndex,
+    let p = policy.classes[c].pool.flatMap(policy.poolIndex(named:)) { policy.pools[p] } else { nil }
   var first: Int?
   for i in nics.indices {
     switch nics[i].kind {
@@ -51,6 +58,8 @@ func managedNICPositions(_ domain: DomainInventory, policy: Policy) -> ManagedNI
       // MAC: another virtio NIC on the same bridge (one a human added) is
       // not the swap's other half, and is never parked or removed.
       isData = (pool.dataNIC.map { $0.matches(nics[i]) } ?? true) && (pool.mac == .new || nics[i].mac == nics[vf].mac)
+    } else if let classPool {
+      isData = classPool.dataNIC.map { $0.matches(nics[i]) } ?? true
     } else {
       isData = policy.pools.isEmpty || policy.pools.contains { $0.dataNIC.map { s in s.matches(nics[i]) } ?? true }
     }

@@ -92,3 +92,17 @@ func dataNICDecoding() throws {
     }
   }
 }
+
+@Test("NICs on two pools' data bridges: the VM's class's pool says which one its promotion replaces, in any order")
+func dataNICOfTheClassPool() throws {
+  // Pool x replaces the NIC on br0, pool y the one on mgmt0 (here a second
+  // data bridge); the VM's class wants y.
+  let twoPools = try Policy.parse("""
+    { name: "p", pools: [ { name: "x", network: "vf-pool", dataNIC: { bridge: "br0" } },
+                          { name: "y", network: "vf-pool-y", dataNIC: { bridge: "mgmt0" } } ],
+      classes: [ { name: "high", priority: 1, match: { metadata: "high" }, vf: "always", pool: "y" } ] }
+    """, file: "p.json", defaultName: "p")
+  for order in [["data", "mgmt"], ["mgmt", "data"]] {
+    #expect(managedNICs(try vm(order), policy: twoPools).virtio?.alias == "ua-mgmt0", "\(order)")
+  }
+}

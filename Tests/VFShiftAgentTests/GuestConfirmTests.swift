@@ -84,16 +84,20 @@ struct GuestConfirmTests {
     #expect(after.nics == before.nics, "the VM has exactly its virtio NIC again")
     #expect(after.journal == nil)
     // Held off by the engine, with the reason, not retried every cycle.
-    do {
-      try await agent.waitFor("vfs-g3 held: the guest did not take its NIC", seconds: 20) {
-        agent.events("decision").contains {
-          $0["vm"] as? String == "vfs-g3" && $0["decision"] as? String == "hold" && $0["rule"] as? String == "guest-refused"
+    func heldForRefusal(_ agent: AgentProcess, _ what: String) async -> Bool {
+      do {
+        try await agent.waitFor(what, seconds: 20) {
+          agent.events("decision").contains {
+            $0["vm"] as? String == "vfs-g3" && $0["decision"] as? String == "hold" && $0["rule"] as? String == "guest-refused"
+          }
         }
+        return true
+      } catch {
+        Issue.record("\(error)\nagent log:\n\(agent.tail(12))")
+        return false
       }
-    } catch {
-      Issue.record("\(error)\nagent log:\n\(agent.tail(12))")
-      return
     }
+    guard await heldForRefusal(agent, "vfs-g3 held: the guest did not take its NIC") else { return }
     #expect(agent.swaps.filter { $0.1 == "vfs-g3" }.count == 1)
     // The refusal is kept in the domain: a restarted agent holds the VM too,
     // rather than trying again once the traffic has been measured.
@@ -104,16 +108,7 @@ struct GuestConfirmTests {
     #expect(agent.stop() == 0)
     let restarted = try await startedAgent(Scratch("rollback-restarted"), policy: policy)
     defer { _ = restarted.stop() }
-    do {
-      try await restarted.waitFor("the restarted agent holds vfs-g3 for the guest's refusal", seconds: 20) {
-        restarted.events("decision").contains {
-          $0["vm"] as? String == "vfs-g3" && $0["decision"] as? String == "hold" && $0["rule"] as? String == "guest-refused"
-        }
-      }
-    } catch {
-      Issue.record("\(error)\nrestarted agent's log:\n\(restarted.tail(12))")
-      return
-    }
+    guard await heldForRefusal(restarted, "the restarted agent holds vfs-g3 for the guest's refusal") else { return }
     #expect(!restarted.swaps.contains { $0.1 == "vfs-g3" }, "the restarted agent did not try vfs-g3 again")
     let r = TestBed.ping(g3.ip, from: bed.namespace, count: 3, intervalSeconds: 0.2)
     #expect(r.received == r.sent, "the guest answers on its address")
