@@ -44,7 +44,7 @@ struct GuestConfirmTests {
     #expect((confirmed?["by"] as? String)?.hasPrefix("guest agent: eth") == true, "\(String(describing: confirmed))")
   }
 
-  @Test("a guest that never brings the new NIC up: the swap rolls back, the VM keeps its virtio NIC and address, and is held off")
+  @Test("a guest that never brings the new NIC up: the swap rolls back, the VM keeps its virtio NIC and address, and is held off, across an agent restart, until a swap works")
   func guestWithoutDriverRollsBack() async throws {
     let (bed, lease) = try leasedBed()
     defer { withExtendedLifetime(lease) {} }
@@ -110,6 +110,12 @@ struct GuestConfirmTests {
     defer { _ = restarted.stop() }
     guard await heldForRefusal(restarted, "the restarted agent holds vfs-g3 for the guest's refusal") else { return }
     #expect(!restarted.swaps.contains { $0.1 == "vfs-g3" }, "the restarted agent did not try vfs-g3 again")
+    // The guest takes new NICs again: after the hold, the swap that works clears the record.
+    try inGuest("vfs-g3", "echo 1 > /sys/bus/virtio/drivers_autoprobe")
+    try await restarted.waitFor("vfs-g3 promoted once its hold is over", seconds: 60) {
+      restarted.swaps.contains { $0 == ("promote", "vfs-g3", "done") }
+    }
+    #expect(try liveInventory("vfs-g3").refusal == nil, "the swap that worked cleared the refusal record")
     let r = TestBed.ping(g3.ip, from: bed.namespace, count: 3, intervalSeconds: 0.2)
     #expect(r.received == r.sent, "the guest answers on its address")
   }
