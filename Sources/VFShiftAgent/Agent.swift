@@ -193,8 +193,9 @@ public final class Agent: @unchecked Sendable {
       log.emit("error", ["kind": "counters", "error": .string("\(error)")])
       return
     }
-    let vfSince = parkedSince(domains, swapper: swapper, now: now)
+    // The wall clock at `now`: the domains' records are in Unix time, the engine's instants are not.
     let wallAtNow = Swapper.nowMilliseconds()
+    let vfSince = parkedSince(domains, swapper: swapper, now: now, wallAtNow: wallAtNow)
     if cycle == 0 { restoreRefusals(domains, now: now, wallAtNow: wallAtNow) }
     let policy = self.policy
     contention.sample(domains, cycle: cycle, generation: inventory.generation) {
@@ -283,8 +284,6 @@ public final class Agent: @unchecked Sendable {
   /// written every tenth cycle, so the cycle number matters to the cost.
   package func cycleFinished() { cycle += 1 }
 
-  /// When each VM got its VF, from the parked NIC's timestamp — read only for
-  /// VMs the engine does not know yet, so a restart keeps the dwell.
   /// A restarted agent's first cycle: the refusals the domains keep
   /// (`RefusalRecord`) go to the engine before it decides anything.
   func restoreRefusals(_ domains: [DomainInventory], now: Instant, wallAtNow: Int64) {
@@ -297,13 +296,14 @@ public final class Agent: @unchecked Sendable {
     }
   }
 
-  func parkedSince(_ domains: [DomainInventory], swapper: Swapper, now: Instant) -> [String: Instant] {
+  /// When each VM got its VF, from the parked NIC's timestamp — read only for
+  /// VMs the engine does not know yet, so a restart keeps the dwell.
+  func parkedSince(_ domains: [DomainInventory], swapper: Swapper, now: Instant, wallAtNow: Int64) -> [String: Instant] {
     guard cycle == 0 else { return [:] }
     var out: [String: Instant] = [:]
-    let wallNow = Swapper.nowMilliseconds()
     for d in domains {
       guard managedNICs(d, policy: policy).vf != nil, let parked = swapper.readParked(d.uuid) else { continue }
-      out[d.uuid] = now + (-Double(wallNow - parked.sinceUnixMilliseconds) / 1000)
+      out[d.uuid] = now + (-Double(wallAtNow - parked.sinceUnixMilliseconds) / 1000)
     }
     return out
   }
