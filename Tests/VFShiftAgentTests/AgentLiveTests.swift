@@ -133,7 +133,7 @@ struct AgentLiveTests {
       let row = "\((swap["direction"] as? String ?? "") + " " + vm)".padding(toLength: 29, withPad: " ", startingAt: 0)
             + String(format: "%10d %5d  %12.0f ms  %7.2f s", c.sent, c.lost, gap * 1000, seconds)
       print(row)
-      print(swapTimeline(agent, vm: vm, end: end, seconds: seconds, pings: monitor))
+      print(swapTimeline(agent, vm: vm, end: end, seconds: seconds, pings: monitor, stream: stream))
       rows.append(row)
     }
     if switchOver != "plain" {

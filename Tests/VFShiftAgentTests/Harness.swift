@@ -218,7 +218,8 @@ final class PingMonitor {
 
 /// One swap taken apart: when each of its steps was logged and when each ping
 /// it lost was sent, in milliseconds from the swap's start (its journal).
-func swapTimeline(_ agent: AgentProcess, vm: String, end: Double, seconds: Double, pings: PingMonitor?) -> String {
+func swapTimeline(_ agent: AgentProcess, vm: String, end: Double, seconds: Double, pings: PingMonitor?,
+                  stream: TCPStream? = nil) -> String {
   let start = end - seconds
   let steps = agent.events("swap-step").compactMap { e -> (Double, String)? in
     guard e["vm"] as? String == vm, let t = unixTime(e["ts"]), t >= start - 0.05, t <= end + 0.05,
@@ -227,7 +228,11 @@ func swapTimeline(_ agent: AgentProcess, vm: String, end: Double, seconds: Doubl
   }
   let stepText = steps.map { "\($0.1) \(Int((($0.0 - start) * 1000).rounded()))" }.joined(separator: ", ")
   let lost = pings?.lostSendTimes(from: start - 0.5, to: end + 1).map { "\(Int((($0 - start) * 1000).rounded()))" } ?? []
-  return "    steps (ms from the journal): \(stepText)\n    pings lost, sent at (ms): \(lost.isEmpty ? "none" : lost.joined(separator: ", "))"
+  // Where the TCP stream stalled, so a long gap can be put beside the step it fell in.
+  let gaps = stream?.gaps(from: start, to: end + 0.5).filter { $0.end - $0.start >= 0.1 }
+    .map { "\(Int((($0.start - start) * 1000).rounded()))–\(Int((($0.end - start) * 1000).rounded()))" }
+  return "    steps (ms from the journal at \(String(format: "%.3f", start))): \(stepText)\n    pings lost, sent at (ms): \(lost.isEmpty ? "none" : lost.joined(separator: ", "))"
+    + (gaps.map { "\n    TCP stalls of 100 ms or more (ms): \($0.isEmpty ? "none" : $0.joined(separator: ", "))" } ?? "")
     + (guestShare(steps).map { "\n    \($0)" } ?? "")
 }
 

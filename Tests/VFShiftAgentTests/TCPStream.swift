@@ -58,13 +58,15 @@ final class TCPStream {
   func bytes(at t: Double) -> Int {
     lines.filter { $0.first == "B" && (Double($0[1]) ?? .infinity) <= t }.last.flatMap { Int($0[2]) } ?? 0
   }
-  /// The longest gap between reads that overlaps `from...to`, in seconds.
-  func longestGap(from: Double, to: Double) -> Double {
-    lines.compactMap { l -> Double? in
+  /// The gaps between reads (over 30 ms) that overlap `from...to`, as (start, end) Unix times.
+  func gaps(from: Double, to: Double) -> [(start: Double, end: Double)] {
+    lines.compactMap { l -> (Double, Double)? in
       guard l.first == "G", l.count == 3, let a = Double(l[1]), let b = Double(l[2]), b >= from, a <= to else { return nil }
-      return b - a
-    }.max() ?? 0
+      return (a, b)
+    }
   }
+  /// The longest gap between reads that overlaps `from...to`, in seconds.
+  func longestGap(from: Double, to: Double) -> Double { gaps(from: from, to: to).map { $0.end - $0.start }.max() ?? 0 }
 
   func stop() { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
   deinit { stop() }
