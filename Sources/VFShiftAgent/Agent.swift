@@ -291,7 +291,7 @@ public final class Agent: @unchecked Sendable {
     guard !found.isEmpty else { return }
     engine.update { state in
       for (uuid, r) in found {
-        state.restoreRefusal(uuid: uuid, times: r.times, until: now + Double(r.untilUnixMilliseconds - wallAtNow) / 1000)
+        state.restoreRefusal(uuid: uuid, times: r.times, until: now + Double(r.untilUnixMilliseconds - wallAtNow) / 1000, now: now)
       }
     }
   }

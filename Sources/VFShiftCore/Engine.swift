@@ -170,8 +170,11 @@ extension EngineState {
   }
 
   /// What an earlier process recorded of a guest's refusals: held as it
-  /// held them, from the VM's first cycle on (before its track exists).
-  public mutating func restoreRefusal(uuid: String, times: Int, until: Instant) {
+  /// held them, from the VM's first cycle on (before its track exists). A
+  /// record's end comes from the wall clock, which may have been set back
+  /// since: never more than the longest hold from `now`.
+  public mutating func restoreRefusal(uuid: String, times: Int, until recorded: Instant, now: Instant) {
+    let until = min(recorded, now + GuestRefusal.capSeconds)
     if let i = index[uuid] {
       tracks[i].refusals = times; tracks[i].refusedUntil = until
     } else {

@@ -189,7 +189,7 @@ func restoredGuestRefusal() {
   }
   let uuid = sim.vms[0].uuid
   // Two refusals by the process before; its hold ends 20 s into this one.
-  sim.state.restoreRefusal(uuid: uuid, times: 2, until: Instant(seconds: 20))
+  sim.state.restoreRefusal(uuid: uuid, times: 2, until: Instant(seconds: 20), now: sim.now)
   let first = sim.step()
   #expect(first.actions.isEmpty)
   #expect(first.holds.map(\.reason) == [.guestRefused(times: 2, remainingSeconds: 19)])
@@ -200,4 +200,13 @@ func restoredGuestRefusal() {
   #expect(sim.log.map(\.at) == [20])
   let after = sim.state.refusal(of: uuid)
   #expect(after?.times == 3 && after?.until == Instant(seconds: 140), "\(String(describing: after))")
+}
+
+@Test("a restored refusal whose end lies further off than the longest hold (the wall clock set back since) holds no longer than that")
+func restoredGuestRefusalCapped() {
+  var sim = Simulation(policy: .fixture(perHour: 1000), vms: [("a", "pinned")], poolSizes: ["p": 1])
+  sim.state.restoreRefusal(uuid: sim.vms[0].uuid, times: 1, until: Instant(seconds: 86_400), now: sim.now)
+  #expect(sim.step().holds.map(\.reason) == [.guestRefused(times: 1, remainingSeconds: GuestRefusal.capSeconds - 1)])
+  sim.run(Int(GuestRefusal.capSeconds) - 1)
+  #expect(sim.onVF == ["a"], "promoted once the longest hold from the restart is over")
 }
